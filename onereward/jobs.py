@@ -1,0 +1,89 @@
+"""The status row every piece of long work keeps: queued / running / done / failed / cancelled,
+a progress figure and an error text. Celery tasks are thin: they load the row, do the work through
+the row's methods, and leave the row telling what happened."""
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED = {JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+class BackgroundJob(models.Model):
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    # The Celery task that runs this kind of job; subclasses name it.
+    task_name: str = ""
+
+    @property
+    def progress(self) -> float:
+        """Share of the work done, in [0, 1]."""
+        if self.status == JobStatus.DONE:
+            return 1.0
+        return self.progress_done / self.progress_total if self.progress_total else 0.0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    def enqueue(self) -> None:
+        """Send the job to its worker once the row is committed (a worker must find it)."""
+        from onereward.celery import app
+
+        def send():
+            result = app.send_task(self.task_name, args=[self.pk])
+            type(self).objects.filter(pk=self.pk).update(celery_task_id=result.id)
+
+        transaction.on_commit(send)
+
+    def _update(self, **fields) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+        type(self).objects.filter(pk=self.pk).update(**fields)
+
+    def mark_running(self, total: int | None = None) -> None:
+        fields = {"status": JobStatus.RUNNING, "started_at": timezone.now(), "error": ""}
+        if total is not None:
+            fields["progress_total"] = total
+        self._update(**fields)
+
+    def set_progress(self, done: int, total: int | None = None) -> None:
+        fields = {"progress_done": done}
+        if total is not None:
+            fields["progress_total"] = total
+        self._update(**fields)
+
+    def mark_done(self) -> None:
+        self._update(status=JobStatus.DONE, finished_at=timezone.now())
+
+    def mark_failed(self, error: str) -> None:
+        self._update(status=JobStatus.FAILED, error=error, finished_at=timezone.now())
+
+    def cancel(self) -> bool:
+        """Cancel a job that has not finished; a running worker sees it at its next check."""
+        updated = type(self).objects.filter(pk=self.pk).exclude(status__in=FINISHED).update(
+            status=JobStatus.CANCELLED, finished_at=timezone.now()
+        )
+        self.refresh_from_db()
+        return bool(updated)

@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from annotation import api as annotation_api
+
+router = DefaultRouter()
+router.register("tasks", annotation_api.TaskViewSet, basename="task")
+router.register("dimensions", annotation_api.DimensionViewSet, basename="dimension")
+router.register("tags", annotation_api.TagViewSet, basename="tag")
+router.register("inputs", annotation_api.InputViewSet, basename="input")
+router.register("input-imports", annotation_api.InputImportViewSet, basename="input-import")
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", include(router.urls)),
+    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("annotation.urls")),
+]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RLConfig(AppConfig):
+    name = "rl"
+    verbose_name = "RL runs"
