@@ -32,6 +32,7 @@ def run_archive_import(job: InputImport) -> None:
         job.problems = []
         InputImport.objects.filter(pk=job.pk).update(problems=[])
         job.mark_done()
+        _discard_archive(job)
     except InputProblem as problem:
         _reject(job, [problem])
     except ImportRejected as rejected:
@@ -45,3 +46,11 @@ def _reject(job: InputImport, problems: list[InputProblem]) -> None:
     job.problems = [p.as_dict() for p in problems]
     InputImport.objects.filter(pk=job.pk).update(problems=job.problems)
     job.mark_failed(f"{len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'}; nothing was imported.")
+    _discard_archive(job)
+
+
+def _discard_archive(job: InputImport) -> None:
+    """The inputs (or the list of problems) are the record; the uploaded zip is not kept."""
+    if job.archive.name:
+        default_storage.delete(job.archive.name)
+        InputImport.objects.filter(pk=job.pk).update(archive="")

@@ -117,8 +117,9 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
     return PreparedInput(spec, task, prompt, image, mask, digest, metadata)
 
 
-def find_problems(specs: list[InputSpec]) -> tuple[list[PreparedInput], list[InputProblem]]:
-    """Check every spec (never stopping at the first problem), duplicates included."""
+def find_problems(specs: list[InputSpec], skip_existing: bool = False) -> tuple[list[PreparedInput], list[InputProblem]]:
+    """Check every spec (never stopping at the first problem), duplicates included. With
+    skip_existing, inputs already stored are left out instead of reported."""
     tasks = {task.slug: task for task in Task.objects.filter(active=True)}
     prepared, problems = [], []
     for spec in specs:
@@ -133,21 +134,25 @@ def find_problems(specs: list[InputSpec]) -> tuple[list[PreparedInput], list[Inp
         else:
             first_seen[item.content_hash] = item.spec.entry
     existing = dict(Input.objects.filter(content_hash__in=list(first_seen)).values_list("content_hash", "pk"))
+    if skip_existing:
+        prepared = [item for item in prepared if item.content_hash not in existing]
+        existing = {}
     for item in prepared:
         if item.content_hash in existing and first_seen.get(item.content_hash) == item.spec.entry:
             problems.append(InputProblem(item.spec.entry, f"already imported as input #{existing[item.content_hash]}"))
     return prepared, problems
 
 
-def import_inputs(specs: list[InputSpec], user=None, on_progress=None) -> list[Input]:
-    """Store every spec as an Input, or raise ImportRejected and store nothing.
+def import_inputs(specs: list[InputSpec], user=None, on_progress=None, skip_existing: bool = False) -> list[Input]:
+    """Store every spec as an Input, or raise ImportRejected and store nothing. With skip_existing,
+    inputs already stored are not imported again (re-running an import is then harmless).
 
     Files are written first, rows after in one transaction; if the rows fail, the files written by
     this call are removed again.
     """
     if not specs:
         raise ImportRejected([InputProblem("(import)", "no inputs found")])
-    prepared, problems = find_problems(specs)
+    prepared, problems = find_problems(specs, skip_existing=skip_existing)
     if problems:
         raise ImportRejected(problems)
 

@@ -147,7 +147,7 @@ class InputImport(BackgroundJob):
 
     task_name = "annotation.import_inputs_archive"
 
-    archive = models.FileField(max_length=255)
+    archive = models.FileField(max_length=255, blank=True, help_text="The uploaded zip, removed once imported or refused.")
     original_name = models.CharField(max_length=255)
     defaults = models.JSONField(
         default=dict, blank=True, help_text="For entries that do not say otherwise: {task, prompt, tags, canvas}."

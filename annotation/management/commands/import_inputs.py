@@ -26,6 +26,7 @@ class Command(BaseCommand):
         canvas.add_argument("--extend-size", metavar="WxH", help="extend: canvas size, source centred")
         canvas.add_argument("--extend-ratio", metavar="W:H", help="extend: smallest canvas of this aspect ratio")
         parser.add_argument("--user", help="username recorded as the importer")
+        parser.add_argument("--skip-existing", action="store_true", help="leave out inputs already imported instead of refusing")
         parser.add_argument("--dry-run", action="store_true", help="check everything, store nothing")
 
     def handle(self, *args, **options):
@@ -47,14 +48,14 @@ class Command(BaseCommand):
         defaults = ImportDefaults(task=options["task"], prompt=options["prompt"], tags=tags, canvas=canvas)
         specs, problems = specs_from_path(Path(options["path"]), defaults, settings.ONEREWARD_MAX_ZIP_BYTES)
         if problems or options["dry_run"]:
-            problems = problems + find_problems(specs)[1]
+            problems = problems + find_problems(specs, skip_existing=options["skip_existing"])[1]
         if problems:
             self._fail(problems)
         if options["dry_run"]:
             self.stdout.write(self.style.SUCCESS(f"{len(specs)} input(s) checked, no problem found (dry run: nothing stored)."))
             return
         try:
-            created = import_inputs(specs, user=user, on_progress=self._progress)
+            created = import_inputs(specs, user=user, on_progress=self._progress, skip_existing=options["skip_existing"])
         except ImportRejected as rejected:
             self._fail(rejected.problems)
         self.stdout.write(self.style.SUCCESS(
