@@ -288,6 +288,8 @@ def test_build_context_keeps_what_the_images_need():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
     needed = ["pyproject.toml", "manage.py", "templates", "onereward/static", "onereward/wsgi.py", *packages]
+    if isinstance(project["project"].get("readme"), str):  # pip install . reads it
+        needed.append(project["project"]["readme"])
     for path in needed:
         assert (REPO / path).exists(), path
         assert not is_ignored(path), f"{path} is excluded by .dockerignore, the images need it"
