@@ -82,3 +82,10 @@ def test_production_mode_refuses_unsafe_settings(tmp_path, env, message):
     result = run_python("import django; django.setup()", {**PRODUCTION_ENV, "ONEREWARD_DATA_DIR": str(tmp_path), **env})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("command", [["check", "--fail-level", "WARNING"], ["makemigrations", "--check", "--dry-run"]])
+def test_project_checks_are_clean(tmp_path, command):
+    result = subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "ONEREWARD_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
