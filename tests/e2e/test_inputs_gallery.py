@@ -8,6 +8,14 @@ from annotation.models import Input
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
+def seed_demo_with_password(tmp_path, username, password):
+    """The demo, with a known password for one of its users."""
+    call_command("seed_demo", stdout=open(tmp_path / "seed.txt", "w"))
+    user = User.objects.get(username=username)
+    user.set_password(password)
+    user.save()
+
+
 def log_in(page, base_url, username, password):
     page.goto(base_url + "/")
     assert "/accounts/login/" in page.url
@@ -18,10 +26,7 @@ def log_in(page, base_url, username, password):
 
 
 def test_admin_sees_the_demo_inputs_after_login(live_server, page, tmp_path):
-    call_command("seed_demo", stdout=open(tmp_path / "seed.txt", "w"))
-    admin_user = User.objects.get(username="admin")
-    admin_user.set_password("browser-test-pw-1")
-    admin_user.save()
+    seed_demo_with_password(tmp_path, "admin", "browser-test-pw-1")
 
     log_in(page, live_server.url, "admin", "browser-test-pw-1")
     assert page.url.endswith("/inputs/")
@@ -48,10 +53,7 @@ def test_admin_sees_the_demo_inputs_after_login(live_server, page, tmp_path):
 
 
 def test_annotator_lands_on_the_annotation_page_and_not_the_admin(live_server, page, tmp_path):
-    call_command("seed_demo", stdout=open(tmp_path / "seed.txt", "w"))
-    annotator = User.objects.get(username="annotator1")
-    annotator.set_password("browser-test-pw-2")
-    annotator.save()
+    seed_demo_with_password(tmp_path, "annotator1", "browser-test-pw-2")
 
     log_in(page, live_server.url, "annotator1", "browser-test-pw-2")
     assert page.url.endswith("/annotate/")
