@@ -33,6 +33,11 @@ from .import_helpers import (
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def write_files(root, files: dict):
     for name, data in files.items():
         path = root / name
@@ -149,6 +154,17 @@ def test_command_refuses_what_is_already_imported(tmp_path):
     assert Input.objects.count() == 2 and stored_files() == before
 
 
+def test_command_skip_existing_imports_only_what_is_new(tmp_path):
+    good_folder(tmp_path)
+    run_command(str(tmp_path), task="image_fill", prompt="p")
+    out, err = run_command(str(tmp_path), task="image_fill", prompt="p", skip_existing=True)
+    assert "Nothing to import." in out and err == ""
+    write_files(tmp_path, {"c.png": source_png(2), "c_mask.png": mask_png()})
+    out, _ = run_command(str(tmp_path), task="image_fill", prompt="p", skip_existing=True)
+    assert "Imported 1 input(s)" in out
+    assert Input.objects.count() == 3 and len(stored_files()) == 9
+
+
 def test_command_dry_run_checks_and_stores_nothing(tmp_path):
     out, err = run_command(str(good_folder(tmp_path)), task="image_fill", prompt="p", dry_run=True)
     assert "2 input(s) checked" in out and "nothing stored" in out
@@ -168,7 +184,7 @@ def test_command_dry_run_lists_every_problem(tmp_path):
 
 def test_command_dry_run_of_an_empty_folder_fails_like_the_real_run(tmp_path):
     """A dry run must report what the real run would: an empty folder imports nothing."""
-    real_message, real_err = failing_command(str(tmp_path), task="image_fill")
+    _, real_err = failing_command(str(tmp_path), task="image_fill")
     assert "no inputs found" in real_err
     message, err = failing_command(str(tmp_path), task="image_fill", dry_run=True)
     assert "no inputs found" in err

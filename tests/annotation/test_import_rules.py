@@ -203,6 +203,17 @@ def test_decompression_bomb_png_is_refused_before_decoding(width, height, words)
     assert words in line
 
 
+def test_pixel_limit_raised_above_pillows_default_is_honoured(settings):
+    """ONEREWARD_MAX_IMAGE_PIXELS is the limit: raised to 200 MP, a 100 MP image is within it and is
+    decoded (this one is cut short, so decoding finds it truncated), not refused as a bomb by Pillow's
+    own, lower default (89.5 MP)."""
+    settings.ONEREWARD_MAX_IMAGE_PIXELS = 200_000_000
+    data = huge_png(10000, 10000)
+    line = only_problem([fill_spec("pano.png", source=data[: len(data) // 2])])
+    assert line.startswith("pano.png: ")
+    assert "truncated or corrupt" in line
+
+
 def test_decompression_bomb_as_mask_is_refused():
     line = only_problem([fill_spec("a.png", mask=huge_png(20000, 20000), mask_name="a_mask.png")])
     assert line.startswith("a_mask.png: ") and "decompression bomb" in line
@@ -279,6 +290,17 @@ def test_text_with_nul_character_is_refused_as_a_problem(overrides):
     assert line.startswith("a.png: ")
 
 
+def test_failure_after_the_files_were_written_leaves_no_file():
+    """A tag is stored after the files are written; when the database refuses it, the files written
+    by this import are removed again (whether the entry is refused up front or by the database)."""
+    from django.db import DataError
+
+    with pytest.raises((ImportRejected, DataError)):
+        import_inputs([fill_spec("a.png"), fill_spec("b.png", seed=1, tags=["bad\x00tag"])])
+    assert Input.objects.count() == 0
+    assert stored_files() == []
+
+
 def test_no_specs_is_refused():
     assert rejected([]) == ["(import): no inputs found"]
 
@@ -304,6 +326,28 @@ def test_duplicate_within_one_import_is_refused_and_nothing_stored():
 def test_same_content_with_prompt_differing_only_in_spaces_is_a_duplicate():
     lines = rejected([fill_spec("a.png", prompt="a red kite"), fill_spec("b.png", prompt="  a red kite \n")])
     assert lines == ["b.png: duplicate of a.png in this import"]
+
+
+def test_skip_existing_leaves_out_what_is_stored_and_imports_the_rest():
+    (first,) = import_inputs([fill_spec("a.png")])
+    created = import_inputs([fill_spec("again-a.png"), fill_spec("b.png", seed=1)], skip_existing=True)
+    assert [row.original_name for row in created] == ["b.png"]
+    assert Input.objects.count() == 2
+    assert len(stored_files()) == 6
+    assert import_inputs([fill_spec("a.png"), fill_spec("b.png", seed=1)], skip_existing=True) == []
+    assert Input.objects.count() == 2 and len(stored_files()) == 6
+
+
+def test_skip_existing_still_refuses_bad_entries_and_duplicates_within_the_import():
+    import_inputs([fill_spec("a.png")])
+    before = stored_files()
+    with pytest.raises(ImportRejected) as info:
+        import_inputs([fill_spec("a.png"), fill_spec("b.png", seed=1), fill_spec("b-copy.png", seed=1),
+                       fill_spec("c.png", seed=2, source=b"")], skip_existing=True)
+    assert sorted(problem_lines(info.value.problems)) == [
+        "b-copy.png: duplicate of b.png in this import", "c.png: file is empty",
+    ]
+    assert Input.objects.count() == 1 and stored_files() == before
 
 
 # --- file names -------------------------------------------------------------------------------
@@ -460,6 +504,18 @@ def test_existing_tags_are_reused():
     import_inputs([fill_spec("a.png", tags=["sky"]), fill_spec("b.png", seed=1, tags=["sky", "sea"])])
     assert sorted(Tag.objects.values_list("name", flat=True)) == ["sea", "sky"]
     assert Tag.objects.get(name="sky").inputs.count() == 2
+
+
+def test_16_bit_greyscale_source_is_scaled_not_clipped():
+    """A 16-bit greyscale PNG keeps its tones: stored as 8 bits (value / 257), not clipped to white."""
+    ramp = np.tile(np.linspace(0, 65535, W), (H, 1)).astype(np.uint16)
+    source = Image.fromarray(ramp)
+    assert source.mode == "I;16"
+    (created,) = import_inputs([fill_spec("deep.png", source=png_bytes(source))])
+    stored = np.asarray(stored_image(created.source)).astype(int)
+    expected = np.round(ramp / 257).astype(int)
+    for channel in range(3):
+        assert np.abs(stored[:, :, channel] - expected).max() <= 1
 
 
 def test_transparent_source_is_composited_on_white():
