@@ -3,6 +3,7 @@
 Readers (folder, manifest, zip: `input_sources`), the admin form and the API serializer all build
 InputSpec objects and hand them to `import_inputs`, which is the one place the rules are applied.
 """
+import json
 import uuid
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from .input_images import (
 from .models import Input, InputKind, PromptMode, Tag, Task
 
 MAX_TAG_LENGTH = 64
+NO_INPUTS = InputProblem("(import)", "no inputs found")
 
 
 class ImportRejected(Exception):
@@ -79,6 +81,10 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
     if task is None:
         known = ", ".join(sorted(tasks)) or "none defined"
         raise InputProblem(spec.entry, f"unknown task {spec.task!r} (known tasks: {known})")
+    if not isinstance(spec.metadata, dict):
+        raise InputProblem(spec.entry, "metadata must be a JSON object")
+    if "\x00" in spec.prompt or any("\x00" in str(t) for t in spec.tags) or "\\u0000" in json.dumps(spec.metadata):
+        raise InputProblem(spec.entry, "prompt, tags or metadata contain a NUL character")
     prompt = spec.prompt.strip()
     if task.prompt_mode == PromptMode.REQUIRED and not prompt:
         raise InputProblem(spec.entry, f"task {task.slug!r} needs a prompt and none was given")
@@ -87,8 +93,6 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
     for tag in spec.tags:
         if not isinstance(tag, str) or not tag.strip() or len(tag.strip()) > MAX_TAG_LENGTH:
             raise InputProblem(spec.entry, f"tag {tag!r} must be a non-empty text of at most {MAX_TAG_LENGTH} characters")
-    if not isinstance(spec.metadata, dict):
-        raise InputProblem(spec.entry, "metadata must be a JSON object")
 
     source = to_rgb(open_image(spec.source, spec.source_name, max_pixels))
     metadata = dict(spec.metadata)
@@ -151,7 +155,7 @@ def import_inputs(specs: list[InputSpec], user=None, on_progress=None, skip_exis
     this call are removed again.
     """
     if not specs:
-        raise ImportRejected([InputProblem("(import)", "no inputs found")])
+        raise ImportRejected([NO_INPUTS])
     prepared, problems = find_problems(specs, skip_existing=skip_existing)
     if problems:
         raise ImportRejected(problems)
@@ -196,7 +200,7 @@ def import_inputs(specs: list[InputSpec], user=None, on_progress=None, skip_exis
     except IntegrityError:
         _remove(written)
         # Another import stored the same content between our check and our write.
-        _, problems = find_problems(specs)
+        _, problems = find_problems(specs, skip_existing=skip_existing)
         raise ImportRejected(problems or [InputProblem("(import)", "an input was imported concurrently")]) from None
     except BaseException:
         _remove(written)
@@ -226,7 +230,7 @@ def spec_from_upload(*, task: str, source, mask=None, prompt: str = "", canvas: 
         prompt=prompt or "",
         canvas=canvas_spec,
         tags=list(tags or []),
-        metadata=dict(metadata or {}),
+        metadata={} if metadata is None else metadata,  # prepare() refuses what is not an object
     )
 
 

@@ -6,7 +6,6 @@ Every refusal raises InputProblem with a sentence that names the file and what i
 import hashlib
 import io
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +44,17 @@ def check_entry_name(name: str) -> None:
         raise InputProblem(name, "file name contains a NUL character")
 
 
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.1f} MP"
+def _pixels(count: int) -> str:
+    return f"{count:,} pixels ({count / 1e6:.1f} MP)"
+
+
+# The formats an input may come in; anything else Pillow could parse is refused.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+# Pillow's own bomb check uses one process-wide limit that would override ours (refusing images
+# under ONEREWARD_MAX_IMAGE_PIXELS, or warning instead of refusing). open_image() checks the size
+# read from the header before any pixel is decoded, so it takes over that job.
+Image.MAX_IMAGE_PIXELS = None
 
 
 def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
@@ -54,33 +62,51 @@ def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     if not data:
         raise InputProblem(name, "file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputProblem(
-                    name,
-                    f"image is {width}x{height} = {_megapixels(width * height)}, over the limit of "
-                    f"{_megapixels(max_pixels)} (ONEREWARD_MAX_IMAGE_PIXELS)",
-                )
-            image.load()
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InputProblem(
+                name,
+                f"image is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)} "
+                "(ONEREWARD_MAX_IMAGE_PIXELS); refused before decoding (decompression bomb guard)",
+            )
+        image.load()
     except InputProblem:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputProblem(name, f"image is too large to decode safely (decompression bomb): {exc}") from None
     except UnidentifiedImageError:
-        raise InputProblem(name, "not an image (Pillow cannot identify the format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputProblem(name, f"not an image (not one of {', '.join(ACCEPTED_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputProblem(name, f"image is truncated or corrupt: {exc}") from None
     if width == 0 or height == 0:
         raise InputProblem(name, "image has no pixels")
-    return ImageOps.exif_transpose(image)
+    return ImageOps.exif_transpose(_to_8_bit(image))
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale scaled to 8 bits (Pillow's convert would clip, not scale)."""
+    if not image.mode.startswith("I") and image.mode != "F":
+        return image
+    values = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = values / 257.0
+    converted = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    converted.info = {k: v for k, v in image.info.items() if k != "transparency"}
+    if "transparency" in image.info:
+        # Keep a colour-key transparency meaningful after scaling.
+        key = np.asarray(image) == image.info["transparency"]
+        alpha = Image.fromarray(np.where(key, 0, 255).astype(np.uint8), mode="L")
+        converted = Image.merge("LA", (converted, alpha))
+    return converted
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    """An alpha channel or a colour key (PNG tRNS, GIF), whatever the mode."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB pixels; transparent areas composited on white (what a viewer shows)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if _has_transparency(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -89,7 +115,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def binarise_mask(image: Image.Image, name: str) -> Image.Image:
     """Mask as mode "L" with values {0, 255}; refuses transparent, soft, empty or full masks."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if _has_transparency(image):
         alpha = np.asarray(image.convert("RGBA").getchannel("A"))
         if (alpha < 255).any():
             raise InputProblem(
@@ -210,8 +236,8 @@ def build_canvas(source: Image.Image, spec: CanvasSpec, name: str, max_pixels: i
     if canvas_w * canvas_h > max_pixels:
         raise InputProblem(
             name,
-            f"canvas {canvas_w}x{canvas_h} = {_megapixels(canvas_w * canvas_h)} is over the limit of "
-            f"{_megapixels(max_pixels)} (ONEREWARD_MAX_IMAGE_PIXELS)",
+            f"canvas {canvas_w}x{canvas_h} = {_pixels(canvas_w * canvas_h)} is over the limit of "
+            f"{_pixels(max_pixels)} (ONEREWARD_MAX_IMAGE_PIXELS)",
         )
     canvas = Image.new("RGB", (canvas_w, canvas_h), CANVAS_FILL)
     canvas.paste(source, (left, top))

@@ -107,6 +107,19 @@ class ZipTree(FileTree):
         return data
 
 
+class SubTree(FileTree):
+    """The part of a tree under one folder (a zipped folder holding its manifest)."""
+
+    def __init__(self, tree: FileTree, prefix: str):
+        self.tree, self.prefix = tree, prefix
+
+    def names(self) -> list[str]:
+        return [n[len(self.prefix):] for n in self.tree.names() if n.startswith(self.prefix)]
+
+    def read(self, name: str) -> bytes:
+        return self.tree.read(self.prefix + name)
+
+
 def _ignored(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return any(part in IGNORED_PARTS or part.startswith("._") for part in parts)
@@ -116,8 +129,15 @@ def specs_from_tree(tree: FileTree, defaults: ImportDefaults) -> tuple[list[Inpu
     """Read every input of a folder or archive. Problems are collected, never raised."""
     problems = list(getattr(tree, "problems", []))
     names = [n for n in tree.names() if not _ignored(n)]
-    if MANIFEST_NAME in names:
-        specs, more = specs_from_manifest_text(tree.read(MANIFEST_NAME).decode("utf-8", "replace"), tree, defaults)
+    manifests = [n for n in names if PurePosixPath(n).name == MANIFEST_NAME]
+    if len(manifests) > 1:
+        return [], problems + [InputProblem(m, "more than one manifest.jsonl; give one per import") for m in manifests]
+    if manifests:
+        # Paths in a manifest are relative to its folder (a zipped folder puts it one level down).
+        manifest = manifests[0]
+        prefix = manifest[: -len(MANIFEST_NAME)]
+        base = SubTree(tree, prefix) if prefix else tree
+        specs, more = specs_from_manifest_text(tree.read(manifest).decode("utf-8", "replace"), base, defaults, label=manifest)
         return specs, problems + more
     specs, more = _specs_from_pairs(names, tree, defaults)
     return specs, problems + more

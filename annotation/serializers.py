@@ -38,6 +38,20 @@ class TaskSerializer(serializers.ModelSerializer):
         ]
 
 
+class TaskField(serializers.SlugRelatedField):
+    """A task by slug; an unknown one is named with the tasks that exist."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="slug", queryset=Task.objects.filter(active=True), **kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError:
+            known = ", ".join(self.get_queryset().values_list("slug", flat=True))
+            raise serializers.ValidationError(f"unknown task {data!r} (known tasks: {known})") from None
+
+
 class InputSerializer(serializers.ModelSerializer):
     task = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
@@ -64,7 +78,7 @@ class CanvasField(serializers.JSONField):
 
 
 class InputCreateSerializer(serializers.Serializer):
-    task = serializers.SlugRelatedField(slug_field="slug", queryset=Task.objects.filter(active=True))
+    task = TaskField()
     source = serializers.FileField()
     mask = serializers.FileField(required=False)
     prompt = serializers.CharField(required=False, allow_blank=True, default="")
@@ -113,7 +127,7 @@ class InputImportSerializer(serializers.ModelSerializer):
 
 class InputImportCreateSerializer(serializers.Serializer):
     archive = serializers.FileField()
-    task = serializers.SlugRelatedField(slug_field="slug", queryset=Task.objects.filter(active=True), required=False)
+    task = TaskField(required=False)
     prompt = serializers.CharField(required=False, allow_blank=True, default="")
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
     canvas = CanvasField(required=False)

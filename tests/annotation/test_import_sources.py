@@ -280,6 +280,27 @@ def test_zip_with_manifest(tmp_path):
     assert rows["pics/b.png"].metadata["k"] == 1
 
 
+def test_zipped_folder_with_its_manifest_one_level_down(tmp_path):
+    archive = tmp_path / "folder.zip"
+    archive.write_bytes(zip_bytes({
+        "batch/manifest.jsonl": manifest({"image": "a.png", "mask": "a_mask.png", "prompt": "a kite"}),
+        "batch/a.png": source_png(0), "batch/a_mask.png": mask_png(),
+    }))
+    rows = by_name(import_path(archive, ImportDefaults(task="image_fill")))
+    assert {name: row.prompt for name, row in rows.items()} == {"a.png": "a kite"}
+
+
+def test_two_manifests_are_refused(tmp_path):
+    archive = tmp_path / "two.zip"
+    line = manifest({"image": "a.png", "mask": "a_mask.png", "prompt": "a kite"})
+    archive.write_bytes(zip_bytes({"x/manifest.jsonl": line, "y/manifest.jsonl": line,
+                                   "x/a.png": source_png(0), "x/a_mask.png": mask_png()}))
+    lines = all_problems(archive, ImportDefaults(task="image_fill"))
+    assert lines == ["x/manifest.jsonl: more than one manifest.jsonl; give one per import",
+                     "y/manifest.jsonl: more than one manifest.jsonl; give one per import"]
+    assert_nothing_stored()
+
+
 def test_zip_of_pairs(tmp_path):
     archive = tmp_path / "pairs.zip"
     archive.write_bytes(zip_bytes({

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.importing import ImportRejected, find_problems, import_inputs, parse_tags
+from annotation.importing import NO_INPUTS, ImportRejected, find_problems, import_inputs, parse_tags
 from annotation.input_images import CanvasSpec, InputProblem
 from annotation.input_sources import ImportDefaults, specs_from_path
 
@@ -47,6 +47,8 @@ class Command(BaseCommand):
         tags = [tag for raw in options["tag"] for tag in parse_tags(raw)]
         defaults = ImportDefaults(task=options["task"], prompt=options["prompt"], tags=tags, canvas=canvas)
         specs, problems = specs_from_path(Path(options["path"]), defaults, settings.ONEREWARD_MAX_ZIP_BYTES)
+        if not specs and not problems:
+            problems = [NO_INPUTS]
         if problems or options["dry_run"]:
             problems = problems + find_problems(specs, skip_existing=options["skip_existing"])[1]
         if problems:
