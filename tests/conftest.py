@@ -48,6 +48,25 @@ def stored_files() -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+@pytest.fixture(autouse=True)
+def migration_data_after_flush(request):
+    """Transactional tests (real workers, the browser) end with a flush of the database; put back
+    what the migrations seed (taxonomy, role groups) before each of them."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (marker is not None and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server"} & set(request.fixturenames)
+    )
+    if not transactional:
+        return
+    request.getfixturevalue("transactional_db")
+    from annotation.models import Dimension, Task, TaskDimension
+    from annotation.taxonomy_seed import seed
+    from onereward.roles import sync_role_groups
+
+    seed(Task, Dimension, TaskDimension)
+    sync_role_groups()
+
+
 # --- images ---------------------------------------------------------------------------------
 
 

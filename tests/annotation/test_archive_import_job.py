@@ -7,7 +7,7 @@ import pytest
 from annotation.models import Input, InputImport
 from tests.conftest import box_mask, photo, png_bytes, stored_files, wait_for
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 def zip_of(entries: dict[str, bytes], name="inputs.zip") -> io.BytesIO:

@@ -5,7 +5,7 @@ from annotation.importing import InputSpec, import_inputs
 from annotation.models import Input
 from tests.conftest import box_mask, photo, png_bytes, stored_files
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_input(seed=1):

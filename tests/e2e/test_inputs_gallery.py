@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from annotation.models import Input
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def seed_demo_with_password(tmp_path, username, password):

@@ -21,7 +21,7 @@ print(InputImport.queue(archive, task=Task.objects.get(slug="image_fill")).pk)
 
 
 @pytest.mark.worker
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_filesystem_broker_hands_jobs_to_a_separate_worker(tmp_path, settings):
     env = {
         "DATABASE_URL": database_url_of_test_db(),
