@@ -73,6 +73,13 @@ def by_name(rows) -> dict[str, Input]:
 # --- folders of pairs -------------------------------------------------------------------------
 
 
+def assert_lists_each_problem(lines: list[str], expected: dict[str, str]) -> None:
+    """One line per bad entry, each naming the entry and containing the expected words."""
+    assert len(lines) == len(expected), lines
+    for entry, words in expected.items():
+        assert any(line.startswith(f"{entry}: ") and words in line for line in lines), (entry, lines)
+
+
 def test_folder_of_pairs_with_prompt_and_settings_files(tmp_path):
     write_files(tmp_path, {
         "kite.png": source_png(0),
@@ -156,9 +163,7 @@ def test_folder_with_bad_entries_lists_every_one_and_stores_none(tmp_path):
         "broken.json": "not valid JSON",
         "odd.json": "unknown keys ['colour']",
     }
-    assert len(lines) == len(expected), lines
-    for entry, words in expected.items():
-        assert any(line.startswith(f"{entry}: ") and words in line for line in lines), (entry, lines)
+    assert_lists_each_problem(lines, expected)
 
     with pytest.raises(ImportRejected):
         import_inputs(read(tmp_path, ImportDefaults(task="image_fill"))[0])
@@ -331,9 +336,7 @@ def test_zip_with_bad_entries_among_good_ones_lists_every_one_and_stores_none(tm
         "c_mask.png": "covers the whole image",
         "d.png": "needs a prompt",
     }
-    assert len(lines) == len(expected), lines
-    for entry, words in expected.items():
-        assert any(line.startswith(f"{entry}: ") and words in line for line in lines), (entry, lines)
+    assert_lists_each_problem(lines, expected)
     # Importing what could be read is refused as well: all or nothing.
     with pytest.raises(ImportRejected):
         import_inputs(read(archive, ImportDefaults(task="image_fill"))[0])
