@@ -2,7 +2,7 @@
 from django import forms
 
 from .importing import ImportRejected, import_inputs, parse_tags, spec_from_upload
-from .input_images import InputProblem
+from .input_images import CanvasSpec, InputProblem
 from .models import InputImport, Task
 
 
@@ -82,8 +82,6 @@ class InputArchiveForm(CanvasFields):
 
     def clean(self):
         cleaned = super().clean()
-        from .input_images import CanvasSpec
-
         canvas = self.canvas() if not self.errors else None
         if canvas:
             try:

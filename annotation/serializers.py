@@ -74,7 +74,17 @@ class InputSerializer(serializers.ModelSerializer):
 
 
 class CanvasField(serializers.JSONField):
+    """{"padding": [l, t, r, b]} | {"size": [w, h]} | {"ratio": "16:9"}, checked by CanvasSpec."""
+
     default_error_messages = {"invalid": "canvas must be a JSON object"}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        try:
+            CanvasSpec.parse(value, "canvas")
+        except InputProblem as problem:
+            raise serializers.ValidationError(problem.problem) from None
+        return value
 
 
 class InputCreateSerializer(serializers.Serializer):
@@ -82,16 +92,9 @@ class InputCreateSerializer(serializers.Serializer):
     source = serializers.FileField()
     mask = serializers.FileField(required=False)
     prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    canvas = CanvasField(required=False, help_text='{"padding": [l, t, r, b]} | {"size": [w, h]} | {"ratio": "16:9"}')
+    canvas = CanvasField(required=False, help_text='Extend only: {"padding": [l, t, r, b]} | {"size": [w, h]} | {"ratio": "16:9"}')
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
     metadata = serializers.JSONField(required=False, default=dict)
-
-    def validate_canvas(self, value):
-        try:
-            CanvasSpec.parse(value, "canvas")
-        except InputProblem as problem:
-            raise serializers.ValidationError(problem.problem) from None
-        return value
 
     def create(self, validated_data):
         try:
@@ -136,9 +139,6 @@ class InputImportCreateSerializer(serializers.Serializer):
         if not archive.name.lower().endswith(".zip"):
             raise serializers.ValidationError(f"{archive.name}: give a .zip archive")
         return archive
-
-    def validate_canvas(self, value):
-        return InputCreateSerializer.validate_canvas(self, value)
 
     def create(self, validated_data):
         return InputImport.queue(

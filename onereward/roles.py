@@ -111,17 +111,16 @@ def can_use_admin(user) -> bool:
     return user.is_active and user.is_staff and staff_expected(user)
 
 
-def keep_staff_flag_in_step(sender, instance, action, reverse=False, **kwargs):
+def keep_staff_flag_in_step(sender, instance, action, reverse=False, pk_set=None, **kwargs):
     """Group changes (admin, API, assign_role) set is_staff from the roles: one source of truth."""
     from django.contrib.auth.models import User
 
-    if action not in {"post_add", "post_remove", "post_clear"}:
+    if action not in {"post_add", "post_remove", "post_clear"} or (reverse and action == "post_clear"):
         return
-    users = [instance] if not reverse else list(User.objects.filter(pk__in=kwargs.get("pk_set") or []))
-    if reverse and action == "post_clear":
-        return
+    # user.groups.add(...) gives the user; group.user_set.add(...) gives the group and user ids.
+    users = User.objects.filter(pk__in=pk_set or []) if reverse else [instance]
     for user in users:
-        if not isinstance(user, User) or user.is_superuser:
+        if user.is_superuser:
             continue
         expected = staff_expected(user)
         if user.is_staff != expected:

@@ -50,6 +50,16 @@ def test_changing_role_updates_staff(make_user):
     assert [g.name for g in user.groups.all()] == [ROLES["annotator"].group_name]
 
 
+def test_staff_follows_group_edits_from_either_side(make_user):
+    user = make_user("u")
+    Group.objects.get(name="ML engineers").user_set.add(user)
+    user.refresh_from_db()
+    assert user.is_staff is True
+    user.groups.clear()
+    user.refresh_from_db()
+    assert user.is_staff is False
+
+
 def test_unknown_role_is_refused(make_user):
     with pytest.raises(ValueError, match="unknown role 'boss'"):
         assign_role(make_user("u"), "boss")
