@@ -125,7 +125,7 @@ class InputAdmin(admin.ModelAdmin):
             "form": form,
             "multipart": multipart,
         }
-        return TemplateResponse(request, "admin/annotation/input/upload_form.html", context)
+        return TemplateResponse(request, "admin/form_page.html", context)
 
     def _forbidden(self, request):
         from django.core.exceptions import PermissionDenied

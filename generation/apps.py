@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class GenerationConfig(AppConfig):
     name = "generation"
     verbose_name = "Generation"
+
+    def ready(self):
+        from . import signals  # noqa: F401  (worker start-up and file clean-up hooks)

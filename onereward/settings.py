@@ -163,6 +163,9 @@ ONEREWARD_MAX_IMAGE_PIXELS = env_int("ONEREWARD_MAX_IMAGE_PIXELS", 40_000_000)
 # A zip of inputs may not unpack to more than this many bytes (zip bombs).
 ONEREWARD_MAX_ZIP_BYTES = env_int("ONEREWARD_MAX_ZIP_BYTES", 4 * 1024**3)
 
+# A candidate set claimed by a worker that has not finished it after this long may be taken by another.
+ONEREWARD_GENERATION_LEASE_SECONDS = env_int("ONEREWARD_GENERATION_LEASE_SECONDS", 6 * 3600)
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -6,6 +6,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from annotation import api as annotation_api
+from generation import api as generation_api
 
 router = DefaultRouter()
 router.register("tasks", annotation_api.TaskViewSet, basename="task")
@@ -13,6 +14,8 @@ router.register("dimensions", annotation_api.DimensionViewSet, basename="dimensi
 router.register("tags", annotation_api.TagViewSet, basename="tag")
 router.register("inputs", annotation_api.InputViewSet, basename="input")
 router.register("input-imports", annotation_api.InputImportViewSet, basename="input-import")
+router.register("generators", generation_api.GeneratorViewSet, basename="generator")
+router.register("generation-batches", generation_api.GenerationBatchViewSet, basename="generation-batch")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -22,5 +25,6 @@ urlpatterns = [
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("generation.urls")),
     path("", include("annotation.urls")),
 ]

@@ -1,0 +1,162 @@
+"""Running a generation batch: fan-out per input, a claimed set per worker, candidates stored
+file-first with unique (set, index) keys, so a retried or redelivered job never duplicates."""
+import hashlib
+import io
+import json
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from PIL import Image
+
+from annotation.input_images import encode_png, encode_thumbnail
+from onereward.jobs import JobStatus
+
+from .backends.base import GenerationRequest, load_backend
+from .models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
+
+log = logging.getLogger(__name__)
+
+# One loaded generator per worker process: loading FLUX takes long and fills the GPU, so a worker
+# keeps the last one and swaps only when a batch asks for another.
+_loaded: dict[str, object] = {}
+
+
+def _generator_key(generator: Generator) -> str:
+    payload = json.dumps({"backend": generator.backend, "settings": generator.settings}, sort_keys=True)
+    return f"{generator.pk}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def backend_for(generator: Generator):
+    key = _generator_key(generator)
+    if key not in _loaded:
+        _loaded.clear()  # free the previous model before loading the next
+        log.info("loading generator %s (%s)", generator.name, generator.backend)
+        _loaded[key] = load_backend(generator.backend, generator.settings)
+    return _loaded[key]
+
+
+def requests_for(candidate_set: CandidateSet, indices: list[int]) -> list[GenerationRequest]:
+    item = candidate_set.input
+    with default_storage.open(item.source.name, "rb") as handle:
+        image = Image.open(io.BytesIO(handle.read())).convert("RGB")
+    with default_storage.open(item.mask.name, "rb") as handle:
+        mask = Image.open(io.BytesIO(handle.read())).convert("L")
+    batch = candidate_set.batch
+    return [
+        GenerationRequest(image=image, mask=mask, prompt=item.effective_prompt, task=item.task.slug,
+                          settings=batch.settings_for(item, index))
+        for index in indices
+    ]
+
+
+def candidate_paths(public_id) -> tuple[str, str]:
+    folder = f"candidates/{public_id.hex[:2]}"
+    return f"{folder}/{public_id.hex}.png", f"{folder}/{public_id.hex}-thumb.jpg"
+
+
+def store_candidate(candidate_set: CandidateSet, index: int, request: GenerationRequest, image: Image.Image,
+                    seconds: float) -> Candidate | None:
+    """Files first, then the row; a row that already exists (a concurrent retry) wins and our
+    files are removed. Returns None in that case."""
+    if image.size != request.image.size:
+        raise ValueError(f"the generator returned {image.size[0]}x{image.size[1]} for a "
+                         f"{request.image.width}x{request.image.height} canvas")
+    candidate = Candidate(candidate_set=candidate_set, index=index, settings=request.settings.as_dict(), seconds=seconds)
+    image_path, thumb_path = candidate_paths(candidate.public_id)
+    written = [default_storage.save(image_path, ContentFile(encode_png(image.convert("RGB"))))]
+    try:
+        written.append(default_storage.save(thumb_path, ContentFile(encode_thumbnail(image))))
+        candidate.image, candidate.thumbnail = written
+        with transaction.atomic():
+            candidate.save()
+        return candidate
+    except IntegrityError:
+        for name in written:
+            default_storage.delete(name)
+        return None
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+
+
+def claim(set_id: int, worker: str) -> CandidateSet | None:
+    """Take a set to work on, unless it is finished, its batch is not running, or another worker
+    holds a fresh claim on it."""
+    lease = timedelta(seconds=settings.ONEREWARD_GENERATION_LEASE_SECONDS)
+    with transaction.atomic():
+        candidate_set = CandidateSet.objects.select_for_update().select_related("batch").get(pk=set_id)
+        if candidate_set.status == SetStatus.DONE:
+            return None
+        if candidate_set.batch.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
+            return None
+        if (candidate_set.status == SetStatus.RUNNING and candidate_set.worker != worker
+                and candidate_set.claimed_at and timezone.now() - candidate_set.claimed_at < lease):
+            return None
+        candidate_set.status = SetStatus.RUNNING
+        candidate_set.worker = worker
+        candidate_set.claimed_at = timezone.now()
+        candidate_set.attempts += 1
+        candidate_set.error = ""
+        candidate_set.save(update_fields=["status", "worker", "claimed_at", "attempts", "error"])
+    return candidate_set
+
+
+def generate_set(set_id: int, worker: str) -> None:
+    """Make the candidates a set still lacks, then record how it went."""
+    candidate_set = claim(set_id, worker)
+    if candidate_set is None:
+        return
+    batch = candidate_set.batch
+    try:
+        have = set(candidate_set.candidates.values_list("index", flat=True))
+        missing = [i for i in range(batch.candidates_per_input) if i not in have]
+        if missing:
+            requests = requests_for(candidate_set, missing)
+            backend = backend_for(batch.generator)
+            started = time.perf_counter()
+            images = backend.generate(requests)
+            share = (time.perf_counter() - started) / len(requests)
+            if len(images) != len(requests):
+                raise ValueError(f"the generator returned {len(images)} images for {len(requests)} requests")
+            for index, request, image in zip(missing, requests, images):
+                store_candidate(candidate_set, index, request, image, share)
+        status, error = SetStatus.DONE, ""
+    except Exception as exc:  # one input's failure must not stop the batch
+        log.exception("candidate set %s failed", set_id)
+        status, error = SetStatus.FAILED, f"{type(exc).__name__}: {exc}"
+    CandidateSet.objects.filter(pk=set_id).update(status=status, error=error, finished_at=timezone.now())
+    batch.refresh_progress()
+
+
+def run_batch(batch: GenerationBatch) -> None:
+    """Send every unfinished set of a batch to the GPU queue."""
+    from .tasks import generate_candidate_set
+
+    if batch.status in (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED):
+        return
+    batch.mark_running(total=batch.candidate_sets.count())
+    pending = list(batch.candidate_sets.exclude(status=SetStatus.DONE).values_list("pk", flat=True))
+    for set_id in pending:
+        generate_candidate_set.delay(set_id)
+    batch.refresh_progress()
+
+
+def requeue_orphans(worker: str) -> int:
+    """Sets this worker was running when it died go back to the queue (called at worker start)."""
+    from .tasks import generate_candidate_set
+
+    orphans = list(CandidateSet.objects.filter(status=SetStatus.RUNNING, worker=worker,
+                                               batch__status=JobStatus.RUNNING).values_list("pk", flat=True))
+    CandidateSet.objects.filter(pk__in=orphans).update(status=SetStatus.PENDING)
+    for set_id in orphans:
+        generate_candidate_set.delay(set_id)
+    if orphans:
+        log.info("re-queued %d candidate set(s) left running by %s", len(orphans), worker)
+    return len(orphans)

@@ -1,0 +1,21 @@
+from django.contrib.auth.decorators import permission_required
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
+
+from .models import Candidate
+
+FILE_KINDS = {"image": "image/png", "thumbnail": "image/jpeg"}
+
+
+@require_GET
+@permission_required("generation.view_candidate", raise_exception=True)
+def candidate_file(request, public_id, kind):
+    """Candidate pixels by an opaque id: the URL says nothing about generator or settings."""
+    if kind not in FILE_KINDS:
+        raise Http404("unknown file kind")
+    candidate = get_object_or_404(Candidate, public_id=public_id)
+    response = FileResponse(default_storage.open(getattr(candidate, kind).name, "rb"), content_type=FILE_KINDS[kind])
+    response["Cache-Control"] = "private, max-age=86400"
+    return response

@@ -1,0 +1,210 @@
+"""A tiny FLUX.1 Fill pipeline built from configs, with tokenizers trained on a few sentences.
+
+Nothing is downloaded: every component is made from a config with seeded random weights and saved
+with `save_pretrained`, so the backend's real loading code reads it back. The shapes follow the
+real FLUX.1-Fill-dev layout (VAE scale factor 8, packed 2x2 latents, a 256-channel packed mask),
+only narrower, so padding and packing are exercised as they are on the 12B model.
+
+Used by tests/generation/test_flux_fill.py and bench/generation_throughput.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+SENTENCES = [
+    "a red cup on a wooden table",
+    "a cat sleeping on the sofa next to a window",
+    "remove the person from the photo",
+    "high-definition, perfect composition",
+    "a sign that says OPEN in neon letters",
+    "blurry, low quality, nsfw",
+    "a mountain lake at sunrise with mist over the water",
+    "the quick brown fox jumps over the lazy dog",
+]
+
+# VAE: four blocks give FLUX's scale factor 8; latents are packed in 2x2 patches, so canvases must
+# be multiples of 16 pixels, as on the real model.
+LATENT_CHANNELS = 4
+VAE_BLOCKS = (8, 8, 8, 8)
+VAE_SCALE_FACTOR = 2 ** (len(VAE_BLOCKS) - 1)
+# Fill transformer input = packed noisy latents (C*4) + packed masked-image latents (C*4) + the
+# mask folded from 8x8 pixels per latent cell into 64 channels, then packed 2x2 (64*4 = 256).
+PACKED_LATENT_CHANNELS = LATENT_CHANNELS * 4
+FILL_IN_CHANNELS = 2 * PACKED_LATENT_CHANNELS + VAE_SCALE_FACTOR * VAE_SCALE_FACTOR * 4
+TEXT_DIM = 32  # T5 d_model = transformer joint_attention_dim; CLIP hidden = pooled_projection_dim
+
+
+def tiny_transformer_config(**overrides) -> dict:
+    config = dict(
+        patch_size=1,
+        in_channels=FILL_IN_CHANNELS,
+        out_channels=PACKED_LATENT_CHANNELS,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=TEXT_DIM,
+        pooled_projection_dim=TEXT_DIM,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
+    )
+    config.update(overrides)
+    return config
+
+
+def full_transformer_config() -> dict:
+    """FLUX.1-Fill-dev's transformer: 19 double + 38 single blocks, 24 heads x 128 = 3072 hidden."""
+    return dict(
+        patch_size=1,
+        in_channels=384,  # 64 latents + 64 masked-image latents + 256 mask
+        out_channels=64,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    )
+
+
+def build_transformer(seed: int = 0, full_size: bool = False):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(**(full_transformer_config() if full_size else tiny_transformer_config()))
+
+
+def build_clip_tokenizer():
+    """A byte-level BPE with CLIP's normalisation and word-end suffix, trained on SENTENCES."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    bos, eos = "<|startoftext|>", "<|endoftext|>"
+    trainer_tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=eos))
+    trainer_tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[bos, eos], end_of_word_suffix="</w>",
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    trainer_tok.train_from_iterator(SENTENCES, trainer=trainer)
+    model = json.loads(trainer_tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=77)
+
+
+def build_t5_tokenizer():
+    """A Unigram tokenizer with T5's special-token layout (<pad>=0, </s>=1, <unk>=2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5TokenizerFast
+
+    trainer_tok = Tokenizer(models.Unigram())
+    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    trainer = trainers.UnigramTrainer(
+        vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+    )
+    trainer_tok.train_from_iterator(SENTENCES, trainer=trainer)
+    vocab = [tuple(entry) for entry in json.loads(trainer_tok.to_str())["model"]["vocab"]]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def build_pipeline(seed: int = 0, full_size: bool = False):
+    """A FluxFillPipeline with seeded random weights.
+
+    full_size: FLUX.1-Fill-dev's transformer and VAE layout (12B parameters: needs a GPU); the text
+    encoders stay one-layer models with the real output widths (T5 4096, CLIP pooled 768), since
+    they run once per prompt and do not matter for denoising throughput.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    tokenizer = build_clip_tokenizer()
+    tokenizer_2 = build_t5_tokenizer()
+    clip_dim, t5_dim = (768, 4096) if full_size else (TEXT_DIM, TEXT_DIM)
+
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=clip_dim, intermediate_size=37, num_hidden_layers=1 if full_size else 2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=clip_dim,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer_2), d_model=t5_dim, d_kv=8, d_ff=37, num_layers=1 if full_size else 2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,
+        eos_token_id=tokenizer_2.eos_token_id, decoder_start_token_id=tokenizer_2.pad_token_id,
+    ))
+    torch.manual_seed(seed + 2)
+    if full_size:
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+            latent_channels=16, sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159,
+            use_quant_conv=False, use_post_quant_conv=False,
+        )
+    else:
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=VAE_BLOCKS, layers_per_block=1,
+            latent_channels=LATENT_CHANNELS, norm_num_groups=4, sample_size=32,
+            scaling_factor=0.5, shift_factor=0.1, use_quant_conv=False, use_post_quant_conv=False,
+        )
+    transformer = build_transformer(seed + 3, full_size=full_size)
+    # FLUX's scheduler: resolution-dependent shift of the sigmas (mu from calculate_shift).
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096,
+        base_shift=0.5, max_shift=1.15,
+    )
+    return FluxFillPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+    )
+
+
+def save_tiny_flux_fill(directory, seed: int = 0) -> Path:
+    """Build the tiny pipeline and save it as a diffusers repository; returns the directory."""
+    directory = Path(directory)
+    build_pipeline(seed).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_transformer(directory, seed: int = 7, subfolder: bool = True) -> Path:
+    """A replacement transformer (same shapes, other weights), saved the way OneReward checkpoints are:
+    a repository with a "transformer" subfolder, or (subfolder=False) the model directory itself."""
+    directory = Path(directory)
+    build_transformer(seed).save_pretrained(directory / "transformer" if subfolder else directory)
+    return directory
+
+
+def save_tiny_lora(pipeline_dir, directory, seed: int = 11, rank: int = 4) -> Path:
+    """A LoRA on the transformer's attention projections with non-zero B (so it changes the output),
+    saved by FluxFillPipeline.save_lora_weights; returns the .safetensors file."""
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = FluxTransformer2DModel.from_pretrained(pipeline_dir, subfolder="transformer")
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
+                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator("cpu").manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in transformer.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    directory = Path(directory)
+    FluxFillPipeline.save_lora_weights(
+        directory, transformer_lora_layers=get_peft_model_state_dict(transformer), safe_serialization=True
+    )
+    return directory / "pytorch_lora_weights.safetensors"
