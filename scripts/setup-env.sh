@@ -22,7 +22,13 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "Installing the project and its test tools into .venv (first run takes a minute)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  if ! command -v nvidia-smi >/dev/null && ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    # No GPU here: pin the release whose CPU build the package index offers first, so that the
+    # "gpu" extra below does not pull a multi-GB CUDA build. Elsewhere, point PIP_INDEX_URL or
+    # PIP_EXTRA_INDEX_URL at a CPU wheel index before running this.
+    .venv/bin/python -m pip install --quiet "torch==2.13.0"
+  fi
+  .venv/bin/python -m pip install --quiet -e ".[dev,gpu]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -95,27 +95,43 @@ def box_mask(width: int = 64, height: int = 48, box=(16, 12, 40, 30)) -> Image.I
 
 
 class WorkerProcess:
-    def __init__(self, process, log_path):
+    def __init__(self, process, log_path, env_overrides=None, queues="default,gpu"):
         self.process = process
         self.log_path = log_path
+        self.env_overrides = env_overrides or {}
+        self.queues = queues
 
     def log(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM killer would: no warm shutdown, no message restored."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
-def start_worker(env_overrides: dict, log_path: Path, queues: str = "default,gpu") -> WorkerProcess:
+    def restart(self) -> None:
+        """Start again under the same name, as a supervisor would after a crash."""
+        fresh = start_worker(self.env_overrides, self.log_path, self.queues, purge=False)
+        self.process = fresh.process
+
+
+def start_worker(env_overrides: dict, log_path: Path, queues: str = "default,gpu", purge: bool = True) -> WorkerProcess:
     env = {**os.environ, **env_overrides}
+    with open(log_path, "a") as log:
+        log.write("\n--- worker start ---\n")
+    offset = Path(log_path).stat().st_size
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "onereward", "worker", "-Q", queues, "--pool", "solo",
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "--purge"],
-        cwd=REPO, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         *(["--purge"] if purge else [])],
+        cwd=REPO, env=env, stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the Celery worker exited at start:\n{Path(log_path).read_text()}")
-        if "ready." in Path(log_path).read_text(errors="replace"):
-            return WorkerProcess(process, log_path)
+        if "ready." in Path(log_path).read_text(errors="replace")[offset:]:
+            return WorkerProcess(process, log_path, env_overrides, queues)
         time.sleep(0.2)
     stop_worker(WorkerProcess(process, log_path))
     raise RuntimeError(f"the Celery worker did not become ready in 60 s:\n{Path(log_path).read_text()}")
