@@ -72,11 +72,29 @@ def full_transformer_config() -> dict:
     )
 
 
-def build_transformer(seed: int = 0, full_size: bool = False):
+class _Building:
+    """Create parameters directly on `device` in `dtype`: the full-size transformer is 12B
+    parameters, 48 GB in float32 on the CPU before a cast could shrink it."""
+
+    def __init__(self, device, dtype):
+        self.device, self.dtype = torch.device(device), dtype
+
+    def __enter__(self):
+        self.previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        self.device.__enter__()
+
+    def __exit__(self, *exc):
+        self.device.__exit__(*exc)
+        torch.set_default_dtype(self.previous)
+
+
+def build_transformer(seed: int = 0, full_size: bool = False, device="cpu", dtype=torch.float32):
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(seed)
-    return FluxTransformer2DModel(**(full_transformer_config() if full_size else tiny_transformer_config()))
+    with _Building(device, dtype):
+        return FluxTransformer2DModel(**(full_transformer_config() if full_size else tiny_transformer_config()))
 
 
 def build_clip_tokenizer():
@@ -121,8 +139,8 @@ def build_t5_tokenizer():
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
-def build_pipeline(seed: int = 0, full_size: bool = False):
-    """A FluxFillPipeline with seeded random weights.
+def build_pipeline(seed: int = 0, full_size: bool = False, device="cpu", dtype=torch.float32):
+    """A FluxFillPipeline with seeded random weights, its parameters made on `device` in `dtype`.
 
     full_size: FLUX.1-Fill-dev's transformer and VAE layout (12B parameters: needs a GPU); the text
     encoders stay one-layer models with the real output widths (T5 4096, CLIP pooled 768), since
@@ -135,34 +153,35 @@ def build_pipeline(seed: int = 0, full_size: bool = False):
     tokenizer_2 = build_t5_tokenizer()
     clip_dim, t5_dim = (768, 4096) if full_size else (TEXT_DIM, TEXT_DIM)
 
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=clip_dim, intermediate_size=37, num_hidden_layers=1 if full_size else 2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=clip_dim,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    torch.manual_seed(seed + 1)
-    text_encoder_2 = T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer_2), d_model=t5_dim, d_kv=8, d_ff=37, num_layers=1 if full_size else 2, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,
-        eos_token_id=tokenizer_2.eos_token_id, decoder_start_token_id=tokenizer_2.pad_token_id,
-    ))
-    torch.manual_seed(seed + 2)
-    if full_size:
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-            latent_channels=16, sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159,
-            use_quant_conv=False, use_post_quant_conv=False,
-        )
-    else:
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=VAE_BLOCKS, layers_per_block=1,
-            latent_channels=LATENT_CHANNELS, norm_num_groups=4, sample_size=32,
-            scaling_factor=0.5, shift_factor=0.1, use_quant_conv=False, use_post_quant_conv=False,
-        )
-    transformer = build_transformer(seed + 3, full_size=full_size)
+    with _Building(device, dtype):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=clip_dim, intermediate_size=37, num_hidden_layers=1 if full_size else 2,
+            num_attention_heads=4, max_position_embeddings=77, projection_dim=clip_dim,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ))
+        torch.manual_seed(seed + 1)
+        text_encoder_2 = T5EncoderModel(T5Config(
+            vocab_size=len(tokenizer_2), d_model=t5_dim, d_kv=8, d_ff=37, num_layers=1 if full_size else 2, num_heads=4,
+            relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,
+            eos_token_id=tokenizer_2.eos_token_id, decoder_start_token_id=tokenizer_2.pad_token_id,
+        ))
+        torch.manual_seed(seed + 2)
+        if full_size:
+            vae = AutoencoderKL(
+                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                latent_channels=16, sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159,
+                use_quant_conv=False, use_post_quant_conv=False,
+            )
+        else:
+            vae = AutoencoderKL(
+                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=VAE_BLOCKS, layers_per_block=1,
+                latent_channels=LATENT_CHANNELS, norm_num_groups=4, sample_size=32,
+                scaling_factor=0.5, shift_factor=0.1, use_quant_conv=False, use_post_quant_conv=False,
+            )
+    transformer = build_transformer(seed + 3, full_size=full_size, device=device, dtype=dtype)
     # FLUX's scheduler: resolution-dependent shift of the sigmas (mu from calculate_shift).
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096,
