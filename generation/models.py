@@ -50,7 +50,7 @@ class GenerationBatch(BackgroundJob):
     name = models.CharField(max_length=200, blank=True)
     generator = models.ForeignKey(Generator, on_delete=models.PROTECT, related_name="batches")
     candidates_per_input = models.PositiveSmallIntegerField(default=4)
-    ranges = models.JSONField(default=dict, help_text="Randomisation ranges (see generation.sampling.Ranges).")
+    ranges = models.JSONField(default=dict, blank=True, help_text="Randomisation ranges (see generation.sampling.Ranges); empty = the defaults.")
     seed = models.BigIntegerField(default=0, help_text="Base seed: every candidate's settings and seed derive from it.")
     inputs = models.ManyToManyField(Input, through="CandidateSet", related_name="generation_batches")
     progress_failed = models.PositiveIntegerField(default=0)
