@@ -136,8 +136,16 @@ class SetStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class CandidateSetQuerySet(models.QuerySet):
+    def ready_for_annotation(self):
+        """Sets whose candidates are all made: what the annotation pages hand out."""
+        return self.filter(status=SetStatus.DONE).exclude(batch__status=JobStatus.CANCELLED)
+
+
 class CandidateSet(models.Model):
     """The candidates of one input in one batch: what an annotator compares."""
+
+    objects = CandidateSetQuerySet.as_manager()
 
     batch = models.ForeignKey(GenerationBatch, on_delete=models.CASCADE, related_name="candidate_sets")
     input = models.ForeignKey(Input, on_delete=models.PROTECT, related_name="candidate_sets")
