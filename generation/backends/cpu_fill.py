@@ -2,12 +2,14 @@
 
 Every fill takes `image`, a uint8 array (H, W, 3) RGB, and `hole`, a bool array (H, W) with True
 where pixels are to be made, and returns a new uint8 (H, W, 3) array equal to `image` outside the
-hole. Four fills, each with its own look, so that candidates differ in kind, not only in noise:
+hole. Fills with their own looks, so that candidates differ in kind, not only in noise:
 
 - diffusion: OpenCV's Telea (fast marching) or Navier-Stokes inpainting; smooth, smeared colours.
 - patch: exemplar fill in the spirit of image quilting: the hole is cut into tiles, filled from the
-  outside in, each tile copied from the known patch whose overlap with what is already there matches
-  best (one of the best few, chosen by the seed). Searched at a reduced resolution, copied at full.
+  outside in, each tile copied from a known patch whose overlap with what is already there matches
+  best (one of the best few, chosen by the seed), with preferences for near sources, for continuing
+  a neighbour's copy and for the colour a smooth fill predicts. Searched at a reduced resolution,
+  copied at full resolution.
 - mirror: each hole pixel takes the known pixel mirrored across the hole's edge, blurred more the
   further it is from that edge; for an extend canvas this is mirror padding.
 """
@@ -22,6 +24,15 @@ DIFFUSION_METHODS = {"telea": cv2.INPAINT_TELEA, "navier_stokes": cv2.INPAINT_NS
 # inpainting runs at a reduced resolution, where the streaks become soft blobs, and is upsampled.
 DIFFUSION_MAX_DEPTH = 24
 EDGE_BAND = 6  # pixels
+MIRRORED_DETAIL_SIGMA = 8.0  # pixels
+
+# Patch fill costs are mean squared differences summed over RGB (levels^2). Locality adds up to
+# this much for a source one image diagonal away; a neighbour's continuation costs this share.
+LOCALITY_COST = 3000.0
+COHERENCE_DISCOUNT = 0.6
+# Weight of the squared difference (summed over RGB) between a source's mean colour and the
+# smooth fill's colour at the tile, against the overlap's mean squared difference.
+GUIDE_WEIGHT = 1.0
 
 
 def hole_depth(hole: np.ndarray) -> float:
@@ -79,7 +90,8 @@ def diffusion_fill(image: np.ndarray, hole: np.ndarray, method: str, radius: int
 
 def mirror_fill(image: np.ndarray, hole: np.ndarray, blur_reach: float) -> np.ndarray:
     """Each hole pixel p takes the pixel at 2q - p, q its nearest known pixel, blurred with a sigma
-    that grows by `blur_reach` pixels per pixel of distance from the edge (0.05-0.3 is sensible)."""
+    that grows by `blur_reach` pixels per pixel of distance from the edge (0 = sharp; 0.02-0.2
+    is sensible)."""
     if not hole.any():
         return image.copy()
     h, w = hole.shape
@@ -96,8 +108,8 @@ def mirror_fill(image: np.ndarray, hole: np.ndarray, blur_reach: float) -> np.nd
     # Blend a few blur levels by distance: sharp next to the edge, soft far from it.
     out = mirrored.astype(np.float32)
     depth = distance.astype(np.float32)
-    for sigma in (2.0, 4.0, 8.0, 16.0):
-        reach = sigma / max(blur_reach, 1e-3)
+    for sigma in (1.5, 3.0, 6.0, 12.0) if blur_reach > 0 else ():
+        reach = sigma / blur_reach
         weight = np.clip(depth / reach, 0.0, 1.0)[..., None]
         blurred = cv2.GaussianBlur(mirrored, (0, 0), sigma).astype(np.float32)
         out = out * (1.0 - weight) + blurred * weight
@@ -106,11 +118,14 @@ def mirror_fill(image: np.ndarray, hole: np.ndarray, blur_reach: float) -> np.nd
     return result
 
 
-def _tent(length: int, core: float) -> np.ndarray:
-    """Weights (length,) peaking in the middle, 0 at the ends; squared so that a tile's own core
-    dominates its neighbours' overlaps and copies blend only in a narrow band."""
-    x = (np.arange(length, dtype=np.float32) + 0.5) / length * 2.0 - 1.0
-    return np.clip(1.0 - np.abs(x), 0.0, 1.0) ** 2 + 1e-4
+def _core_weight(length: int, margin: float, band: float) -> np.ndarray:
+    """Weights (length,) for one axis of a tile's window: 1 over the core, falling to ~0 across a
+    band of 2 * `band` pixels centred on the core's edge (`margin` pixels in from the window's
+    ends). A narrow band keeps copies sharp: wide blending of two sources looks like a double
+    exposure."""
+    x = np.arange(length, dtype=np.float32) + 0.5
+    distance_in = np.minimum(x, length - x)
+    return np.clip((distance_in - margin + band) / (2.0 * band), 0.0, 1.0) + 1e-4
 
 
 def patch_fill(
@@ -152,6 +167,21 @@ def patch_fill(
     ys, xs = np.nonzero(safe)
     sy0, sy1, sx0, sx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     valid_cache: dict[tuple[int, int], np.ndarray] = {}
+    mean_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    # A guide for the copies' overall colour: a smooth diffusion fill. Matching the overlap alone
+    # lets a chain of tiles settle on any region with a similar edge (a face, for the dark-over-
+    # light edge of a removed rocket); a source whose average colour differs from what the
+    # surroundings predict there pays for it.
+    guide = cv2.blur(diffusion_fill(small, small_hole, "telea", 3).astype(np.float32), (window, window))
+    search_smooth = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 1.0)[sy0:sy1, sx0:sx1]
+
+    def source_means(th: int, tw: int) -> np.ndarray:
+        """(positions, 3): mean colour of every template-sized window of the search crop."""
+        if (th, tw) not in mean_cache:
+            means = cv2.boxFilter(search_smooth, -1, (tw, th), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_REPLICATE)
+            mean_cache[th, tw] = means[: search_smooth.shape[0] - th + 1, : search_smooth.shape[1] - tw + 1]
+        return mean_cache[th, tw]
 
     def valid_origins(th: int, tw: int) -> np.ndarray:
         """Bool (sy1-sy0-th+1, sx1-sx0-tw+1): template-sized windows (in the search crop) that are all safe."""
@@ -202,10 +232,21 @@ def patch_fill(
                 cost = cost / max(int(template_known.sum()), 1)
             else:
                 cost = rng.uniform(0.0, 1.0, size=valid.shape).astype(np.float32)
+            expected = guide[min((y0 + y1) // 2, sh - 1), min((x0 + x1) // 2, sw - 1)]
+            cost = cost + GUIDE_WEIGHT * ((source_means(y1 - y0, x1 - x0) - expected) ** 2).sum(axis=2)
             cost = np.where(valid, cost, np.inf)
             if locality > 0:
+                # Left to colour matching alone, a chain of tiles drifts far from the hole and
+                # brings in unrelated parts (a cat's eye in the background it extends).
                 oy, ox = np.mgrid[sy0 : sy0 + valid.shape[0], sx0 : sx0 + valid.shape[1]]
-                cost = cost + locality * 300.0 * np.hypot(oy - y0, ox - x0) / diagonal
+                cost = cost + locality * LOCALITY_COST * np.hypot(oy - y0, ox - x0) / diagonal
+            for ny, nx in ((ty - tile, tx), (ty + tile, tx), (ty, tx - tile), (ty, tx + tile)):
+                # Coherence, as in PatchMatch: continuing a neighbour's copy makes whole regions
+                # that look shifted rather than a mosaic of unrelated tiles.
+                if (ny, nx) in displacement:
+                    cy, cx = y0 + displacement[ny, nx][0] - sy0, x0 + displacement[ny, nx][1] - sx0
+                    if 0 <= cy < valid.shape[0] and 0 <= cx < valid.shape[1] and np.isfinite(cost[cy, cx]):
+                        cost[cy, cx] *= COHERENCE_DISCOUNT
             flat = cost.ravel()
             k = int(min(top_k, np.isfinite(flat).sum()))
             candidates = np.argpartition(flat, k - 1)[:k]
@@ -222,6 +263,15 @@ def patch_fill(
     return _render_patches(image, hole, displacement, tile, overlap, 1.0 / scale, small_fallback=work)
 
 
+def _split_frequencies(image: np.ndarray, hole: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(smooth, detail) float32 (H, W, 3) with smooth + detail = image on known pixels. The blur
+    averages known pixels only, so what is under the hole does not leak into the sources."""
+    known = (~hole).astype(np.float32)
+    weight = cv2.GaussianBlur(known, (0, 0), sigma)[..., None]
+    smooth = cv2.GaussianBlur(image.astype(np.float32) * known[..., None], (0, 0), sigma) / np.maximum(weight, 1e-6)
+    return smooth, image.astype(np.float32) - smooth
+
+
 def _render_patches(
     image: np.ndarray,
     hole: np.ndarray,
@@ -231,32 +281,58 @@ def _render_patches(
     factor: float,
     small_fallback: np.ndarray,
 ) -> np.ndarray:
-    """Copy every tile's source window at full resolution (work coordinates times `factor`) and
-    blend overlapping copies with tent weights; only hole pixels change."""
+    """Copy every tile's source window at full resolution (work coordinates times `factor`) into
+    the hole; only hole pixels change.
+
+    Copies rarely agree in overall brightness, and wide blending of fine detail looks like a double
+    exposure. So the smooth part of the sources (structure above ~half an overlap) is blended
+    across the whole overlap, and their fine detail only across a narrow band at the tile's edge.
+    """
     h, w = hole.shape
-    total = np.zeros((h, w, 3), np.float32)
-    weights = np.zeros((h, w), np.float32)
+    sigma = max(1.0, 0.5 * overlap * factor)
+    layers = _split_frequencies(image, hole, sigma)
+    bands = (overlap * factor, max(1.0, 0.25 * overlap * factor))
+    totals = [np.zeros((h, w, 3), np.float32) for _ in layers]
+    weights = [np.zeros((h, w), np.float32) for _ in layers]
     for (ty, tx), (vy, vx) in displacement.items():
         wy0, wx0 = round((ty - overlap) * factor), round((tx - overlap) * factor)
         wy1, wx1 = round((ty + tile + overlap) * factor), round((tx + tile + overlap) * factor)
         dy, dx = round(vy * factor), round(vx * factor)
-        weight = np.outer(_tent(wy1 - wy0, tile * factor), _tent(wx1 - wx0, tile * factor))
         # Clip the window so that both it and its source lie inside the image.
         y0, x0 = max(wy0, 0, -dy), max(wx0, 0, -dx)
         y1, x1 = min(wy1, h, h - dy), min(wx1, w, w - dx)
         if y0 >= y1 or x0 >= x1:
             continue
-        source = image[y0 + dy : y1 + dy, x0 + dx : x1 + dx].astype(np.float32)
         usable = (~hole[y0 + dy : y1 + dy, x0 + dx : x1 + dx]) & hole[y0:y1, x0:x1]
-        tile_weight = weight[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] * usable
-        total[y0:y1, x0:x1] += source * tile_weight[..., None]
-        weights[y0:y1, x0:x1] += tile_weight
+        for layer, band, total, weight_sum in zip(layers, bands, totals, weights):
+            weight = np.outer(_core_weight(wy1 - wy0, overlap * factor, band), _core_weight(wx1 - wx0, overlap * factor, band))
+            tile_weight = weight[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] * usable
+            total[y0:y1, x0:x1] += layer[y0 + dy : y1 + dy, x0 + dx : x1 + dx] * tile_weight[..., None]
+            weight_sum[y0:y1, x0:x1] += tile_weight
     out = image.copy()
-    covered = hole & (weights > 0)
-    out[covered] = np.clip(total[covered] / weights[covered][:, None] + 0.5, 0, 255).astype(np.uint8)
+    covered = hole & (weights[0] > 0)
+    mixed = sum(total[covered] / weight_sum[covered][:, None] for total, weight_sum in zip(totals, weights))
+    out[covered] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
     missing = hole & ~covered
     if missing.any():
         # Rounding can leave a few pixels without a copy; the work-resolution result covers them.
         upsampled = _resize(small_fallback, (w, h), cv2.INTER_LINEAR)
         out[missing] = upsampled[missing]
+    return out
+
+
+def add_mirrored_detail(filled: np.ndarray, image: np.ndarray, hole: np.ndarray, reach: float) -> np.ndarray:
+    """A diffusion fill with texture: the detail (below ~MIRRORED_DETAIL_SIGMA pixels) of the sharp
+    mirror fill added on top, its amplitude falling linearly from 1 at the hole's edge to 0 at
+    `reach` pixels from it. Diffusion alone carries colour but no texture, which on a wide extend
+    border reads as a flat smear next to a detailed photograph; far from the edge the mirror would
+    show recognisable ghosts (a cat's mirrored eyes), hence the fade."""
+    mirrored = mirror_fill(image, hole, blur_reach=0.0).astype(np.float32)
+    # A wide blur spreads the negative ring of each detail thinly: a narrow one darkens a ring
+    # around every star on a night sky.
+    detail = mirrored - cv2.GaussianBlur(mirrored, (0, 0), MIRRORED_DETAIL_SIGMA)
+    depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    amplitude = np.clip(1.0 - depth / max(reach, 1.0), 0.0, 1.0)
+    out = image.copy()
+    out[hole] = np.clip(filled[hole].astype(np.float32) + detail[hole] * amplitude[hole][:, None] + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -3,6 +3,7 @@
 The words come from the prompt (what it quotes, else its last few words); the font is Pillow's
 built-in scalable font (ImageFont.load_default(size=...), Pillow >= 10.1), so no font file is needed.
 """
+import math
 import re
 from dataclasses import dataclass
 
@@ -54,15 +55,18 @@ def luminance(rgb) -> float:
 class TextStyle:
     """How the words are laid out. fill_share: share of the box the text block spans (0-1);
     lines: 1 or 2; offset: shift of the block's centre as a share of the box's free space, in
-    [-1, 1] per axis; angle: degrees, counter-clockwise; stroke: outline width as a share of the
-    font size; opacity: 0-1, below 1 the background shows through (painted look); softness:
-    Gaussian blur radius in pixels that takes the digital edge off."""
+    [-1, 1] per axis; angle: degrees, counter-clockwise; weight: extra thickness of the letters
+    (a stroke in their own colour) as a share of the font size, 0 = the font's regular weight;
+    outline: width of an outline in the outline colour, as a share of the font size; opacity: 0-1,
+    below 1 the background shows through (painted look); softness: Gaussian blur radius in pixels
+    that takes the digital edge off."""
 
     fill_share: float = 0.8
     lines: int = 1
     offset: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
-    stroke: float = 0.0
+    weight: float = 0.0
+    outline: float = 0.0
     opacity: float = 1.0
     softness: float = 0.0
 
@@ -80,7 +84,7 @@ def _text_size(text: str, size: int, stroke: int) -> tuple[int, int]:
     font = ImageFont.load_default(size=size)
     draw = ImageDraw.Draw(Image.new("L", (1, 1)))
     left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, stroke_width=stroke, align="center")
-    return right - left, bottom - top
+    return math.ceil(right - left), math.ceil(bottom - top)
 
 
 def draw_text(
@@ -101,23 +105,24 @@ def draw_text(
     laid_out = _layout(text, style.lines)
     # Measure once at a reference size; the text's extent scales linearly with the font size.
     reference = 100
-    ref_w, ref_h = _text_size(laid_out, reference, round(style.stroke * reference))
+    ref_w, ref_h = _text_size(laid_out, reference, round((style.weight + style.outline) * reference))
     theta = np.deg2rad(abs(style.angle))
     rot_w = ref_w * np.cos(theta) + ref_h * np.sin(theta)
     rot_h = ref_w * np.sin(theta) + ref_h * np.cos(theta)
     size = max(6, int(reference * style.fill_share * min(box_w / max(rot_w, 1), box_h / max(rot_h, 1))))
     font = ImageFont.load_default(size=size)
-    stroke = round(style.stroke * size)
+    bold = round(style.weight * size)
+    outer = bold + round(style.outline * size)
 
-    text_w, text_h = _text_size(laid_out, size, stroke)
-    pad = stroke + size // 4
+    text_w, text_h = _text_size(laid_out, size, outer)
+    pad = outer + size // 4
     layer = Image.new("RGBA", (text_w + 2 * pad, text_h + 2 * pad), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    bbox = draw.multiline_textbbox((0, 0), laid_out, font=font, stroke_width=stroke, align="center")
-    draw.multiline_text(
-        (pad - bbox[0], pad - bbox[1]), laid_out, font=font, fill=(*colour, 255), align="center",
-        stroke_width=stroke, stroke_fill=(*outline, 255),
-    )
+    bbox = draw.multiline_textbbox((0, 0), laid_out, font=font, stroke_width=outer, align="center")
+    origin = (pad - bbox[0], pad - bbox[1])
+    if outer > bold:
+        draw.multiline_text(origin, laid_out, font=font, fill=(*outline, 255), align="center", stroke_width=outer, stroke_fill=(*outline, 255))
+    draw.multiline_text(origin, laid_out, font=font, fill=(*colour, 255), align="center", stroke_width=bold, stroke_fill=(*colour, 255))
     layer = layer.rotate(style.angle, resample=Image.Resampling.BICUBIC, expand=True)
     if style.softness > 0:
         layer = layer.filter(ImageFilter.GaussianBlur(style.softness))
