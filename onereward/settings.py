@@ -186,6 +186,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status"; name each set of choices after what it belongs to.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "onereward.jobs.JobStatus",
+        "CandidateSetStatusEnum": "generation.models.SetStatus",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ def test_openapi_schema_lists_the_endpoints(client):
     assert response.status_code == 200
     schema = yaml.safe_load(response.content)
     assert schema["info"]["title"] == "OneReward platform API"
-    for path in ("/api/inputs/", "/api/inputs/{id}/", "/api/input-imports/", "/api/tasks/", "/api/dimensions/"):
+    for path in ("/api/inputs/", "/api/inputs/{id}/", "/api/input-imports/", "/api/tasks/", "/api/dimensions/",
+                 "/api/generators/", "/api/generation-batches/", "/api/generation-batches/{id}/cancel/"):
         assert path in schema["paths"], path
     create = schema["paths"]["/api/inputs/"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in create
