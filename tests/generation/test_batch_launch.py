@@ -115,3 +115,16 @@ def test_generator_settings_are_checked(client, make_user):
     assert response.status_code == 200
     assert "magic" in response.content.decode()
     assert Generator.objects.count() == 0
+
+
+def test_unknown_lora_file_is_named_when_the_generator_is_saved(client, make_user, tmp_path):
+    base = tmp_path / "flux-fill"
+    base.mkdir()
+    (base / "model_index.json").write_text("{}")
+    client.force_login(make_user("boss", "admin"))
+    settings = '{"base": "%s", "loras": [{"path": "%s/removal.safetensors", "weight": 1.0}]}' % (base, tmp_path)
+    response = client.post("/admin/generation/generator/add/", {"name": "FLUX removal", "backend": "flux_fill",
+                                                                "settings": settings, "active": "on"})
+    assert response.status_code == 200
+    assert f"removal.safetensors" in response.content.decode() and "no such file" in response.content.decode()
+    assert Generator.objects.count() == 0

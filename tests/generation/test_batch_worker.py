@@ -119,3 +119,30 @@ def test_cancel_and_resume(celery_worker_process):
     batch = wait_for(lambda: finished(batch.pk), timeout=180, what="the resumed batch")
     assert batch.status == JobStatus.DONE and batch.progress_done == len(inputs)
     assert Candidate.objects.count() == 2 * len(inputs)
+
+
+def test_a_flux_fill_batch_from_the_command_line_with_wait(celery_worker_process, tmp_path, capsys):
+    """The real diffusers path through the worker: a tiny FLUX Fill saved to a directory, loaded by
+    the generator record, true CFG on for some candidates."""
+    from django.core.management import call_command
+
+    from tests.generation.tiny_flux import save_tiny_flux_fill
+
+    base = save_tiny_flux_fill(tmp_path / "tiny-flux-fill")
+    generator = Generator(name="tiny FLUX Fill", backend="flux_fill",
+                          settings={"base": str(base), "device": "cpu", "dtype": "float32"})
+    generator.full_clean()
+    generator.save()
+    inputs = import_inputs(demo_specs())
+    chosen = [i for i in inputs if i.task.slug in ("image_fill", "image_extend")][:2]
+    call_command("generate", "--generator", generator.name, "--inputs", ",".join(str(i.pk) for i in chosen),
+                 "-n", "2", "--steps", "2-3", "--true-cfg", "1-4", "--vary", "input", "--wait")
+    out = capsys.readouterr().out
+    assert "Done: 2/2 done, 0 failed" in out, out
+    batch = GenerationBatch.objects.get()
+    for candidate_set in batch.candidate_sets.select_related("input"):
+        first, second = candidate_set.candidates.order_by("index")
+        assert first.settings["steps"] == second.settings["steps"] and first.settings["seed"] != second.settings["seed"]
+        a, b = png_pixels(first.image.name), png_pixels(second.image.name)
+        assert a.shape == (candidate_set.input.height, candidate_set.input.width, 3)
+        assert not np.array_equal(a, b)
