@@ -1,11 +1,11 @@
 """Pages for people: the input gallery (admins, ML engineers) and the annotator's start page."""
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
+from onereward.files import stored_file_response
 from onereward.roles import roles_of
 
 from .models import Input, Tag, Task
@@ -59,12 +59,7 @@ def input_file(request, pk, kind):
     if kind not in FILE_KINDS:
         raise Http404("unknown file kind")
     item = get_object_or_404(Input, pk=pk)
-    name = getattr(item, kind).name
-    if not name:
-        raise Http404("no such file")
-    response = FileResponse(default_storage.open(name, "rb"), content_type=FILE_KINDS[kind])
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return stored_file_response(getattr(item, kind).name, FILE_KINDS[kind])
 
 
 @require_GET

@@ -1,9 +1,9 @@
 """Worker start-up and file clean-up hooks of the generation app."""
 from celery.signals import worker_ready
-from django.core.files.storage import default_storage
-from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
+
+from onereward.files import delete_after_commit
 
 from .models import Candidate
 
@@ -18,5 +18,4 @@ def requeue_sets_of_a_restarted_worker(sender=None, **kwargs):
 
 @receiver(post_delete, sender=Candidate, dispatch_uid="generation-candidate-files")
 def delete_candidate_files(sender, instance, **kwargs):
-    names = [f.name for f in (instance.image, instance.thumbnail) if f and f.name]
-    transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+    delete_after_commit([instance.image, instance.thumbnail])

@@ -1,8 +1,9 @@
 from django.contrib.auth.decorators import permission_required
-from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
+
+from onereward.files import stored_file_response
 
 from .models import Candidate
 
@@ -16,6 +17,4 @@ def candidate_file(request, public_id, kind):
     if kind not in FILE_KINDS:
         raise Http404("unknown file kind")
     candidate = get_object_or_404(Candidate, public_id=public_id)
-    response = FileResponse(default_storage.open(getattr(candidate, kind).name, "rb"), content_type=FILE_KINDS[kind])
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
+    return stored_file_response(getattr(candidate, kind).name, FILE_KINDS[kind], max_age=86400)
