@@ -132,6 +132,11 @@ def generate_set(set_id: int, worker: str) -> None:
         log.exception("candidate set %s failed", set_id)
         status, error = SetStatus.FAILED, f"{type(exc).__name__}: {exc}"
     CandidateSet.objects.filter(pk=set_id).update(status=status, error=error, finished_at=timezone.now())
+    if status == SetStatus.DONE:
+        from annotation.assignment import create_annotation_task
+
+        candidate_set.status = status
+        create_annotation_task(candidate_set)
     batch.refresh_progress()
 
 

@@ -30,6 +30,8 @@ class BatchLaunchForm(forms.Form):
     input_ids = forms.CharField(required=False, label="Input ids", help_text="…and/or these ids (e.g. 3, 7, 12).")
     candidates_per_input = forms.IntegerField(initial=4, label="Candidates per input (N)",
                                               help_text=f"At least {MIN_CANDIDATES}; the paper uses 4.")
+    annotation_overlap = forms.IntegerField(initial=1, min_value=1, required=False, label="Judgments per input (k)",
+                                            help_text="Each candidate set is judged by this many different annotators.")
     steps_min = forms.IntegerField(initial=Ranges().steps[0])
     steps_max = forms.IntegerField(initial=Ranges().steps[1])
     guidance_min = forms.FloatField(initial=Ranges().guidance[0], label="Guidance min (embedded)")
@@ -75,7 +77,8 @@ class BatchLaunchForm(forms.Form):
                                    ids=_ids(data.get("input_ids") or ""))
             return GenerationBatch.launch(generator=data["generator"], inputs=inputs,
                                           candidates_per_input=data["candidates_per_input"], ranges=self.ranges(),
-                                          seed=data["seed"], name=data.get("name", ""), user=user)
+                                          seed=data["seed"], name=data.get("name", ""), user=user,
+                                          annotation_overlap=data.get("annotation_overlap") or 1)
         except ValidationError as error:
             for field, messages in getattr(error, "message_dict", {None: error.messages}).items():
                 for message in messages:

@@ -54,6 +54,9 @@ class GenerationBatch(BackgroundJob):
     seed = models.BigIntegerField(default=0, help_text="Base seed: every candidate's settings and seed derive from it.")
     inputs = models.ManyToManyField(Input, through="CandidateSet", related_name="generation_batches")
     progress_failed = models.PositiveIntegerField(default=0)
+    annotation_overlap = models.PositiveSmallIntegerField(
+        default=1, help_text="Judgments wanted per candidate set, each from a different annotator (k)."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -65,6 +68,8 @@ class GenerationBatch(BackgroundJob):
     def clean(self):
         if self.candidates_per_input is not None and self.candidates_per_input < MIN_CANDIDATES:
             raise ValidationError({"candidates_per_input": f"at least {MIN_CANDIDATES} candidates are needed to compare"})
+        if self.annotation_overlap is not None and self.annotation_overlap < 1:
+            raise ValidationError({"annotation_overlap": "at least one judgment per candidate set"})
         try:
             self.ranges = Ranges.parse(self.ranges).as_dict()
         except RangeError as exc:
@@ -72,7 +77,7 @@ class GenerationBatch(BackgroundJob):
 
     @classmethod
     def launch(cls, *, generator: Generator, inputs, candidates_per_input: int = 4, ranges: dict | None = None,
-               seed: int = 0, name: str = "", user=None) -> "GenerationBatch":
+               seed: int = 0, name: str = "", user=None, annotation_overlap: int = 1) -> "GenerationBatch":
         """Validate, create the batch and one CandidateSet per input in one transaction, and queue
         it. Raises ValidationError naming what is wrong (admin, API and command line alike)."""
         from django.db import transaction
@@ -83,7 +88,8 @@ class GenerationBatch(BackgroundJob):
         if not generator.active:
             raise ValidationError({"generator": f"generator {generator.name!r} is not active"})
         batch = cls(generator=generator, candidates_per_input=candidates_per_input, ranges=ranges or {},
-                    seed=seed, name=name, created_by=user, progress_total=len(inputs))
+                    seed=seed, name=name, created_by=user, progress_total=len(inputs),
+                    annotation_overlap=annotation_overlap)
         batch.full_clean(exclude=["created_by"])
         with transaction.atomic():
             batch.save()

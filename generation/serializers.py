@@ -54,7 +54,7 @@ class GenerationBatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GenerationBatch
-        fields = ["id", "name", "generator", "candidates_per_input", "ranges", "seed", "status", "progress",
+        fields = ["id", "name", "generator", "candidates_per_input", "annotation_overlap", "ranges", "seed", "status", "progress",
                   "progress_done", "progress_failed", "progress_total", "error", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
@@ -76,6 +76,7 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
     tag = serializers.CharField(required=False)
     inputs = serializers.ListField(child=serializers.IntegerField(), required=False)
     candidates_per_input = serializers.IntegerField(default=4)
+    annotation_overlap = serializers.IntegerField(default=1)
     ranges = serializers.JSONField(required=False, default=dict)
     seed = serializers.IntegerField(default=0, min_value=0)
 
@@ -87,6 +88,7 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
                 generator=validated_data["generator"], inputs=inputs,
                 candidates_per_input=validated_data["candidates_per_input"], ranges=validated_data["ranges"],
                 seed=validated_data["seed"], name=validated_data["name"], user=self.context["request"].user,
+                annotation_overlap=validated_data["annotation_overlap"],
             )
         except DjangoValidationError as error:
             raise _as_api_error(error) from None

@@ -35,6 +35,7 @@ class Command(BaseCommand):
                             help='a negative prompt of the pool (repeatable; "" = none)')
         parser.add_argument("--vary", choices=["candidate", "input"], help="draw settings per candidate or per input")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("-k", "--judgments", type=int, default=1, help="judgments per candidate set (annotation overlap)")
         parser.add_argument("--name", default="")
         parser.add_argument("--user", help="username recorded as the launcher")
         parser.add_argument("--wait", action="store_true", help="follow the batch until it finishes")
@@ -61,7 +62,8 @@ class Command(BaseCommand):
         try:
             inputs = select_inputs(task=options["task"], tag=options["tag"], ids=ids)
             batch = GenerationBatch.launch(generator=generator, inputs=inputs, candidates_per_input=options["candidates"],
-                                           ranges=ranges, seed=options["seed"], name=options["name"], user=user)
+                                           ranges=ranges, seed=options["seed"], name=options["name"], user=user,
+                                           annotation_overlap=options["judgments"])
         except ValidationError as error:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
         self.stdout.write(f"Batch #{batch.pk} queued: {batch.progress_total} inputs x {batch.candidates_per_input} "
