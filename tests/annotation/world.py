@@ -1,0 +1,35 @@
+"""A small annotation world built straight in the database: inputs, a batch, candidate sets with
+candidates (file names only; these tests never read pixels) and their annotation tasks."""
+from annotation.assignment import create_annotation_task
+from annotation.importing import InputSpec, import_inputs
+from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
+from tests.conftest import box_mask, photo, png_bytes
+
+
+def make_inputs(count: int, task: str = "image_fill", first_seed: int = 0):
+    specs = [InputSpec(entry=f"in{i}.png", task=task, source=png_bytes(photo(32, 32, seed=first_seed + i)),
+                       source_name=f"in{i}.png", mask=png_bytes(box_mask(32, 32, (8, 8, 24, 24))),
+                       mask_name=f"in{i}_mask.png", prompt=f"a thing number {i}") for i in range(count)]
+    return import_inputs(specs)
+
+
+def make_tasks(count: int, n: int = 4, k: int = 1, task: str = "image_fill", first_seed: int = 0):
+    """`count` annotation tasks of N candidates each, k judgments wanted per task."""
+    generator, _ = Generator.objects.get_or_create(name="baseline", defaults={"backend": "cpu_baseline", "settings": {}})
+    batch = GenerationBatch.objects.create(generator=generator, candidates_per_input=n, annotation_overlap=k,
+                                           status="done", name="a batch name")
+    tasks = []
+    for item in make_inputs(count, task=task, first_seed=first_seed):
+        candidate_set = CandidateSet.objects.create(batch=batch, input=item, status="done")
+        Candidate.objects.bulk_create([
+            Candidate(candidate_set=candidate_set, index=i, image=f"candidates/x/{candidate_set.pk}-{i}.png",
+                      thumbnail=f"candidates/x/{candidate_set.pk}-{i}.jpg", settings={"seed": i}, seconds=0.0)
+            for i in range(n)
+        ])
+        tasks.append(create_annotation_task(candidate_set))
+    return tasks
+
+
+def full_picks(slot, best: int = 0, worst: int = 1) -> dict:
+    """A complete answer for the slot's task: the same best/worst screen positions on every dimension."""
+    return {d.slug: {"best": best, "worst": worst} for d in slot.task.candidate_set.input.judged_dimensions()}
