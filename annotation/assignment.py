@@ -76,7 +76,10 @@ def _special_slot(user, kind: str, settings) -> Slot | None:
     if kind == SlotKind.GOLD:
         tasks = tasks.filter(is_gold=True)
     else:
-        done_by_me = Slot.objects.filter(task=OuterRef("pk"), annotator=user, kind=SlotKind.REGULAR, state=SlotState.DONE)
+        # Only tasks judged a while ago: a repeat measures memory-free consistency.
+        judged_before = timezone.now() - timedelta(minutes=settings.repeat_after_minutes)
+        done_by_me = Slot.objects.filter(task=OuterRef("pk"), annotator=user, kind=SlotKind.REGULAR,
+                                         state=SlotState.DONE, judgment__submitted_at__lte=judged_before)
         tasks = tasks.filter(Exists(done_by_me), is_gold=False)
     task = tasks.order_by("?").first() if kind == SlotKind.REPEAT else tasks.order_by("pk").first()
     if task is None:

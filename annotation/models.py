@@ -187,6 +187,9 @@ class QualityControlSettings(models.Model):
 
     gold_rate = models.FloatField(default=0.05, help_text="Share of handed-out tasks that are gold tasks.")
     repeat_share = models.FloatField(default=0.05, help_text="Share of handed-out tasks that repeat one the annotator finished.")
+    repeat_after_minutes = models.PositiveIntegerField(
+        default=60, help_text="A finished task comes back as a repeat only this long after it was judged."
+    )
     lease_minutes = models.PositiveIntegerField(default=20, help_text="An unanswered task returns to the pool after this.")
     fast_pick_ms = models.PositiveIntegerField(default=1500, help_text="A judgment faster than this per dimension counts as too fast.")
     gold_accuracy_threshold = models.FloatField(default=0.6, help_text="Below this gold accuracy an annotator is paused.")

@@ -116,6 +116,10 @@ def test_gold_and_repeats_are_mixed_in(make_user):
     submit(user, regular)
     settings.repeat_share = 1.0
     settings.save()
+    assert next_slot(user) is None or next_slot(user).kind != "repeat"  # judged just now: too soon to repeat
+    Slot.objects.filter(annotator=user, state="leased").update(state="open", annotator=None, leased_until=None)
+    settings.repeat_after_minutes = 0
+    settings.save()
     repeat = next_slot(user)
     assert repeat.kind == "repeat" and repeat.task_id == regular.task_id
     assert repeat.shown_order != regular.shown_order or len(repeat.shown_order) < 3
