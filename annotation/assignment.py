@@ -91,8 +91,10 @@ def _special_slot(user, kind: str, settings) -> Slot | None:
 def next_slot(user, exclude: int | None = None) -> Slot | None:
     """The slot this annotator should judge now, leased to them; None when nothing is left.
 
-    An unfinished lease of theirs comes first (a reload resumes it); `exclude` names the slot the
-    page is showing, so the page can fetch the one after it while the annotator works.
+    An unfinished lease of theirs comes first, oldest first, with its lease renewed (a reload
+    resumes it); `exclude` names the slot the page is showing, so the page can fetch the one after
+    it while the annotator works. A judgment still in flight leaves its slot leased: fetch the next
+    task after the judgment's answer, or it comes back.
     """
     status = AnnotatorStatus.objects.filter(user=user, paused=True).first()
     if status is not None:
@@ -104,6 +106,9 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
                 .filter(annotator=user, state=SlotState.LEASED, leased_until__gt=now).exclude(pk=exclude).order_by("assigned_at"))
         current = mine.first()
         if current is not None:
+            # The annotator is looking at it again: give them the full lease time from now.
+            current.leased_until = now + timedelta(minutes=settings.lease_minutes)
+            current.save(update_fields=["leased_until"])
             return current
         kind = _mix_in(user, settings)
         if kind is not None:

@@ -1,11 +1,17 @@
 from django.urls import path
 
-from . import views
+from . import annotate_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("inputs/", views.input_list, name="input-list"),
     path("inputs/<int:pk>/", views.input_detail, name="input-detail"),
     path("inputs/<int:pk>/<str:kind>.img", views.input_file, name="input-file"),
-    path("annotate/", views.annotate_home, name="annotate-home"),
+    path("annotate/", annotate_views.workspace, name="annotate-home"),
+    path("annotate/task/", annotate_views.task_fragment, name="annotate-task"),
+    path("annotate/slots/<int:slot_id>/<str:kind>.img", annotate_views.input_image, name="annotate-input-image"),
+    path("annotate/slots/<int:slot_id>/candidates/<int:position>.img", annotate_views.candidate_image,
+         name="annotate-candidate-image"),
+    path("annotate/slots/<int:slot_id>/judgment", annotate_views.judgment, name="annotate-judgment"),
+    path("annotate/slots/<int:slot_id>/skip", annotate_views.skip_slot, name="annotate-skip"),
 ]

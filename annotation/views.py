@@ -60,9 +60,3 @@ def input_file(request, pk, kind):
         raise Http404("unknown file kind")
     item = get_object_or_404(Input, pk=pk)
     return stored_file_response(getattr(item, kind).name, FILE_KINDS[kind])
-
-
-@require_GET
-@permission_required("annotation.annotate", raise_exception=True)
-def annotate_home(request):
-    return render(request, "annotation/annotate_home.html")
