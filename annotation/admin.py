@@ -174,3 +174,5 @@ class InputImportAdmin(admin.ModelAdmin):
         return format_html_join(
             ", ", '<a href="{}">#{}</a>', ((reverse("admin:annotation_input_change", args=[i.pk]), i.pk) for i in inputs)
         )
+
+from . import quality_admin  # noqa: E402,F401  (registers the quality-control admin)

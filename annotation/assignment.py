@@ -81,7 +81,7 @@ def _special_slot(user, kind: str, settings) -> Slot | None:
         done_by_me = Slot.objects.filter(task=OuterRef("pk"), annotator=user, kind=SlotKind.REGULAR,
                                          state=SlotState.DONE, judgment__submitted_at__lte=judged_before)
         tasks = tasks.filter(Exists(done_by_me), is_gold=False)
-    task = tasks.order_by("?").first() if kind == SlotKind.REPEAT else tasks.order_by("pk").first()
+    task = tasks.order_by("pk").first()
     if task is None:
         return None
     slot, _ = Slot.objects.get_or_create(task=task, annotator=user, kind=kind, defaults={"state": SlotState.OPEN})

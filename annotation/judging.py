@@ -108,6 +108,11 @@ def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
         Slot.objects.filter(pk=slot.pk).update(state=SlotState.DONE, leased_until=None)
         if slot.kind == SlotKind.REGULAR:
             type(slot.task).objects.filter(pk=slot.task_id).update(judgments_done=F("judgments_done") + 1)
+        if slot.kind == SlotKind.GOLD:
+            # Gold answers move the annotator's standing (and may pause them), once stored.
+            from .quality import update_standing
+
+            transaction.on_commit(lambda: update_standing(user))
     return Recorded(judgment, created=True)
 
 

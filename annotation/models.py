@@ -193,7 +193,9 @@ class QualityControlSettings(models.Model):
     lease_minutes = models.PositiveIntegerField(default=20, help_text="An unanswered task returns to the pool after this.")
     fast_pick_ms = models.PositiveIntegerField(default=1500, help_text="A judgment faster than this per dimension counts as too fast.")
     gold_accuracy_threshold = models.FloatField(default=0.6, help_text="Below this gold accuracy an annotator is paused.")
-    gold_min_judgments = models.PositiveIntegerField(default=5, help_text="Gold judgments needed before pausing applies.")
+    gold_min_judgments = models.PositiveIntegerField(
+        default=5, help_text="Gold answers (one per dimension) needed before pausing applies."
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = "quality-control settings"
@@ -291,7 +293,11 @@ class Judgment(models.Model):
 
     class Meta:
         ordering = ["pk"]
-        indexes = [models.Index(fields=["annotator", "submitted_at"], name="judgment_annotator_time")]
+        indexes = [
+            models.Index(fields=["annotator", "submitted_at"], name="judgment_annotator_time"),
+            # Quality figures are computed over a period.
+            models.Index(fields=["submitted_at"], name="judgment_time"),
+        ]
 
     def __str__(self):
         return f"Judgment #{self.pk} by {self.annotator_id} on task #{self.task_id}"
@@ -307,7 +313,8 @@ class DimensionPick(models.Model):
     discarded = models.BooleanField(default=False, help_text="No clear difference: the dimension makes no pair.")
 
     class Meta:
-        ordering = ["judgment", "dimension__order"]
+        # By id, not by the dimension's order: a join on every query over millions of picks.
+        ordering = ["judgment", "dimension"]
         constraints = [
             models.UniqueConstraint(fields=["judgment", "dimension"], name="one_pick_per_dimension"),
             models.CheckConstraint(

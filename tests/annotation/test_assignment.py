@@ -260,3 +260,25 @@ def test_many_annotators_at_once_on_sqlite(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"errors": [], "judgments": 24, "twice": 0, "per_task": [2], "distinct_per_task": [2]}
+
+
+@pytest.mark.django_db
+def test_wrong_gold_answers_pause_the_annotator(make_user, django_capture_on_commit_callbacks):
+    tasks = make_tasks(2)
+    gold = tasks[0]
+    dimensions = [d.slug for d in gold.candidate_set.input.judged_dimensions()]
+    AnnotationTask.objects.filter(pk=gold.pk).update(
+        is_gold=True, gold_answers={slug: {"best": 3, "worst": 2} for slug in dimensions})
+    settings = QualityControlSettings.current()
+    settings.gold_rate, settings.repeat_share, settings.gold_min_judgments = 1.0, 0.0, 4
+    settings.save()
+    user = make_user("a", "annotator")
+    slot = next_slot(user)
+    assert slot.kind == "gold"
+    # Screen positions that point at other candidates than the expected ones.
+    wrong_best = next(p for p, index in enumerate(slot.shown_order) if index == 0)
+    wrong_worst = next(p for p, index in enumerate(slot.shown_order) if index == 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        submit(user, slot, picks=full_picks(slot, best=wrong_best, worst=wrong_worst))
+    with pytest.raises(AnnotatorPaused, match="gold"):
+        next_slot(user)
