@@ -3,8 +3,6 @@ judge tasks at once; prints one JSON line with what ended up stored."""
 import json
 import os
 import sys
-import threading
-import uuid
 
 import django
 
@@ -12,16 +10,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onereward.settings")
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
-from django.db import connections  # noqa: E402
 
 call_command("migrate", verbosity=0)
 
-from annotation.assignment import next_slot  # noqa: E402
-from annotation.judging import record_judgment  # noqa: E402
 from annotation.models import AnnotationTask, Judgment, QualityControlSettings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from onereward.roles import assign_role  # noqa: E402
-from tests.annotation.world import full_picks, make_tasks  # noqa: E402
+from tests.annotation.world import annotate_concurrently, make_tasks  # noqa: E402
 
 k, task_count, annotator_count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 settings = QualityControlSettings.current()
@@ -33,28 +28,7 @@ for i in range(annotator_count):
     user = User.objects.create_user(f"annotator{i}", password="x")
     assign_role(user, "annotator")
     users.append(user)
-errors, judged = [], {u.pk: [] for u in users}
-barrier = threading.Barrier(annotator_count)
-
-
-def work(user):
-    try:
-        barrier.wait()
-        while (slot := next_slot(user)) is not None:
-            record_judgment(user, slot.pk, {"submission_id": str(uuid.uuid4()), "dwell_ms": 1000,
-                                            "picks": full_picks(slot)})
-            judged[user.pk].append(slot.task_id)
-    except Exception as exc:  # noqa: BLE001 - reported in the output
-        errors.append(repr(exc))
-    finally:
-        connections.close_all()
-
-
-threads = [threading.Thread(target=work, args=(u,)) for u in users]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
+errors, judged = annotate_concurrently(users)
 print(json.dumps({
     "errors": errors,
     "judgments": Judgment.objects.count(),

@@ -1,5 +1,4 @@
 """Handing out tasks and recording judgments: fair, leased, validated, idempotent, concurrent."""
-import threading
 import uuid
 from datetime import timedelta
 
@@ -12,7 +11,7 @@ from annotation.judging import JudgmentRejected, record_judgment, skip
 from annotation.models import (
     AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, Slot,
 )
-from tests.annotation.world import full_picks, make_tasks
+from tests.annotation.world import annotate_concurrently, full_picks, make_tasks
 
 
 @pytest.fixture
@@ -213,28 +212,7 @@ def test_many_annotators_at_once_on_postgresql(make_user):
     k, task_count, annotator_count = 3, 24, 8
     make_tasks(task_count, n=3, k=k)
     users = [make_user(f"annotator{i}", "annotator") for i in range(annotator_count)]
-    errors, judged = [], {u.pk: [] for u in users}
-    start = threading.Barrier(annotator_count)
-
-    def work(user):
-        from django.db import connections
-
-        try:
-            start.wait()
-            while (slot := next_slot(user)) is not None:
-                record_judgment(user, slot.pk, {"submission_id": str(uuid.uuid4()), "dwell_ms": 1000,
-                                                "picks": full_picks(slot, best=0, worst=2)})
-                judged[user.pk].append(slot.task_id)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(repr(exc))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=work, args=(u,)) for u in users]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors, judged = annotate_concurrently(users)
     assert not errors, errors
     assert all(len(tasks) == len(set(tasks)) for tasks in judged.values())  # nobody judged a task twice
     assert sum(len(t) for t in judged.values()) == Judgment.objects.count() == k * task_count

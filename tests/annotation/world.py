@@ -33,3 +33,37 @@ def make_tasks(count: int, n: int = 4, k: int = 1, task: str = "image_fill", fir
 def full_picks(slot, best: int = 0, worst: int = 1) -> dict:
     """A complete answer for the slot's task: the same best/worst screen positions on every dimension."""
     return {d.slug: {"best": best, "worst": worst} for d in slot.task.candidate_set.input.judged_dimensions()}
+
+
+def annotate_concurrently(users) -> tuple[list[str], dict[int, list[int]]]:
+    """Every user in a thread of their own takes and judges tasks until none is left, all starting
+    at once. Returns the errors raised and, per user id, the task ids they judged."""
+    import threading
+    import uuid
+
+    from django.db import connections
+
+    from annotation.assignment import next_slot
+    from annotation.judging import record_judgment
+
+    errors, judged = [], {user.pk: [] for user in users}
+    start = threading.Barrier(len(users))
+
+    def work(user):
+        try:
+            start.wait()
+            while (slot := next_slot(user)) is not None:
+                record_judgment(user, slot.pk, {"submission_id": str(uuid.uuid4()), "dwell_ms": 1000,
+                                                "picks": full_picks(slot, best=0, worst=2)})
+                judged[user.pk].append(slot.task_id)
+        except Exception as exc:  # noqa: BLE001 - returned to the caller
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return errors, judged
