@@ -11,7 +11,7 @@ import json
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required, permission_required
-from django.db.models import Q
+from django.core.cache import cache
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -20,9 +20,9 @@ from django.views.decorators.http import require_GET, require_POST
 from generation.models import Candidate
 from onereward.files import stored_file_response
 
-from .assignment import AnnotatorPaused, next_slot
+from .assignment import AnnotatorPaused, next_slot, pool_filter
 from .judging import JudgmentRejected, record_judgment, skip
-from .models import Judgment, Slot, SlotKind, SlotState
+from .models import Judgment, Slot, SlotState
 
 PERMISSION = "annotation.annotate"
 INPUT_FILES = {"source": "image/png", "mask": "image/png"}
@@ -50,16 +50,22 @@ def annotator_json(view):
     return wrapped
 
 
+POOL_COUNT_KEY, POOL_COUNT_SECONDS = "annotation:open-in-pool", 15
+
+
 def _done_today(user) -> int:
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     return Judgment.objects.filter(annotator=user, submitted_at__gte=midnight).count()
 
 
 def _open_in_pool() -> int:
-    """Regular judgments still wanted: free slots and slots whose lease ran out (one indexed count)."""
-    now = timezone.now()
-    return (Slot.objects.filter(kind=SlotKind.REGULAR, task__is_gold=False)
-            .filter(Q(state=SlotState.OPEN) | Q(state=SlotState.LEASED, leased_until__lte=now)).count())
+    """Regular judgments still wanted: free slots and slots whose lease ran out. Shared by every
+    annotator and only a guide, so counted at most every POOL_COUNT_SECONDS (per process)."""
+    count = cache.get(POOL_COUNT_KEY)
+    if count is None:
+        count = Slot.objects.filter(pool_filter(timezone.now())).count()
+        cache.set(POOL_COUNT_KEY, count, POOL_COUNT_SECONDS)
+    return count
 
 
 def _task_context(user, after: int | None) -> dict:

@@ -40,6 +40,14 @@ def shown_order(annotator_id: int, task_id: int, kind: str, n: int) -> list[int]
     return order
 
 
+def pool_filter(now) -> Q:
+    """Regular slots free to hand out: open, or leased with the lease run out; never of a gold
+    task. Matches the partial index "slot_pool" (kind regular, state open or leased)."""
+    return (Q(kind=SlotKind.REGULAR, state__in=[SlotState.OPEN, SlotState.LEASED])
+            & (Q(state=SlotState.OPEN) | Q(leased_until__lte=now))
+            & ~Q(task__is_gold=True))
+
+
 def _lease(slot: Slot, user, settings: QualityControlSettings) -> Slot:
     now = timezone.now()
     slot.annotator = user
@@ -117,14 +125,15 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
                 return _lease(Slot.objects.select_related("task__candidate_set__batch").get(pk=special.pk), user, settings)
         already = Slot.objects.filter(task=OuterRef("task"), annotator=user)
         skipped = Skip.objects.filter(task=OuterRef("task"), annotator=user)
-        candidates = (
-            Slot.objects.select_related("task__candidate_set__batch")
-            .filter(kind=SlotKind.REGULAR, task__is_gold=False)
-            .filter(Q(state=SlotState.OPEN) | Q(state=SlotState.LEASED, leased_until__lte=now))
+        pool = (
+            Slot.objects.filter(pool_filter(now))
             .filter(~Exists(already), ~Exists(skipped))
             .order_by("task_id", "pk")
+            .values_list("pk", flat=True)
         )
-        slot = _locking(candidates).first()
-        if slot is None:
+        # Lock the slot row alone (no joins), then read what the page needs.
+        slot_id = _locking(pool).first()
+        if slot_id is None:
             return None
+        slot = Slot.objects.select_related("task__candidate_set__batch").get(pk=slot_id)
         return _lease(slot, user, settings)

@@ -268,7 +268,12 @@ class Slot(models.Model):
 
     class Meta:
         ordering = ["task", "pk"]
-        indexes = [models.Index(fields=["kind", "state", "task"], name="slot_queue")]
+        indexes = [
+            # The pool: regular slots not done yet, in queue order. Partial, so its size follows
+            # the open work, not the millions of judged slots.
+            models.Index(fields=["task", "id"], name="slot_pool",
+                         condition=models.Q(kind="regular", state__in=["open", "leased"])),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["task", "annotator", "kind"], condition=models.Q(annotator__isnull=False),
                                     name="one_slot_per_annotator_task_kind"),
