@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from generation.models import Candidate
 from onereward.files import stored_file_response
 
-from .assignment import AnnotatorPaused, next_slot, pool_filter
+from .assignment import AnnotatorPaused, next_slot, pool
 from .judging import JudgmentRejected, record_judgment, skip
 from .models import Judgment, Slot, SlotState
 
@@ -63,7 +63,7 @@ def _open_in_pool() -> int:
     annotator and only a guide, so counted at most every POOL_COUNT_SECONDS (per process)."""
     count = cache.get(POOL_COUNT_KEY)
     if count is None:
-        count = Slot.objects.filter(pool_filter(timezone.now())).count()
+        count = pool(timezone.now()).count()
         cache.set(POOL_COUNT_KEY, count, POOL_COUNT_SECONDS)
     return count
 

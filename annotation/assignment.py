@@ -40,12 +40,14 @@ def shown_order(annotator_id: int, task_id: int, kind: str, n: int) -> list[int]
     return order
 
 
-def pool_filter(now) -> Q:
+def pool(now):
     """Regular slots free to hand out: open, or leased with the lease run out; never of a gold
-    task. Matches the partial index "slot_pool" (kind regular, state open or leased)."""
-    return (Q(kind=SlotKind.REGULAR, state__in=[SlotState.OPEN, SlotState.LEASED])
-            & (Q(state=SlotState.OPEN) | Q(leased_until__lte=now))
-            & ~Q(task__is_gold=True))
+    task. Reads the partial index "slot_pool" (kind regular, state open or leased); the gold
+    exclusion is a subquery (the "task_gold" index), not a join that walks every task."""
+    gold = AnnotationTask.objects.filter(is_gold=True).values("pk")
+    return (Slot.objects.filter(kind=SlotKind.REGULAR, state__in=[SlotState.OPEN, SlotState.LEASED])
+            .filter(Q(state=SlotState.OPEN) | Q(leased_until__lte=now))
+            .exclude(task__in=gold))
 
 
 def _lease(slot: Slot, user, settings: QualityControlSettings) -> Slot:
@@ -123,16 +125,14 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
             special = _special_slot(user, kind, settings)
             if special is not None:
                 return _lease(Slot.objects.select_related("task__candidate_set__batch").get(pk=special.pk), user, settings)
-        already = Slot.objects.filter(task=OuterRef("task"), annotator=user)
-        skipped = Skip.objects.filter(task=OuterRef("task"), annotator=user)
-        pool = (
-            Slot.objects.filter(pool_filter(now))
-            .filter(~Exists(already), ~Exists(skipped))
-            .order_by("task_id", "pk")
-            .values_list("pk", flat=True)
-        )
+        # NOT IN over the annotator's own tasks: PostgreSQL hashes them from index-only scans,
+        # where a correlated NOT EXISTS turned into a merge over the whole index.
+        mine = Slot.objects.filter(annotator=user).values("task")
+        skipped = Skip.objects.filter(annotator=user).values("task")
+        free = (pool(now).exclude(task__in=mine).exclude(task__in=skipped)
+                .order_by("task_id", "pk").values_list("pk", flat=True))
         # Lock the slot row alone (no joins), then read what the page needs.
-        slot_id = _locking(pool).first()
+        slot_id = _locking(free).first()
         if slot_id is None:
             return None
         slot = Slot.objects.select_related("task__candidate_set__batch").get(pk=slot_id)

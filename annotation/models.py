@@ -231,6 +231,8 @@ class AnnotationTask(models.Model):
 
     class Meta:
         ordering = ["pk"]
+        # The few gold tasks, excluded from the pool and scored by the quality control.
+        indexes = [models.Index(fields=["id"], name="task_gold", condition=models.Q(is_gold=True))]
 
     def __str__(self):
         return f"Task #{self.pk} ({self.candidate_set})"
@@ -273,6 +275,10 @@ class Slot(models.Model):
             # the open work, not the millions of judged slots.
             models.Index(fields=["task", "id"], name="slot_pool",
                          condition=models.Q(kind="regular", state__in=["open", "leased"])),
+            # "Tasks this annotator already has", read index-only by every hand-out.
+            models.Index(fields=["annotator", "task"], name="slot_annotator_task"),
+            # An annotator's current leases (a reload resumes them).
+            models.Index(fields=["annotator"], name="slot_leased_by", condition=models.Q(state="leased")),
         ]
         constraints = [
             models.UniqueConstraint(fields=["task", "annotator", "kind"], condition=models.Q(annotator__isnull=False),
@@ -302,6 +308,8 @@ class Judgment(models.Model):
             models.Index(fields=["annotator", "submitted_at"], name="judgment_annotator_time"),
             # Quality figures are computed over a period.
             models.Index(fields=["submitted_at"], name="judgment_time"),
+            # An annotator's gold answers, rescored after each gold judgment.
+            models.Index(fields=["annotator"], name="judgment_gold_by", condition=models.Q(kind="gold")),
         ]
 
     def __str__(self):
