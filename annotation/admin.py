@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -98,7 +99,7 @@ class InputAdmin(admin.ModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         """One input through the importer's rules (the same as the API and the command line)."""
         if not self.has_add_permission(request):
-            return self._forbidden(request)
+            raise PermissionDenied
         form = InputUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             created = form.save(user=request.user)
@@ -109,7 +110,7 @@ class InputAdmin(admin.ModelAdmin):
 
     def import_archive_view(self, request):
         if not self.has_add_permission(request):
-            return self._forbidden(request)
+            raise PermissionDenied
         form = InputArchiveForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             job = form.save(user=request.user)
@@ -126,11 +127,6 @@ class InputAdmin(admin.ModelAdmin):
             "multipart": multipart,
         }
         return TemplateResponse(request, "admin/form_page.html", context)
-
-    def _forbidden(self, request):
-        from django.core.exceptions import PermissionDenied
-
-        raise PermissionDenied
 
 
 @admin.register(InputImport)

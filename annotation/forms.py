@@ -35,10 +35,6 @@ class InputUploadForm(CanvasFields):
 
     field_order = ["task", "source", "mask", "prompt", "canvas_padding", "canvas_size", "canvas_ratio", "tags", "metadata"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["task"].queryset = _tasks()
-
     def save(self, user):
         """Import the input; on bad input, add the problems to the form and return None."""
         try:
@@ -69,10 +65,6 @@ class InputArchiveForm(CanvasFields):
     tags = forms.CharField(required=False, help_text="Comma-separated; added to every input.")
 
     field_order = ["archive", "task", "prompt", "tags", "canvas_padding", "canvas_size", "canvas_ratio"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["task"].queryset = _tasks()
 
     def clean_archive(self):
         archive = self.cleaned_data["archive"]

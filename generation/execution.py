@@ -76,13 +76,11 @@ def store_candidate(candidate_set: CandidateSet, index: int, request: Generation
         with transaction.atomic():
             candidate.save()
         return candidate
-    except IntegrityError:
+    except BaseException as exc:
         for name in written:
             default_storage.delete(name)
-        return None
-    except BaseException:
-        for name in written:
-            default_storage.delete(name)
+        if isinstance(exc, IntegrityError):
+            return None
         raise
 
 
@@ -135,7 +133,6 @@ def generate_set(set_id: int, worker: str) -> None:
     if status == SetStatus.DONE:
         from annotation.assignment import create_annotation_task
 
-        candidate_set.status = status
         create_annotation_task(candidate_set)
     batch.refresh_progress()
 

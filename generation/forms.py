@@ -54,7 +54,6 @@ class BatchLaunchForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["seed"].initial = secrets.randbelow(2**31)
-        self.fields["generator"].queryset = Generator.objects.filter(active=True)
 
     def ranges(self) -> dict:
         data = self.cleaned_data

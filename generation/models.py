@@ -9,6 +9,7 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from annotation.models import Input
 from onereward.jobs import BackgroundJob, JobStatus
@@ -127,12 +128,11 @@ class GenerationBatch(BackgroundJob):
             setattr(self, name, value)
         if counts["done"] + counts["failed"] == counts["total"]:
             error = f"{counts['failed']} of {counts['total']} inputs failed; see their errors" if counts["failed"] else ""
-            type(self).objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(status=JobStatus.DONE, error=error)
+            # Only a running batch finishes: a cancelled one stays cancelled.
+            type(self).objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.DONE, error=error, finished_at=timezone.now()
+            )
             self.refresh_from_db(fields=["status", "error", "finished_at"])
-            if self.status == JobStatus.DONE and self.finished_at is None:
-                from django.utils import timezone
-
-                self._update(finished_at=timezone.now())
 
 
 class SetStatus(models.TextChoices):

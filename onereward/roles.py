@@ -73,8 +73,8 @@ def sync_role_groups() -> None:
 
 
 def sync_role_groups_after_migrate(sender, app_config=None, using="default", **kwargs):
-    # post_migrate fires once per app; the groups only need syncing after the last one, but
-    # permissions of every app exist by then only if we run on each call (cheap, idempotent).
+    # post_migrate fires once per app, after that app's permissions are created; syncing on every
+    # call is idempotent and leaves the groups complete after the last app.
     from django.db import DEFAULT_DB_ALIAS
 
     if using != DEFAULT_DB_ALIAS:
