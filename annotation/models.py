@@ -448,3 +448,9 @@ class PreferenceDataset(BackgroundJob):
     @property
     def storage_prefix(self) -> str:
         return f"datasets/{self.name}/v{self.version}"
+
+
+# Human evaluation studies live in their own module; imported here so Django finds them.
+from .study_models import (  # noqa: E402,F401
+    Study, StudyArm, StudyCandidate, StudyItem, StudyJudgment, StudyPick, UsabilityVote,
+)
