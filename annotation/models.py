@@ -4,6 +4,7 @@ The taxonomy is data (seeded by a migration, editable in the admin): the reward 
 loop read a task's dimensions from here, so a new task or dimension needs no code change.
 """
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from onereward.jobs import BackgroundJob
@@ -444,6 +445,26 @@ class PreferenceDataset(BackgroundJob):
 
     def __str__(self):
         return f"{self.name} v{self.version}"
+
+    def clean(self):
+        from .pairing import PairingError, check_fractions
+        from .preference_files import FORMATS
+
+        errors = {}
+        try:
+            check_fractions(self.train_fraction, self.validation_fraction, self.test_fraction)
+        except PairingError as exc:
+            errors["train_fraction"] = str(exc)
+        if not isinstance(self.formats, list) or set(self.formats) - set(FORMATS):
+            errors["formats"] = f"formats must be a list of {', '.join(FORMATS)} (Parquet is always written)"
+        if self.min_gold_accuracy is not None and not 0 <= self.min_gold_accuracy <= 1:
+            errors["min_gold_accuracy"] = "a gold accuracy lies between 0 and 1"
+        if self.min_votes is not None and self.min_votes < 1:
+            errors["min_votes"] = "a pair needs at least one vote"
+        if self.submitted_from and self.submitted_until and self.submitted_from >= self.submitted_until:
+            errors["submitted_until"] = "the end of the date range must come after its start"
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def storage_prefix(self) -> str:
