@@ -45,6 +45,8 @@ ML_ENGINEER = Role(
     description="Builds preference datasets, trains reward models and runs RL.",
     permissions=(
         "annotation.view_*",
+        "annotation.add_preferencedataset",
+        "annotation.delete_preferencedataset",
         "generation.view_*",
         "rewardmodel.*",
         "rl.*",
