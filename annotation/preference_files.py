@@ -6,12 +6,13 @@ however many pairs there are.
 
 Layout of a dataset folder:
     manifest.json                    counts, content hash, schema version, the build's options
-    data/{train,validation,test}.parquet
-    jsonl/{split}.jsonl              on request: the same rows as JSON lines
-    trl/{split}.parquet              on request: the chosen/rejected/images layout
+    data/{split}-00000.parquet       split = train, validation, test; a new shard every SHARD_ROWS rows
+    jsonl/{split}-00000.jsonl        on request: the same rows as JSON lines
+    trl/{split}-00000.parquet        on request: the chosen/rejected/images layout
 
-Load it with `datasets.load_dataset("parquet", data_files={"train": "data/train.parquet", ...})`
-or `pandas.read_parquet`. With embedded images the Parquet schema carries the `datasets` feature
+Shards bound memory: a Parquet writer keeps every row group's metadata until it closes its file.
+Load a dataset with `datasets.load_dataset("parquet", data_files={"train": "data/train-*.parquet", ...})`
+or `pandas.read_parquet("data")`. With embedded images the Parquet schema carries the `datasets` feature
 metadata, so image columns load as images.
 """
 import base64
@@ -25,7 +26,8 @@ import pyarrow.parquet as pq
 SCHEMA_VERSION = 1
 SPLITS = ("train", "validation", "test")
 FORMATS = ("jsonl", "trl")
-BATCH_ROWS = 5000
+BATCH_ROWS = 5000  # rows per Parquet row group (one write per split)
+SHARD_ROWS = 500_000  # rows per file
 IMAGE_COLUMNS = ("source", "mask", "winner_image", "loser_image")
 
 # An embedded image, as `datasets.Image` stores it.
@@ -157,7 +159,8 @@ class DatasetWriter:
         self.digest = hashlib.sha256()
         self.rows: dict[str, int] = {}
         self._pending: dict[str, list[dict]] = {split: [] for split in SPLITS}
-        self._parquet: dict[str, pq.ParquetWriter] = {}
+        self._shard: dict[str, int] = {}  # split -> index of its open shard
+        self._parquet: dict[str, pq.ParquetWriter] = {}  # open writers by relative name
         self._jsonl: dict[str, object] = {}
 
     def write(self, row: dict) -> None:
@@ -168,39 +171,47 @@ class DatasetWriter:
         if len(pending) >= BATCH_ROWS:
             self._flush(row["split"])
 
-    def _open_parquet(self, relative: str, schema: pa.Schema) -> pq.ParquetWriter:
-        path = self.folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows.setdefault(relative, 0)
-        return pq.ParquetWriter(path, schema, compression="zstd")
-
     def _flush(self, split: str) -> None:
         rows = self._pending[split]
         if not rows:
             return
         self._pending[split] = []
-        data = f"data/{split}.parquet"
-        if data not in self._parquet:
-            self._parquet[data] = self._open_parquet(data, self.schema)
-        self._parquet[data].write_table(pa.Table.from_pylist(rows, schema=self.schema))
-        self.rows[data] += len(rows)
+        shard = self._shard.setdefault(split, 0)
+        if self.rows.get(f"data/{split}-{shard:05d}.parquet", 0) >= SHARD_ROWS:
+            self._close_shard(split, shard)
+            shard = self._shard[split] = shard + 1
+        stem = f"{split}-{shard:05d}"
+        self._write_parquet(f"data/{stem}.parquet", self.schema, rows)
         if "trl" in self.formats:
-            trl = f"trl/{split}.parquet"
-            if trl not in self._parquet:
-                self._parquet[trl] = self._open_parquet(trl, self.trl_schema)
-            self._parquet[trl].write_table(pa.Table.from_pylist([trl_row(row) for row in rows], schema=self.trl_schema))
-            self.rows[trl] += len(rows)
+            self._write_parquet(f"trl/{stem}.parquet", self.trl_schema, [trl_row(row) for row in rows])
         if "jsonl" in self.formats:
-            jsonl = f"jsonl/{split}.jsonl"
-            if jsonl not in self._jsonl:
+            relative = f"jsonl/{stem}.jsonl"
+            if relative not in self._jsonl:
                 (self.folder / "jsonl").mkdir(parents=True, exist_ok=True)
-                self._jsonl[jsonl] = open(self.folder / jsonl, "w", encoding="utf-8")
-                self.rows[jsonl] = 0
-            handle = self._jsonl[jsonl]
+                self._jsonl[relative] = open(self.folder / relative, "w", encoding="utf-8")
+                self.rows[relative] = 0
+            handle = self._jsonl[relative]
             for row in rows:
                 handle.write(json.dumps({key: _jsonable(value) for key, value in row.items()}, ensure_ascii=False))
                 handle.write("\n")
-            self.rows[jsonl] += len(rows)
+            self.rows[relative] += len(rows)
+
+    def _write_parquet(self, relative: str, schema: pa.Schema, rows: list[dict]) -> None:
+        if relative not in self._parquet:
+            path = self.folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._parquet[relative] = pq.ParquetWriter(path, schema, compression="zstd")
+            self.rows[relative] = 0
+        self._parquet[relative].write_table(pa.Table.from_pylist(rows, schema=schema))
+        self.rows[relative] += len(rows)
+
+    def _close_shard(self, split: str, shard: int) -> None:
+        stem = f"{split}-{shard:05d}"
+        for relative in (f"data/{stem}.parquet", f"trl/{stem}.parquet"):
+            if relative in self._parquet:
+                self._parquet.pop(relative).close()
+        if f"jsonl/{stem}.jsonl" in self._jsonl:
+            self._jsonl.pop(f"jsonl/{stem}.jsonl").close()
 
     def close(self) -> dict[str, int]:
         for split in SPLITS:

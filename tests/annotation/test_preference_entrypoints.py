@@ -36,9 +36,9 @@ def test_command_builds_here_and_copies_the_files(make_user, tmp_path):
     text = out.getvalue()
     assert "16 pairs from 4 judgments" in text and version.content_hash in text
     assert "image_fill / aesthetics: train 4, validation 0, test 0" in text
-    table = pq.read_table(tmp_path / "export/data/train.parquet")
+    table = pq.read_table(tmp_path / "export/data/train-00000.parquet")
     assert table.num_rows == 16
-    assert len((tmp_path / "export/jsonl/train.jsonl").read_text().splitlines()) == 16
+    assert len((tmp_path / "export/jsonl/train-00000.jsonl").read_text().splitlines()) == 16
     manifest = json.loads((tmp_path / "export/manifest.json").read_text())
     assert manifest["content_hash"] == version.content_hash
     call_command("export_preferences", "--name", "fill-prefs", "--here", "--split", "1,0,0", "--format", "jsonl",
@@ -135,10 +135,10 @@ def test_admin_builds_a_version_and_shows_counts_and_files(client, make_user):
     assert 'data-status="queued"' in progress and "hx-get" in progress
     build(version)
     change = client.get(f"/admin/annotation/preferencedataset/{version.pk}/change/").content.decode()
-    assert "data/train.parquet" in change and "jsonl/train.jsonl" in change and version.content_hash in change
+    assert "data/train-00000.parquet" in change and "jsonl/train-00000.jsonl" in change and version.content_hash in change
     assert "<td>aesthetics</td><td>4</td>" in change
-    download = client.get(f"/admin/annotation/preferencedataset/{version.pk}/files/data/train.parquet")
-    assert download.status_code == 200 and "admin-prefs-v1-data-train.parquet" in download["Content-Disposition"]
+    download = client.get(f"/admin/annotation/preferencedataset/{version.pk}/files/data/train-00000.parquet")
+    assert download.status_code == 200 and "admin-prefs-v1-data-train-00000.parquet" in download["Content-Disposition"]
     refused = client.post("/admin/annotation/preferencedataset/add/", {
         "name": "admin-prefs", "pairing": "best_worst", "aggregation": "majority", "tie_rule": "drop",
         "min_votes": 1, "train_fraction": 0.5, "validation_fraction": 0, "test_fraction": 0, "split_seed": 0})

@@ -40,7 +40,7 @@ def built(name="prefs", **fields) -> PreferenceDataset:
 def rows_of(version, split=None):
     rows = []
     for name in version.manifest["files"]:
-        if name.startswith("data/") and (split is None or name == f"data/{split}.parquet"):
+        if name.startswith("data/") and (split is None or name.startswith(f"data/{split}-")):
             with default_storage.open(f"{version.storage_prefix}/{name}", "rb") as handle:
                 rows += pq.read_table(handle).to_pylist()
     return rows
@@ -148,7 +148,7 @@ def test_splits_are_by_input_and_disjoint(make_user):
     assert not (inputs["validation"] & inputs["test"])
     assert sum(map(len, inputs.values())) == 60
     assert version.manifest["inputs_per_split"] == {split: len(ids) for split, ids in inputs.items()}
-    assert sum(r["rows"] for name, r in version.manifest["files"].items()) == version.pair_count == 60 * 4 * 5
+    assert sum(r["rows"] for r in version.manifest["files"].values()) == version.pair_count == 60 * 4 * 5
 
 
 def test_the_same_filters_give_the_same_hash_and_a_changed_judgment_changes_it(world):
@@ -179,17 +179,17 @@ def test_round_trip_through_datasets_and_pandas(world):
             expected.add((task.candidate_set_id, slug, best, worst))
     version = built(formats=["jsonl", "trl"], train_fraction=0.5, validation_fraction=0.25, test_fraction=0.25)
     folder = Path(default_storage.path(version.storage_prefix))
-    files = {split: str(folder / f"data/{split}.parquet") for split in ("train", "validation", "test")
-             if (folder / f"data/{split}.parquet").exists()}
+    files = {split: str(folder / f"data/{split}-*.parquet") for split in ("train", "validation", "test")
+             if list(folder.glob(f"data/{split}-*.parquet"))}
     loaded = datasets.load_dataset("parquet", data_files=files)
     got = {(r["candidate_set_id"], r["dimension"], r["winner_index"], r["loser_index"])
            for split in loaded for r in loaded[split]}
     assert got == expected
-    frame = pandas.concat(pandas.read_parquet(path) for path in files.values())
+    frame = pandas.read_parquet(folder / "data")
     assert len(frame) == len(expected) and set(frame["split"]) <= {"train", "validation", "test"}
     jsonl = [json.loads(line) for path in folder.glob("jsonl/*.jsonl") for line in path.read_text().splitlines()]
     assert sorted(r["pair_id"] for r in jsonl) == sorted(frame["pair_id"])
-    trl = datasets.load_dataset("parquet", data_files={s: str(folder / f"trl/{s}.parquet") for s in files})
+    trl = datasets.load_dataset("parquet", data_files={s: str(folder / f"trl/{s}-*.parquet") for s in files})
     row = trl[next(iter(files))][0]
     assert set(row) >= {"prompt", "images", "chosen", "rejected"} and len(row["images"]) == 2
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -207,7 +207,7 @@ def test_embedded_images_load_as_images(make_user):
         judge(task, alice, all_dims(2, 0))
     version = built(embed_images=True, train_fraction=1, validation_fraction=0, test_fraction=0)
     folder = Path(default_storage.path(version.storage_prefix))
-    loaded = datasets.load_dataset("parquet", data_files={"train": str(folder / "data/train.parquet")})["train"]
+    loaded = datasets.load_dataset("parquet", data_files={"train": str(folder / "data/train-*.parquet")})["train"]
     row = loaded[0]
     assert row["winner_image"].size == (32, 32) and row["source"].size == (32, 32)
     assert row["mask"].mode in {"L", "1"}
@@ -246,3 +246,23 @@ def test_write_dataset_streams_in_buffers(world, monkeypatch, tmp_path):
     cut = write_dataset(version, tmp_path / "cut", progress=lambda done, total: calls.append((done, total)))
     assert cut["content_hash"] == whole["content_hash"] and cut["pairs"] == 30 * 4
     assert len(calls) > 5 and calls[-1] == (30, 30)
+
+
+def test_large_splits_are_sharded(world, monkeypatch, tmp_path):
+    import annotation.preference_files as files
+
+    tasks, alice, _ = world
+    for task in tasks:
+        judge(task, alice, all_dims(0, 1))
+    monkeypatch.setattr(files, "BATCH_ROWS", 3)
+    monkeypatch.setattr(files, "SHARD_ROWS", 5)
+    version = dataset(pairing="best_worst_all", formats=["jsonl", "trl"], train_fraction=1, validation_fraction=0,
+                      test_fraction=0)
+    manifest = write_dataset(version, tmp_path)
+    shards = sorted(name for name in manifest["files"] if name.startswith("data/"))
+    assert shards[:3] == ["data/train-00000.parquet", "data/train-00001.parquet", "data/train-00002.parquet"]
+    assert all(manifest["files"][name]["rows"] == 6 for name in shards[:-1])  # 2 writes of 3, then a new shard
+    assert sum(manifest["files"][name]["rows"] for name in shards) == manifest["pairs"] == 6 * 4 * 5
+    for prefix in ("jsonl/", "trl/"):
+        assert sum(info["rows"] for name, info in manifest["files"].items() if name.startswith(prefix)) == manifest["pairs"]
+    assert pq.read_table(tmp_path / "data").num_rows == manifest["pairs"]
