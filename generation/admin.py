@@ -31,9 +31,10 @@ class CandidateSetInline(admin.TabularInline):
 
 @admin.register(GenerationBatch)
 class GenerationBatchAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "generator", "candidates_per_input", "status", "progress_figure", "created_by", "created_at"]
-    list_filter = ["status", "generator"]
-    readonly_fields = ["name", "generator", "candidates_per_input", "ranges", "seed", "status", "progress_done",
+    list_display = ["__str__", "generator", "candidates_per_input", "purpose", "status", "progress_figure", "created_by",
+                    "created_at"]
+    list_filter = ["status", "for_annotation", "generator"]
+    readonly_fields = ["name", "generator", "candidates_per_input", "purpose", "ranges", "seed", "status", "progress_done",
                        "progress_failed", "progress_total", "error", "created_by", "created_at", "started_at", "finished_at"]
     fields = readonly_fields
     inlines = [CandidateSetInline]
@@ -43,6 +44,10 @@ class GenerationBatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         # Batches are launched, watched, cancelled and resumed, never edited.
         return False if obj is not None and request.method == "POST" else super().has_change_permission(request, obj)
+
+    @admin.display(description="For", ordering="for_annotation")
+    def purpose(self, batch):
+        return "annotation" if batch.for_annotation else "evaluation"
 
     @admin.display(description="Progress")
     def progress_figure(self, batch):

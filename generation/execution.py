@@ -130,7 +130,8 @@ def generate_set(set_id: int, worker: str) -> None:
         log.exception("candidate set %s failed", set_id)
         status, error = SetStatus.FAILED, f"{type(exc).__name__}: {exc}"
     CandidateSet.objects.filter(pk=set_id).update(status=status, error=error, finished_at=timezone.now())
-    if status == SetStatus.DONE:
+    if status == SetStatus.DONE and batch.for_annotation:
+        # Evaluation batches make no tasks: their inputs are held out for studies.
         from annotation.assignment import create_annotation_task
 
         create_annotation_task(candidate_set)

@@ -28,8 +28,13 @@ class BatchLaunchForm(forms.Form):
     tag = forms.ModelChoiceField(queryset=Tag.objects.all(), to_field_name="name", required=False,
                                  help_text="…and/or with this tag…")
     input_ids = forms.CharField(required=False, label="Input ids", help_text="…and/or these ids (e.g. 3, 7, 12).")
+    evaluation = forms.BooleanField(
+        required=False, label="For a human evaluation study",
+        help_text="Held-out inputs: finished sets make no annotation tasks, and 1 candidate per input is allowed "
+                  "(a study shows each arm's first candidate).")
     candidates_per_input = forms.IntegerField(initial=4, label="Candidates per input (N)",
-                                              help_text=f"At least {MIN_CANDIDATES}; the paper uses 4.")
+                                              help_text=f"At least {MIN_CANDIDATES} for annotation (the paper uses 4); "
+                                                        "1 is enough for evaluation.")
     annotation_overlap = forms.IntegerField(initial=1, min_value=1, required=False, label="Judgments per input (k)",
                                             help_text="Each candidate set is judged by this many different annotators.")
     steps_min = forms.IntegerField(initial=Ranges().steps[0])
@@ -49,7 +54,7 @@ class BatchLaunchForm(forms.Form):
                              initial="candidate", label="Draw settings")
     seed = forms.IntegerField(min_value=0, help_text="Every candidate's settings and seed derive from it.")
 
-    field_order = ["name", "generator", "task", "tag", "input_ids", "candidates_per_input"]
+    field_order = ["name", "generator", "task", "tag", "input_ids", "evaluation", "candidates_per_input"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -77,7 +82,8 @@ class BatchLaunchForm(forms.Form):
             return GenerationBatch.launch(generator=data["generator"], inputs=inputs,
                                           candidates_per_input=data["candidates_per_input"], ranges=self.ranges(),
                                           seed=data["seed"], name=data.get("name", ""), user=user,
-                                          annotation_overlap=data.get("annotation_overlap") or 1)
+                                          annotation_overlap=data.get("annotation_overlap") or 1,
+                                          for_annotation=not data.get("evaluation"))
         except ValidationError as error:
             for field, messages in getattr(error, "message_dict", {None: error.messages}).items():
                 for message in messages:

@@ -58,6 +58,12 @@ class GenerationBatch(BackgroundJob):
     annotation_overlap = models.PositiveSmallIntegerField(
         default=1, help_text="Judgments wanted per candidate set, each from a different annotator (k)."
     )
+    for_annotation = models.BooleanField(
+        default=True,
+        help_text="Finished candidate sets become annotation tasks (preference data). Off for a batch made for "
+                  "a human evaluation study: its inputs stay held out of the training data, and one candidate "
+                  "per input is enough.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -67,8 +73,14 @@ class GenerationBatch(BackgroundJob):
         return self.name or f"Batch #{self.pk}"
 
     def clean(self):
-        if self.candidates_per_input is not None and self.candidates_per_input < MIN_CANDIDATES:
-            raise ValidationError({"candidates_per_input": f"at least {MIN_CANDIDATES} candidates are needed to compare"})
+        # Annotators compare a batch's own candidates; a study compares one candidate per arm.
+        least = MIN_CANDIDATES if self.for_annotation else 1
+        if self.candidates_per_input is not None and self.candidates_per_input < least:
+            if self.for_annotation:
+                message = f"at least {MIN_CANDIDATES} candidates are needed to compare (an evaluation batch may have 1)"
+            else:
+                message = "at least 1 candidate per input"
+            raise ValidationError({"candidates_per_input": message})
         if self.annotation_overlap is not None and self.annotation_overlap < 1:
             raise ValidationError({"annotation_overlap": "at least one judgment per candidate set"})
         try:
@@ -78,9 +90,11 @@ class GenerationBatch(BackgroundJob):
 
     @classmethod
     def launch(cls, *, generator: Generator, inputs, candidates_per_input: int = 4, ranges: dict | None = None,
-               seed: int = 0, name: str = "", user=None, annotation_overlap: int = 1) -> "GenerationBatch":
+               seed: int = 0, name: str = "", user=None, annotation_overlap: int = 1,
+               for_annotation: bool = True) -> "GenerationBatch":
         """Validate, create the batch and one CandidateSet per input in one transaction, and queue
-        it. Raises ValidationError naming what is wrong (admin, API and command line alike)."""
+        it. Raises ValidationError naming what is wrong (admin, API and command line alike).
+        `for_annotation=False` launches an evaluation batch: no annotation tasks, N may be 1."""
         from django.db import transaction
 
         inputs = list(inputs)
@@ -90,7 +104,7 @@ class GenerationBatch(BackgroundJob):
             raise ValidationError({"generator": f"generator {generator.name!r} is not active"})
         batch = cls(generator=generator, candidates_per_input=candidates_per_input, ranges=ranges or {},
                     seed=seed, name=name, created_by=user, progress_total=len(inputs),
-                    annotation_overlap=annotation_overlap)
+                    annotation_overlap=annotation_overlap, for_annotation=for_annotation)
         batch.full_clean(exclude=["created_by"])
         with transaction.atomic():
             batch.save()
@@ -145,7 +159,8 @@ class SetStatus(models.TextChoices):
 class CandidateSetQuerySet(models.QuerySet):
     def ready_for_annotation(self):
         """Sets whose candidates are all made: what the annotation pages hand out."""
-        return self.filter(status=SetStatus.DONE).exclude(batch__status=JobStatus.CANCELLED)
+        return (self.filter(status=SetStatus.DONE, batch__for_annotation=True)
+                .exclude(batch__status=JobStatus.CANCELLED))
 
 
 class CandidateSet(models.Model):

@@ -54,7 +54,8 @@ class GenerationBatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GenerationBatch
-        fields = ["id", "name", "generator", "candidates_per_input", "annotation_overlap", "ranges", "seed", "status", "progress",
+        fields = ["id", "name", "generator", "candidates_per_input", "annotation_overlap", "for_annotation", "ranges", "seed",
+                  "status", "progress",
                   "progress_done", "progress_failed", "progress_total", "error", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
@@ -68,7 +69,8 @@ class GenerationBatchDetailSerializer(GenerationBatchSerializer):
 
 
 class GenerationBatchLaunchSerializer(serializers.Serializer):
-    """Launch: a generator by name, inputs by task/tag/ids, N, ranges (see generation.sampling.Ranges), seed."""
+    """Launch: a generator by name, inputs by task/tag/ids, N, ranges (see generation.sampling.Ranges), seed;
+    `for_annotation: false` for an evaluation batch."""
 
     name = serializers.CharField(required=False, allow_blank=True, default="")
     generator = serializers.SlugRelatedField(slug_field="name", queryset=Generator.objects.all())
@@ -77,6 +79,8 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
     inputs = serializers.ListField(child=serializers.IntegerField(), required=False)
     candidates_per_input = serializers.IntegerField(default=4)
     annotation_overlap = serializers.IntegerField(default=1)
+    for_annotation = serializers.BooleanField(
+        default=True, help_text="false: an evaluation batch (no annotation tasks; 1 candidate per input allowed).")
     ranges = serializers.JSONField(required=False, default=dict)
     seed = serializers.IntegerField(default=0, min_value=0)
 
@@ -89,6 +93,7 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
                 candidates_per_input=validated_data["candidates_per_input"], ranges=validated_data["ranges"],
                 seed=validated_data["seed"], name=validated_data["name"], user=self.context["request"].user,
                 annotation_overlap=validated_data["annotation_overlap"],
+                for_annotation=validated_data["for_annotation"],
             )
         except DjangoValidationError as error:
             raise _as_api_error(error) from None

@@ -36,6 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--vary", choices=["candidate", "input"], help="draw settings per candidate or per input")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("-k", "--judgments", type=int, default=1, help="judgments per candidate set (annotation overlap)")
+        parser.add_argument("--evaluation", action="store_true",
+                            help="a batch for a human evaluation study: no annotation tasks, -n 1 allowed")
         parser.add_argument("--name", default="")
         parser.add_argument("--user", help="username recorded as the launcher")
         parser.add_argument("--wait", action="store_true", help="follow the batch until it finishes")
@@ -63,10 +65,12 @@ class Command(BaseCommand):
             inputs = select_inputs(task=options["task"], tag=options["tag"], ids=ids)
             batch = GenerationBatch.launch(generator=generator, inputs=inputs, candidates_per_input=options["candidates"],
                                            ranges=ranges, seed=options["seed"], name=options["name"], user=user,
-                                           annotation_overlap=options["judgments"])
+                                           annotation_overlap=options["judgments"],
+                                           for_annotation=not options["evaluation"])
         except ValidationError as error:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
-        self.stdout.write(f"Batch #{batch.pk} queued: {batch.progress_total} inputs x {batch.candidates_per_input} "
+        purpose = "" if batch.for_annotation else " for evaluation (no annotation tasks)"
+        self.stdout.write(f"Batch #{batch.pk} queued{purpose}: {batch.progress_total} inputs x {batch.candidates_per_input} "
                           f"candidates with {generator.name} (ranges {Ranges.parse(batch.ranges).as_dict()}).")
         if options["wait"]:
             self._follow(batch)
