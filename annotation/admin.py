@@ -172,3 +172,5 @@ class InputImportAdmin(admin.ModelAdmin):
         )
 
 from . import quality_admin  # noqa: E402,F401  (registers the quality-control admin)
+from . import preference_admin  # noqa: E402,F401  (registers the preference dataset admin)
+from . import study_admin  # noqa: E402,F401  (registers the evaluation-study admin)

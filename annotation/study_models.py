@@ -74,9 +74,50 @@ class StudyCandidate(models.Model):
         constraints = [models.UniqueConstraint(fields=["item", "arm"], name="one_candidate_per_item_arm")]
 
 
+class StudySlotState(models.TextChoices):
+    OPEN = "open", "Open"
+    LEASED = "leased", "Leased"
+    DONE = "done", "Done"
+
+
+class StudySlot(models.Model):
+    """One judgment an item needs: free, leased to an annotator until a time, or done.
+
+    An item has `judgments_per_item` slots from the start. Handing one out is a row lock that skips
+    locked rows (annotation.studies.next_item), so concurrent annotators never take the same slot,
+    and an item never gets more judgments than it has slots; a lease that runs out puts the slot
+    back in the pool. The unique (item, annotator) key keeps one person to one slot per item.
+    """
+
+    item = models.ForeignKey(StudyItem, on_delete=models.CASCADE, related_name="slots")
+    state = models.CharField(max_length=8, choices=StudySlotState.choices, default=StudySlotState.OPEN)
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="study_slots")
+    leased_until = models.DateTimeField(null=True, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    # StudyCandidate ids in the order shown, left to right (a permutation per annotator and item).
+    shown_order = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["item", "pk"]
+        indexes = [
+            # The pool: slots not done yet, in queue order; partial, so it follows the open work.
+            models.Index(fields=["item", "id"], name="study_slot_pool", condition=models.Q(state__in=["open", "leased"])),
+            models.Index(fields=["annotator", "item"], name="study_slot_annotator_item"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], condition=models.Q(annotator__isnull=False),
+                                    name="one_study_slot_per_annotator_item"),
+        ]
+
+    def __str__(self):
+        return f"{self.item} / slot #{self.pk}"
+
+
 class StudyJudgment(models.Model):
     """One annotator's answer on one item: usability per candidate, best/worst per dimension."""
 
+    slot = models.OneToOneField(StudySlot, on_delete=models.CASCADE, related_name="judgment")
     item = models.ForeignKey(StudyItem, on_delete=models.CASCADE, related_name="judgments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="study_judgments")
     shown_order = models.JSONField(help_text="StudyCandidate ids in the order the annotator saw them, left to right.")
