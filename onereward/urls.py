@@ -6,6 +6,9 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from annotation import api as annotation_api
+from annotation.preference_api import PreferenceDatasetViewSet
+from annotation.leaderboard_api import LeaderboardView
+from annotation.study_api import StudyViewSet
 from generation import api as generation_api
 
 router = DefaultRouter()
@@ -14,13 +17,16 @@ router.register("dimensions", annotation_api.DimensionViewSet, basename="dimensi
 router.register("tags", annotation_api.TagViewSet, basename="tag")
 router.register("inputs", annotation_api.InputViewSet, basename="input")
 router.register("input-imports", annotation_api.InputImportViewSet, basename="input-import")
+router.register("preference-datasets", PreferenceDatasetViewSet, basename="preference-dataset")
 router.register("generators", generation_api.GeneratorViewSet, basename="generator")
 router.register("generation-batches", generation_api.GenerationBatchViewSet, basename="generation-batch")
+router.register("studies", StudyViewSet, basename="study")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/leaderboard/", LeaderboardView.as_view(), name="api-leaderboard"),
     path("api/", include(router.urls)),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
