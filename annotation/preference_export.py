@@ -194,6 +194,15 @@ def _rows(set_id: int, dimension: str, votes: list[pairing.Vote], set_details: S
         }
 
 
+def taxonomy() -> dict:
+    tasks = {task.slug: {"name": task.name, "description": task.description, "default_prompt": task.default_prompt,
+                         "prompt_mode": task.prompt_mode}
+             for task in Task.objects.all()}
+    dimensions = {slug: {"name": name, "definition": definition}
+                  for slug, name, definition in Dimension.objects.values_list("slug", "name", "definition")}
+    return {"tasks": tasks, "dimensions": dimensions}
+
+
 def options(dataset: PreferenceDataset) -> dict:
     """Everything that decides the rows: part of the manifest and of the content hash."""
     return {
@@ -271,6 +280,8 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
         "pairs": pair_count,
         "inputs_per_split": _inputs_per_split(dataset, judgments),
         "counts": counts,
+        # Names and definitions, so that a trainer with no database can build its queries.
+        "taxonomy": taxonomy(),
         "files": {name: {"rows": rows, "bytes": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)}
                   for name, rows in files.items()},
     }

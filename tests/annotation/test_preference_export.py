@@ -195,6 +195,8 @@ def test_round_trip_through_datasets_and_pandas(world):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["content_hash"] == version.content_hash and manifest["schema_version"] == 1
     assert manifest["pairs"] == len(expected)
+    assert manifest["taxonomy"]["dimensions"]["structure"]["name"] == "Structure"
+    assert manifest["taxonomy"]["tasks"]["image_fill"]["name"] == "Image fill"
 
 
 def test_embedded_images_load_as_images(make_user):
