@@ -32,7 +32,7 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(Dimension)
 class DimensionAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "definition", "order"]
+    list_display = ["name", "slug", "definition", "query_includes_prompt", "order"]
     search_fields = ["name", "slug", "definition"]
 
 

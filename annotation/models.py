@@ -26,6 +26,8 @@ class Dimension(models.Model):
     name = models.CharField(max_length=100)
     definition = models.TextField(help_text="Shown to annotators and put into the reward query.")
     order = models.PositiveSmallIntegerField(default=0)
+    query_includes_prompt = models.BooleanField(
+        default=False, help_text="The reward query for this dimension quotes the input's prompt (text alignment).")
 
     class Meta:
         ordering = ["order", "slug"]

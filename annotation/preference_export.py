@@ -198,8 +198,9 @@ def taxonomy() -> dict:
     tasks = {task.slug: {"name": task.name, "description": task.description, "default_prompt": task.default_prompt,
                          "prompt_mode": task.prompt_mode}
              for task in Task.objects.all()}
-    dimensions = {slug: {"name": name, "definition": definition}
-                  for slug, name, definition in Dimension.objects.values_list("slug", "name", "definition")}
+    dimensions = {slug: {"name": name, "definition": definition, "uses_prompt": uses_prompt}
+                  for slug, name, definition, uses_prompt in
+                  Dimension.objects.values_list("slug", "name", "definition", "query_includes_prompt")}
     return {"tasks": tasks, "dimensions": dimensions}
 
 

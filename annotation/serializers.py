@@ -17,7 +17,7 @@ def _problems_error(problems) -> serializers.ValidationError:
 class DimensionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dimension
-        fields = ["slug", "name", "definition", "order"]
+        fields = ["slug", "name", "definition", "query_includes_prompt", "order"]
 
 
 class TagSerializer(serializers.ModelSerializer):

@@ -2,7 +2,7 @@
 that it is data, edited in the admin. Kept in its own module so the migration and tests share it."""
 
 DIMENSIONS = [
-    # slug, name, definition
+    # slug, name, definition; the reward query quotes the prompt for the slugs in QUERY_WITH_PROMPT
     ("text_alignment", "Text alignment",
      "The generated content matches the prompt: the object, its attributes, its position, and any spelled text."),
     ("consistency", "Consistency",
@@ -16,6 +16,8 @@ DIMENSIONS = [
     ("text_rendering", "Text rendering",
      "The requested words are spelled exactly, legible, and drawn in a style that fits the scene."),
 ]
+
+QUERY_WITH_PROMPT = {"text_alignment", "text_rendering"}
 
 EXTEND_DEFAULT_PROMPT = "high-definition, perfect composition"
 REMOVAL_PROMPT = "remove"
@@ -55,10 +57,13 @@ TASKS = [
 def seed(Task, Dimension, TaskDimension) -> None:
     """Create what is missing; never overwrite what an admin has edited."""
     dimensions = {}
+    # The early data migration sees a Dimension without this field; a later migration sets it.
+    has_query_flag = any(field.name == "query_includes_prompt" for field in Dimension._meta.get_fields())
     for order, (slug, name, definition) in enumerate(DIMENSIONS, start=1):
-        dimensions[slug], _ = Dimension.objects.get_or_create(
-            slug=slug, defaults={"name": name, "definition": definition, "order": order}
-        )
+        defaults = {"name": name, "definition": definition, "order": order}
+        if has_query_flag:
+            defaults["query_includes_prompt"] = slug in QUERY_WITH_PROMPT
+        dimensions[slug], _ = Dimension.objects.get_or_create(slug=slug, defaults=defaults)
     for spec in TASKS:
         fields = {k: v for k, v in spec.items() if k not in {"slug", "dimensions"}}
         task, _ = Task.objects.get_or_create(slug=spec["slug"], defaults=fields)
