@@ -165,6 +165,9 @@ ONEREWARD_MAX_ZIP_BYTES = env_int("ONEREWARD_MAX_ZIP_BYTES", 4 * 1024**3)
 
 # A candidate set claimed by a worker that has not finished it after this long may be taken by another.
 ONEREWARD_GENERATION_LEASE_SECONDS = env_int("ONEREWARD_GENERATION_LEASE_SECONDS", 6 * 3600)
+# Where GPU workers keep training runs (datasets copied from storage, checkpoints, the trained
+# models): a local or shared disk of the GPU hosts, not the media storage (a 7B model is 15 GB).
+ONEREWARD_TRAINING_DIR = Path(env_str("ONEREWARD_TRAINING_DIR", str(DATA_DIR / "training")))
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -10,6 +10,7 @@ from annotation.preference_api import PreferenceDatasetViewSet
 from annotation.leaderboard_api import LeaderboardView
 from annotation.study_api import StudyViewSet
 from generation import api as generation_api
+from rewardmodel import api as rewardmodel_api
 
 router = DefaultRouter()
 router.register("tasks", annotation_api.TaskViewSet, basename="task")
@@ -20,6 +21,8 @@ router.register("input-imports", annotation_api.InputImportViewSet, basename="in
 router.register("preference-datasets", PreferenceDatasetViewSet, basename="preference-dataset")
 router.register("generators", generation_api.GeneratorViewSet, basename="generator")
 router.register("generation-batches", generation_api.GenerationBatchViewSet, basename="generation-batch")
+router.register("reward-model-runs", rewardmodel_api.RewardModelRunViewSet, basename="reward-model-run")
+router.register("reward-models", rewardmodel_api.RewardModelVersionViewSet, basename="reward-model")
 router.register("studies", StudyViewSet, basename="study")
 
 urlpatterns = [

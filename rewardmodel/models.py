@@ -1,0 +1,150 @@
+"""Reward model runs and the reward model versions they register.
+
+A run trains the judge (rewardmodel/judge.py, rewardmodel/training.py) on one preference dataset
+version, on a GPU worker, in a directory of its own under ONEREWARD_TRAINING_DIR; a finished run
+registers a RewardModelVersion with its evaluation table. Links go back to the data: version ->
+run -> dataset version -> judgments.
+"""
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from onereward.jobs import BackgroundJob
+
+DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+ACCELERATE_CONFIGS = ["", "ddp", "fsdp", "deepspeed_zero3"]
+
+
+class RewardModelRun(BackgroundJob):
+    """Training of the VLM judge on a dataset version, with the paper's defaults (batch 16, lr 1e-6)."""
+
+    task_name = "rewardmodel.train"
+
+    name = models.CharField(max_length=200, blank=True)
+    dataset = models.ForeignKey("annotation.PreferenceDataset", on_delete=models.PROTECT, related_name="reward_model_runs")
+    base_model = models.CharField(max_length=500, default=DEFAULT_BASE_MODEL,
+                                  help_text="A Qwen2-VL family model: a directory on the GPU hosts or a hub id.")
+    adapter_rank = models.PositiveSmallIntegerField(null=True, blank=True,
+                                                    help_text="LoRA rank; empty = full fine-tune.")
+    learning_rate = models.FloatField(default=1e-6)
+    batch_size = models.PositiveIntegerField(default=16, help_text="Global batch: per device x processes x accumulation.")
+    per_device_batch_size = models.PositiveIntegerField(null=True, blank=True,
+                                                        help_text="Empty = the whole batch on each device.")
+    epochs = models.PositiveIntegerField(default=1)
+    max_steps = models.PositiveIntegerField(null=True, blank=True, help_text="Stop after this many steps.")
+    warmup_steps = models.PositiveIntegerField(default=0)
+    gradient_checkpointing = models.BooleanField(default=False)
+    mixed_precision = models.CharField(max_length=8, default="auto", choices=[(v, v) for v in ("auto", "no", "bf16", "fp16")])
+    seed = models.BigIntegerField(default=0)
+    save_every = models.PositiveIntegerField(default=200, help_text="Checkpoint every this many steps (resume point).")
+    processes = models.PositiveSmallIntegerField(default=1, help_text="Processes for `accelerate launch` (GPUs).")
+    accelerate_config = models.CharField(
+        max_length=32, blank=True, choices=[(v, v or "default (DDP)") for v in ACCELERATE_CONFIGS],
+        help_text="A config of rewardmodel/accelerate/ for several processes (FSDP or DeepSpeed for 7B).")
+    zero_shot_eval = models.BooleanField(default=True, help_text="Also evaluate the base model before training.")
+    extra = models.JSONField(default=dict, blank=True, help_text="More TrainingConfig fields (JSON object).")
+    # Live progress, copied from the trainer's progress file.
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    samples_per_second = models.FloatField(null=True, blank=True)
+    loss_history = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...] for the plot.")
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name or f"Reward model run #{self.pk}"
+
+    def clean(self):
+        errors = {}
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            errors["learning_rate"] = "a learning rate lies in (0, 1)"
+        if self.batch_size is not None and self.batch_size < 1:
+            errors["batch_size"] = "at least 1"
+        if self.dataset_id and self.dataset.status != "done":
+            errors["dataset"] = f"dataset {self.dataset} is not built yet ({self.dataset.get_status_display().lower()})"
+        if self.dataset_id and self.dataset.status == "done" and not self.dataset.counts:
+            errors["dataset"] = f"dataset {self.dataset} holds no pairs"
+        if self.processes and self.processes > 1 and self.per_device_batch_size and \
+                self.batch_size % (self.per_device_batch_size * self.processes):
+            errors["batch_size"] = "the batch must be a multiple of per-device batch x processes"
+        if not isinstance(self.extra, dict):
+            errors["extra"] = "a JSON object of TrainingConfig fields"
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def output_dir(self):
+        return settings.ONEREWARD_TRAINING_DIR / "reward-models" / f"run-{self.pk}"
+
+    def training_config(self) -> dict:
+        """The trainer's configuration (rewardmodel.training.TrainingConfig fields)."""
+        config = {
+            "dataset_dir": str(self.output_dir / "dataset"),
+            "output_dir": str(self.output_dir),
+            "base_model": self.base_model,
+            "adapter_rank": self.adapter_rank,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "per_device_batch_size": self.per_device_batch_size,
+            "epochs": self.epochs,
+            "max_steps": self.max_steps,
+            "warmup_steps": self.warmup_steps,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "mixed_precision": self.mixed_precision,
+            "seed": self.seed,
+            "save_every": self.save_every,
+            "zero_shot_eval": self.zero_shot_eval,
+        }
+        config.update(self.extra or {})
+        return config
+
+
+class RewardModelVersion(models.Model):
+    """A trained judge: where its weights are, how it was trained, how well it does."""
+
+    run = models.OneToOneField(RewardModelRun, on_delete=models.PROTECT, related_name="version")
+    name = models.CharField(max_length=200, unique=True)
+    model_path = models.CharField(max_length=500, help_text="The saved judge (a directory on the GPU hosts).")
+    base_model = models.CharField(max_length=500)
+    template_version = models.PositiveIntegerField(help_text="Version of the reward query template it was trained with.")
+    evaluation = models.JSONField(default=dict, blank=True, help_text="Accuracy per task x dimension on the test split.")
+    zero_shot = models.JSONField(default=dict, blank=True, help_text="The base model's accuracy before training.")
+    steps = models.PositiveIntegerField(default=0)
+    final_loss = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def scores_path(self):
+        return self.run.output_dir / "test_scores.parquet"
+
+
+class ReannotationRequest(models.Model):
+    """Candidate sets sent back to annotation because of what a reward model said about them."""
+
+    class Reason(models.TextChoices):
+        DISAGREEMENT = "disagreement", "The judge disagrees most with the annotators"
+        UNCERTAINTY = "uncertainty", "The judge is least certain"
+
+    version = models.ForeignKey(RewardModelVersion, on_delete=models.CASCADE, related_name="reannotation_requests")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    extra_judgments = models.PositiveSmallIntegerField(default=1)
+    tasks = models.ManyToManyField("annotation.AnnotationTask", related_name="reannotation_requests")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.get_reason_display()} ({self.version}, {self.tasks.count()} tasks)"
