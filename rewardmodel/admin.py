@@ -37,11 +37,11 @@ def loss_plot(history: list, width: int = 640, height: int = 200) -> str:
         'aria-label="training loss by step"><title>Training loss by step</title>'
         '<rect x="{p}" y="8" width="{iw}" height="{ih}" fill="#fafafa" stroke="#ddd"/>'
         '<polyline fill="none" stroke="#205067" stroke-width="1.5" points="{points}"/>'
-        '<text x="4" y="14" font-size="11" fill="#666">{high:.3f}</text>'
-        '<text x="4" y="{ly}" font-size="11" fill="#666">{low:.3f}</text>'
+        '<text x="4" y="14" font-size="11" fill="#666">{high}</text>'
+        '<text x="4" y="{ly}" font-size="11" fill="#666">{low}</text>'
         '<text x="{p}" y="{sy}" font-size="11" fill="#666">step {first}</text>'
         '<text x="{ex}" y="{sy}" font-size="11" fill="#666" text-anchor="end">step {last}</text></svg>',
-        w=width, h=height, p=pad, iw=width - pad - 8, ih=height - pad - 8, points=points, high=high, low=low,
+        w=width, h=height, p=pad, iw=width - pad - 8, ih=height - pad - 8, points=points, high=f"{high:.3f}", low=f"{low:.3f}",
         ly=height - pad, sy=height - 12, first=steps[0], last=steps[-1], ex=width - 8)
 
 
