@@ -1,0 +1,155 @@
+"""Qwen2-VL image preprocessing in torch, differentiable end to end.
+
+The same function feeds the judge when it is trained on annotated pairs and when RL backpropagates
+through it into the generator (METHOD.md §3): resize to the processor's target size, normalise with
+the CLIP mean and std, and patchify. Patchify is a reshape/permute, so gradients reach the pixels.
+For an image already at its target size the output equals transformers' Qwen2VLImageProcessor.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class VisionGeometry:
+    """How the vision tower cuts an image: patch side in pixels, frames per temporal patch, the
+    side of the square of patches merged into one language token, and the pixel-count bounds of
+    the resize."""
+
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    min_pixels: int = 56 * 56
+    max_pixels: int = 28 * 28 * 1280
+    image_mean: tuple = OPENAI_CLIP_MEAN
+    image_std: tuple = OPENAI_CLIP_STD
+
+    def __post_init__(self):
+        # Lists come back from JSON; tuples keep the dataclass hashable.
+        object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
+        object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
+
+    @property
+    def factor(self) -> int:
+        """Sides of a resized image are multiples of this many pixels."""
+        return self.patch_size * self.merge_size
+
+    def tokens_for(self, height: int, width: int) -> int:
+        """Language tokens one image of this (already resized) size takes."""
+        return (height // self.patch_size) * (width // self.patch_size) // (self.merge_size**2)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "image_mean": list(self.image_mean), "image_std": list(self.image_std)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "VisionGeometry":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_model_config(cls, config, **overrides) -> "VisionGeometry":
+        """Read patch, merge and temporal patch sizes from a Qwen2-VL / Qwen2.5-VL config (or its
+        vision_config); `overrides` set any field, e.g. max_pixels."""
+        vision = getattr(config, "vision_config", config)
+        values = {}
+        for name, attribute in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
+                                ("temporal_patch_size", "temporal_patch_size")):
+            value = getattr(vision, attribute, None)
+            if isinstance(value, (list, tuple)):
+                value = value[0]
+            if value is not None:
+                values[name] = int(value)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def target_size(height: int, width: int, geometry: VisionGeometry) -> tuple[int, int]:
+    """(height, width) in pixels the processor resizes an image to: sides multiples of
+    patch_size * merge_size, pixel count within [min_pixels, max_pixels], aspect ratio kept as
+    closely as possible. Same arithmetic as transformers' `smart_resize`."""
+    factor = geometry.factor
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > geometry.max_pixels:
+        beta = math.sqrt((height * width) / geometry.max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < geometry.min_pixels:
+        beta = math.sqrt(geometry.min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """image: float (3, H, W) in [0, 1] -> float (3, *size) in [0, 1]; bicubic with antialias,
+    clamped as the processor's 8-bit resize is. Returned unchanged when already that size."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    resized = F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0]
+    return resized.clamp(0.0, 1.0)
+
+
+def patchify(image: torch.Tensor, geometry: VisionGeometry) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """image: normalised float (C, H, W), sides multiples of geometry.factor ->
+    patches (grid_h * grid_w, C * temporal_patch_size * patch_size**2) in the order the vision
+    tower expects (merge windows first), and the grid (1, grid_h, grid_w)."""
+    p, m, t = geometry.patch_size, geometry.merge_size, geometry.temporal_patch_size
+    channels, height, width = image.shape
+    if height % (p * m) or width % (p * m):
+        raise ValueError(f"image size {height}x{width} is not a multiple of {p * m} pixels")
+    grid_h, grid_w = height // p, width // p
+    patches = image.reshape(channels, grid_h // m, m, p, grid_w // m, m, p)
+    # (grid_h/m, grid_w/m, m, m, C, p, p): the m x m patches merged into one token are contiguous.
+    patches = patches.permute(1, 4, 2, 5, 0, 3, 6)
+    # A still image is its own temporal patch: the frame is repeated temporal_patch_size times.
+    patches = patches.unsqueeze(5).expand(-1, -1, -1, -1, -1, t, -1, -1)
+    return patches.reshape(grid_h * grid_w, channels * t * p * p), (1, grid_h, grid_w)
+
+
+def preprocess(
+    images: list[torch.Tensor],
+    geometry: VisionGeometry,
+    sizes: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """images: each float (3, H, W) in [0, 1], may require grad, any device (a (N, 3, H, W)
+    tensor is taken as N images). sizes: optional (height, width) per image in pixels, multiples of
+    geometry.factor, instead of `target_size`.
+
+    Returns pixel_values float (sum of grid_h * grid_w over images,
+    3 * temporal_patch_size * patch_size**2) and image_grid_thw long (N, 3), the model's inputs.
+    """
+    images = list(images)
+    if sizes is not None and len(sizes) != len(images):
+        raise ValueError(f"got {len(sizes)} sizes for {len(images)} images")
+    if not images:
+        raise ValueError("no images to preprocess")
+    all_patches, grids = [], []
+    for index, image in enumerate(images):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image {index}: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+        if not image.is_floating_point():
+            raise ValueError(f"image {index}: expected float pixels in [0, 1], got {image.dtype}")
+        if image.dtype not in (torch.float32, torch.float64):
+            image = image.float()  # resize and normalise at full precision; the model casts after
+        size = tuple(sizes[index]) if sizes is not None else target_size(*image.shape[-2:], geometry)
+        image = resize(image, size)
+        mean = torch.tensor(geometry.image_mean, dtype=image.dtype, device=image.device)[:, None, None]
+        std = torch.tensor(geometry.image_std, dtype=image.dtype, device=image.device)[:, None, None]
+        patches, grid = patchify((image - mean) / std, geometry)
+        all_patches.append(patches)
+        grids.append(grid)
+    pixel_values = torch.cat(all_patches, dim=0)
+    image_grid_thw = torch.tensor(grids, dtype=torch.long, device=pixel_values.device)
+    return pixel_values, image_grid_thw
