@@ -46,12 +46,14 @@ def loss_plot(history: list, width: int = 640, height: int = 200) -> str:
 
 
 def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+    """A percentage as evaluation.py gives it (already x100), or a dash where there is none."""
+    return "–" if value is None else f"{value:.1f}"
 
 
 def evaluation_table(evaluation: dict, zero_shot: dict | None = None) -> str:
-    """Accuracy per task x dimension: forward, reversed, mean, the zero-shot mean, the human
-    agreement ceiling and the paper's figure, with the number of test pairs."""
+    """Accuracy (%) per task x dimension on the test split: forward, reversed, their mean, the
+    base model's mean before training, the paper's figure, the human agreement ceiling and the
+    judge's agreement with individual votes (where several annotators judged), with pair counts."""
     rows = evaluation.get("rows") or []
     if not rows:
         return "–"
@@ -59,15 +61,16 @@ def evaluation_table(evaluation: dict, zero_shot: dict | None = None) -> str:
     cells = []
     for row in rows:
         base = zero.get((row["task"], row["dimension"]), {})
-        cells.append((row["task"], row["dimension"], row.get("pairs", 0), _percent(row.get("forward")),
-                      _percent(row.get("reversed")), _percent(row.get("mean")), _percent(base.get("mean")),
-                      _percent(row.get("ceiling")), "–" if row.get("paper") is None else f"{row['paper']:.2f}"))
+        cells.append((row["task"], row["dimension"], row.get("pairs", 0), _percent(row.get("forward_accuracy")),
+                      _percent(row.get("reversed_accuracy")), _percent(row.get("accuracy")),
+                      _percent(base.get("accuracy")), _percent(row.get("paper_accuracy")),
+                      _percent(row.get("human_ceiling")), _percent(row.get("vote_agreement"))))
     return format_html(
         '<table class="evaluation"><tr><th>Task</th><th>Dimension</th><th>Test pairs</th><th>Forward %</th>'
-        "<th>Reversed %</th><th>Mean %</th><th>Zero-shot mean %</th><th>Human ceiling %</th><th>Paper %</th></tr>"
-        "{}</table>",
+        "<th>Reversed %</th><th>Mean %</th><th>Zero-shot mean %</th><th>Paper %</th><th>Human ceiling %</th>"
+        "<th>Agreement with votes %</th></tr>{}</table>",
         format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><strong>{}</strong></td>"
-                             "<td>{}</td><td>{}</td><td>{}</td></tr>", cells))
+                             "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", cells))
 
 
 @admin.register(RewardModelRun)
@@ -191,8 +194,8 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Mean accuracy (all)")
     def mean_accuracy(self, version):
-        overall = (version.evaluation or {}).get("all") or {}
-        return _percent(overall.get("mean"))
+        overall = next((row for row in (version.evaluation or {}).get("rows", []) if row["task"] == "all"), {})
+        return _percent(overall.get("accuracy"))
 
     @admin.display(description="Evaluation on the test split")
     def evaluation_view(self, version):

@@ -80,6 +80,26 @@ def _copy_progress(run: RewardModelRun, progress: dict) -> None:
     run._update(progress_done=fields["step"], progress_total=fields["total_steps"], **fields)
 
 
+def _loss_history(output: Path) -> list | None:
+    """Every logged (step, loss) from the trainer's metrics file, thinned to LOSS_POINTS: the plot of
+    a finished run does not depend on how often the worker looked at the progress file."""
+    try:
+        lines = (output / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    points = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("loss") is not None and record.get("step") is not None:
+            points.append([record["step"], record["loss"]])
+    while len(points) > LOSS_POINTS:
+        points = points[::2]
+    return points
+
+
 def _cancelled(run: RewardModelRun) -> bool:
     return RewardModelRun.objects.filter(pk=run.pk, status=JobStatus.CANCELLED).exists()
 
@@ -139,6 +159,9 @@ def run_training(run: RewardModelRun, worker: str = "") -> None:
     progress = _read_json(output / "progress.json")
     if progress:
         _copy_progress(run, progress)
+    history = _loss_history(output)
+    if history:
+        run._update(loss_history=history)
     result = _read_json(output / "result.json")
     if child.returncode != 0 or result is None:
         tail = log_path.read_bytes()[-LOG_TAIL:].decode(errors="replace")

@@ -152,9 +152,11 @@ def test_admin_start_form_and_progress(dataset, make_user, client):
 
 
 def test_evaluation_table_and_plot_render():
-    evaluation = {"rows": [{"task": "image_fill", "dimension": "structure", "pairs": 12, "forward": 0.75,
-                            "reversed": 0.5, "mean": 0.625, "ceiling": 0.9, "paper": 74.63}]}
-    zero = {"rows": [{"task": "image_fill", "dimension": "structure", "mean": 0.5}]}
+    evaluation = {"rows": [{"task": "image_fill", "dimension": "structure", "pairs": 12, "forward_accuracy": 75.0,
+                            "reversed_accuracy": 50.0, "accuracy": 62.5, "paper_accuracy": 74.63,
+                            "human_ceiling": 90.0, "vote_agreement": None}]}
+    zero = {"rows": [{"task": "image_fill", "dimension": "structure", "accuracy": 50.0}]}
     html = evaluation_table(evaluation, zero)
-    assert "<td>75.0</td><td>50.0</td><td><strong>62.5</strong></td><td>50.0</td><td>90.0</td><td>74.63</td>" in html
+    assert ("<td>75.0</td><td>50.0</td><td><strong>62.5</strong></td><td>50.0</td><td>74.6</td><td>90.0</td>"
+            "<td>–</td>") in html
     assert loss_plot([[0, 1.0]]) == "" and "<polyline" in loss_plot([[0, 1.0], [5, 0.5]])

@@ -88,7 +88,9 @@ class Command(BaseCommand):
         version = run.version
         self.stdout.write(f"Registered {version} ({version.model_path}); loss {version.final_loss}")
         for row in version.evaluation.get("rows", []):
-            self.stdout.write(f"  {row['task']} / {row['dimension']}: mean {row.get('mean')} over {row.get('pairs')} pairs")
+            self.stdout.write(f"  {row['task']} / {row['dimension']}: accuracy {row.get('accuracy')} % "
+                              f"(forward {row.get('forward_accuracy')}, reversed {row.get('reversed_accuracy')}) "
+                              f"over {row.get('pairs')} pairs")
 
     def _follow(self, run):
         last = None
