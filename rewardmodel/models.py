@@ -29,7 +29,7 @@ class RewardModelRun(BackgroundJob):
     learning_rate = models.FloatField(default=1e-6)
     batch_size = models.PositiveIntegerField(default=16, help_text="Global batch: per device x processes x accumulation.")
     per_device_batch_size = models.PositiveIntegerField(null=True, blank=True,
-                                                        help_text="Empty = the whole batch on each device.")
+                                                        help_text="Empty = batch / processes (accumulation makes up the rest).")
     epochs = models.PositiveIntegerField(default=1)
     max_steps = models.PositiveIntegerField(null=True, blank=True, help_text="Stop after this many steps.")
     warmup_steps = models.PositiveIntegerField(default=0)

@@ -32,7 +32,7 @@ class Migration(migrations.Migration):
                 ('adapter_rank', models.PositiveSmallIntegerField(blank=True, help_text='LoRA rank; empty = full fine-tune.', null=True)),
                 ('learning_rate', models.FloatField(default=1e-06)),
                 ('batch_size', models.PositiveIntegerField(default=16, help_text='Global batch: per device x processes x accumulation.')),
-                ('per_device_batch_size', models.PositiveIntegerField(blank=True, help_text='Empty = the whole batch on each device.', null=True)),
+                ('per_device_batch_size', models.PositiveIntegerField(blank=True, help_text='Empty = batch / processes (accumulation makes up the rest).', null=True)),
                 ('epochs', models.PositiveIntegerField(default=1)),
                 ('max_steps', models.PositiveIntegerField(blank=True, help_text='Stop after this many steps.', null=True)),
                 ('warmup_steps', models.PositiveIntegerField(default=0)),
