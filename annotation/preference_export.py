@@ -195,9 +195,19 @@ def _rows(set_id: int, dimension: str, votes: list[pairing.Vote], set_details: S
 
 
 def taxonomy() -> dict:
+    """Tasks and dimensions as the ML core reads them (no database there): names, definitions,
+    prompt rules, RL probabilities and each task's judged dimensions in order."""
+    from .models import TaskDimension
+
     tasks = {task.slug: {"name": task.name, "description": task.description, "default_prompt": task.default_prompt,
-                         "prompt_mode": task.prompt_mode}
+                         "prompt_mode": task.prompt_mode, "rl_probability": task.rl_probability,
+                         "dimensions": [], "dimensions_with_prompt_only": []}
              for task in Task.objects.all()}
+    for task, dimension, only_with_prompt in TaskDimension.objects.order_by("task", "order", "dimension__order") \
+            .values_list("task__slug", "dimension__slug", "only_with_prompt"):
+        tasks[task]["dimensions"].append(dimension)
+        if only_with_prompt:
+            tasks[task]["dimensions_with_prompt_only"].append(dimension)
     dimensions = {slug: {"name": name, "definition": definition, "uses_prompt": uses_prompt}
                   for slug, name, definition, uses_prompt in
                   Dimension.objects.values_list("slug", "name", "definition", "query_includes_prompt")}

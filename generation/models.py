@@ -143,10 +143,14 @@ class GenerationBatch(BackgroundJob):
         if counts["done"] + counts["failed"] == counts["total"]:
             error = f"{counts['failed']} of {counts['total']} inputs failed; see their errors" if counts["failed"] else ""
             # Only a running batch finishes: a cancelled one stays cancelled.
-            type(self).objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+            finished = type(self).objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
                 status=JobStatus.DONE, error=error, finished_at=timezone.now()
             )
             self.refresh_from_db(fields=["status", "error", "finished_at"])
+            if finished:
+                from .events import batch_finished
+
+                batch_finished.send(sender=type(self), batch=self)
 
 
 class SetStatus(models.TextChoices):

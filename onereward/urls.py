@@ -11,6 +11,7 @@ from annotation.leaderboard_api import LeaderboardView
 from annotation.study_api import StudyViewSet
 from generation import api as generation_api
 from rewardmodel import api as rewardmodel_api
+from rl import api as rl_api
 
 router = DefaultRouter()
 router.register("tasks", annotation_api.TaskViewSet, basename="task")
@@ -23,6 +24,8 @@ router.register("generators", generation_api.GeneratorViewSet, basename="generat
 router.register("generation-batches", generation_api.GenerationBatchViewSet, basename="generation-batch")
 router.register("reward-model-runs", rewardmodel_api.RewardModelRunViewSet, basename="reward-model-run")
 router.register("reward-models", rewardmodel_api.RewardModelVersionViewSet, basename="reward-model")
+router.register("rl-runs", rl_api.RLRunViewSet, basename="rl-run")
+router.register("policy-checkpoints", rl_api.PolicyCheckpointViewSet, basename="policy-checkpoint")
 router.register("studies", StudyViewSet, basename="study")
 
 urlpatterns = [

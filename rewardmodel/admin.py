@@ -9,40 +9,17 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from onereward.charts import line_chart
+
 from .execution import resume
 from .forms import RewardModelRunForm, SendBackForm
 from .models import ReannotationRequest, RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 
 
-def loss_plot(history: list, width: int = 640, height: int = 200) -> str:
-    """Training loss against step as an inline SVG polyline."""
-    if len(history) < 2:
-        return ""
-    steps = [point[0] for point in history]
-    losses = [point[1] for point in history]
-    low, high = min(losses), max(losses)
-    span_x, span_y = max(steps[-1] - steps[0], 1), max(high - low, 1e-9)
-    pad = 36
-
-    def x(step):
-        return round(pad + (step - steps[0]) / span_x * (width - pad - 8), 1)
-
-    def y(loss):
-        return round(8 + (high - loss) / span_y * (height - pad - 8), 1)
-
-    points = " ".join(f"{x(s)},{y(v)}" for s, v in history)
-    return format_html(
-        '<svg class="loss-plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-        'aria-label="training loss by step"><title>Training loss by step</title>'
-        '<rect x="{p}" y="8" width="{iw}" height="{ih}" fill="#fafafa" stroke="#ddd"/>'
-        '<polyline fill="none" stroke="#205067" stroke-width="1.5" points="{points}"/>'
-        '<text x="4" y="14" font-size="11" fill="#666">{high}</text>'
-        '<text x="4" y="{ly}" font-size="11" fill="#666">{low}</text>'
-        '<text x="{p}" y="{sy}" font-size="11" fill="#666">step {first}</text>'
-        '<text x="{ex}" y="{sy}" font-size="11" fill="#666" text-anchor="end">step {last}</text></svg>',
-        w=width, h=height, p=pad, iw=width - pad - 8, ih=height - pad - 8, points=points, high=f"{high:.3f}", low=f"{low:.3f}",
-        ly=height - pad, sy=height - 12, first=steps[0], last=steps[-1], ex=width - 8)
+def loss_plot(history: list) -> str:
+    """Training loss against step."""
+    return line_chart({"loss": history}, title="Training loss by step")
 
 
 def _percent(value) -> str:

@@ -1,0 +1,212 @@
+"""Admin for RL: start a run, watch it (step, loss, reward curves per task x dimension, ETA),
+cancel or resume it; a checkpoint's page links its generator, shows the judge's win rates against
+the base and starts a human study against the base in one click."""
+from collections import defaultdict
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from annotation.models import Input
+from onereward.charts import line_chart
+
+from .execution import resume, start_human_study
+from .forms import HumanStudyForm, RLRunForm
+from .models import PolicyCheckpoint, RLRun
+
+
+def reward_curves(history: list) -> str:
+    """Reward (P(Yes) of the policy against the reference) per task x dimension by step: the
+    paper's Figure 6."""
+    series = defaultdict(list)
+    for step, rewards in history:
+        for name, value in sorted(rewards.items()):
+            series[name].append((step, value))
+    return line_chart(dict(series), title="Reward per task and dimension by step")
+
+
+def win_rate_table(evaluation: dict) -> str:
+    rows = evaluation.get("rows") or []
+    if not rows:
+        return "–"
+
+    def percent(value):
+        return "–" if value is None else f"{value:.1f}"
+
+    return format_html(
+        "<table><tr><th>Task</th><th>Dimension</th><th>Comparisons</th><th>Policy first %</th>"
+        "<th>Policy second %</th><th>Win rate %</th></tr>{}</table>",
+        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><strong>{}</strong></td></tr>",
+                         ((r.get("task"), r.get("dimension"), r.get("comparisons", r.get("pairs", 0)),
+                           percent(r.get("forward_win_rate")), percent(r.get("reversed_win_rate")),
+                           percent(r.get("win_rate"))) for r in rows)))
+
+
+@admin.register(RLRun)
+class RLRunAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "base_generator", "reward_model", "algorithm", "status", "progress_figure",
+                    "reward_mean", "created_at"]
+    list_filter = ["status", "algorithm"]
+    readonly_fields = ["name", "base_generator", "reward_model", "algorithm", "task_probabilities", "train_tags",
+                       "eval_tags", "reward_cap", "t_start", "t_end", "ema_decay", "learning_rate", "batch_size",
+                       "max_steps", "lora_rank", "gradient_checkpointing", "seed", "save_every", "processes",
+                       "accelerate_config", "extra", "status", "progress_figure", "loss", "reward_mean", "curves",
+                       "checkpoint_link", "output_directory", "worker", "error", "created_by", "created_at",
+                       "started_at", "finished_at"]
+    fields = readonly_fields
+    actions = ["cancel_runs", "resume_runs"]
+    change_form_template = "admin/rl/rlrun/change_form.html"
+
+    def has_change_permission(self, request, obj=None):
+        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+
+    @admin.display(description="Progress")
+    def progress_figure(self, run):
+        return f"step {run.step} of {run.total_steps or run.max_steps}"
+
+    @admin.display(description="Reward curves")
+    def curves(self, run):
+        return reward_curves(run.reward_history) or "–"
+
+    @admin.display(description="Policy checkpoint")
+    def checkpoint_link(self, run):
+        checkpoint = PolicyCheckpoint.objects.filter(run=run).first()
+        if checkpoint is None:
+            return "–"
+        return format_html('<a href="{}">{}</a>', reverse("admin:rl_policycheckpoint_change", args=[checkpoint.pk]),
+                           checkpoint)
+
+    @admin.display(description="Directory on the GPU host")
+    def output_directory(self, run):
+        return str(run.output_dir)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/progress/", view(self.progress_view), name="rl_rlrun_progress"),
+            path("<int:pk>/cancel/", view(self.cancel_view), name="rl_rlrun_cancel"),
+            path("<int:pk>/resume/", view(self.resume_view), name="rl_rlrun_resume"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = RLRunForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            run = form.save(user=request.user)
+            if run is not None:
+                self.message_user(request, f"{run} is queued on the GPU workers.", messages.SUCCESS)
+                return redirect("admin:rl_rlrun_change", run.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Start an RL run", "form": form, "multipart": False}
+        return TemplateResponse(request, "admin/form_page.html", context)
+
+    def _run(self, request, pk) -> RLRun:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(RLRun, pk=pk)
+
+    def progress_view(self, request, pk):
+        run = self._run(request, pk)
+        return TemplateResponse(request, "admin/rl/rlrun/_progress.html",
+                                {"run": run, "curves": reward_curves(run.reward_history)})
+
+    def cancel_view(self, request, pk):
+        run = self._run(request, pk)
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise PermissionDenied
+        if run.cancel():
+            self.message_user(request, f"{run} is cancelled; its checkpoints are kept for a resume.", messages.SUCCESS)
+        return redirect("admin:rl_rlrun_change", run.pk)
+
+    def resume_view(self, request, pk):
+        run = self._run(request, pk)
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise PermissionDenied
+        if resume(run):
+            self.message_user(request, f"{run} is queued again; it continues from its last checkpoint.", messages.SUCCESS)
+        return redirect("admin:rl_rlrun_change", run.pk)
+
+    @admin.action(description="Cancel the selected runs", permissions=["add"])
+    def cancel_runs(self, request, queryset):
+        self.message_user(request, f"{sum(run.cancel() for run in queryset)} run(s) cancelled.")
+
+    @admin.action(description="Resume the selected runs from their last checkpoint", permissions=["add"])
+    def resume_runs(self, request, queryset):
+        self.message_user(request, f"{sum(resume(run) for run in queryset)} run(s) queued again.")
+
+
+@admin.register(PolicyCheckpoint)
+class PolicyCheckpointAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "run", "steps", "final_reward", "study", "created_at"]
+    readonly_fields = ["generator_link", "run", "path", "steps", "final_reward", "win_rates", "study_status",
+                       "created_at"]
+    fields = readonly_fields
+    change_form_template = "admin/rl/policycheckpoint/change_form.html"
+
+    def has_add_permission(self, request):
+        return False  # registered by finished runs
+
+    def has_change_permission(self, request, obj=None):
+        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+
+    @admin.display(description="Generator")
+    def generator_link(self, checkpoint):
+        return format_html('<a href="{}">{}</a> (use it in a generation batch)',
+                           reverse("admin:generation_generator_change", args=[checkpoint.generator_id]),
+                           checkpoint.generator)
+
+    @admin.display(description="The judge's win rate against the base (held-out inputs)")
+    def win_rates(self, checkpoint):
+        return win_rate_table(checkpoint.evaluation)
+
+    @admin.display(description="Human study against the base")
+    def study_status(self, checkpoint):
+        if checkpoint.study_id:
+            return format_html('<a href="{}">{}</a> · <a href="{}">report</a>',
+                               reverse("admin:annotation_study_change", args=[checkpoint.study_id]), checkpoint.study,
+                               reverse("admin:annotation_study_report", args=[checkpoint.study_id]))
+        batches = list(checkpoint.study_batches.all())
+        if not batches:
+            return "not started"
+        return format_html_join(", ", '<a href="{}">{}</a> ({})', (
+            (reverse("admin:generation_generationbatch_change", args=[b.pk]), b, b.get_status_display())
+            for b in batches))
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [path("<int:pk>/human-study/", view(self.human_study_view), name="rl_policycheckpoint_human_study"),
+                *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        checkpoint = get_object_or_404(PolicyCheckpoint, pk=object_id)
+        initial = {"tags": list(checkpoint.run.eval_tags.all())}
+        extra_context = {**(extra_context or {}), "study_form": HumanStudyForm(initial=initial),
+                         "can_start_study": request.user.has_perm("annotation.add_study")
+                         and request.user.has_perm("generation.add_generationbatch")
+                         and not checkpoint.study_batches.exists()}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def human_study_view(self, request, pk):
+        checkpoint = get_object_or_404(PolicyCheckpoint, pk=pk)
+        if request.method != "POST" or not (request.user.has_perm("annotation.add_study")
+                                            and request.user.has_perm("generation.add_generationbatch")):
+            raise PermissionDenied
+        form = HumanStudyForm(request.POST)
+        if form.is_valid():
+            inputs = Input.objects.filter(tags__in=form.cleaned_data["tags"]).distinct()
+            try:
+                start_human_study(checkpoint, inputs=inputs, user=request.user,
+                                  judgments_per_item=form.cleaned_data["judgments_per_item"])
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(request, "Evaluation batches of the policy and its base are queued; the study "
+                                           "opens to annotators when both are done.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"Not started: {form.errors.as_text()}", messages.ERROR)
+        return redirect("admin:rl_policycheckpoint_change", checkpoint.pk)

@@ -1,0 +1,78 @@
+"""REST API for RL: start, follow, cancel and resume runs; read policy checkpoints and start a human
+study of one against its base."""
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from annotation.models import Input
+from onereward.permissions import ModelPermissionsWithView
+
+from .execution import resume, start_human_study
+from .models import PolicyCheckpoint, RLRun
+from .serializers import HumanStudySerializer, PolicyCheckpointSerializer, RLRunSerializer
+
+
+class RunPermission(ModelPermissionsWithView):
+    def has_permission(self, request, view):
+        if getattr(view, "action", None) in ("cancel", "resume"):
+            return request.user.is_authenticated and request.user.has_perm("rl.add_rlrun")
+        return super().has_permission(request, view)
+
+
+class RLRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """RL runs. POST starts one on the GPU workers (202); GET one for its step, loss and rewards."""
+
+    queryset = RLRun.objects.select_related("base_generator", "reward_model", "checkpoint").prefetch_related(
+        "train_tags", "eval_tags")
+    serializer_class = RLRunSerializer
+    permission_classes = [RunPermission]
+
+    def create(self, request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return response
+
+    @extend_schema(request=None, responses=RLRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        run.cancel()
+        return Response(self.get_serializer(run).data)
+
+    @extend_schema(request=None, responses=RLRunSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        run = self.get_object()
+        resume(run)
+        return Response(self.get_serializer(run).data)
+
+
+class StudyPermission(ModelPermissionsWithView):
+    def has_permission(self, request, view):
+        if getattr(view, "action", None) == "human_study":
+            user = request.user
+            return user.is_authenticated and user.has_perm("annotation.add_study") and \
+                user.has_perm("generation.add_generationbatch")
+        return super().has_permission(request, view)
+
+
+class PolicyCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = PolicyCheckpoint.objects.select_related("generator")
+    serializer_class = PolicyCheckpointSerializer
+    permission_classes = [StudyPermission]
+
+    @extend_schema(request=HumanStudySerializer, responses={202: PolicyCheckpointSerializer})
+    @action(detail=True, methods=["post"], url_path="human-study")
+    def human_study(self, request, pk=None):
+        checkpoint = self.get_object()
+        body = HumanStudySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        inputs = Input.objects.filter(tags__in=body.validated_data["tags"]).distinct()
+        try:
+            start_human_study(checkpoint, inputs=inputs, user=request.user,
+                              judgments_per_item=body.validated_data["judgments_per_item"])
+        except ValidationError as exc:
+            raise serializers.ValidationError({"detail": exc.messages}) from None
+        return Response(self.get_serializer(checkpoint).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,51 @@
+"""The one rule set for starting an RL run and a human study of a checkpoint (admin, API, command line)."""
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotation.models import Tag
+from generation.models import Generator
+from rewardmodel.models import RewardModelVersion
+
+from .models import RLRun
+
+RUN_FIELDS = ["name", "base_generator", "reward_model", "algorithm", "task_probabilities", "train_tags", "eval_tags",
+              "reward_cap", "t_start", "t_end", "ema_decay", "learning_rate", "batch_size", "max_steps", "lora_rank",
+              "gradient_checkpointing", "seed", "save_every", "processes", "accelerate_config", "extra"]
+
+
+def start_run(*, user=None, train_tags=(), eval_tags=(), **fields) -> RLRun:
+    """Validate, save and queue a run; raises ValidationError naming what is wrong."""
+    run = RLRun(created_by=user, **fields)
+    run.full_clean(exclude=["created_by"])
+    with transaction.atomic():
+        run.save()
+        run.train_tags.set(train_tags)
+        run.eval_tags.set(eval_tags)
+        run.enqueue()
+    return run
+
+
+class RLRunForm(forms.ModelForm):
+    class Meta:
+        model = RLRun
+        fields = RUN_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["base_generator"].queryset = Generator.objects.filter(backend="flux_fill", active=True)
+        self.fields["reward_model"].queryset = RewardModelVersion.objects.all()
+        self.fields["train_tags"].queryset = Tag.objects.all()
+        self.fields["eval_tags"].queryset = Tag.objects.all()
+
+    def save(self, user=None, commit=True):
+        try:
+            return start_run(user=user, **self.cleaned_data)
+        except ValidationError as exc:
+            self._update_errors(exc)
+            return None
+
+
+class HumanStudyForm(forms.Form):
+    tags = forms.ModelMultipleChoiceField(queryset=Tag.objects.all(), help_text="Held-out inputs with these tags.")
+    judgments_per_item = forms.IntegerField(min_value=1, initial=3)
