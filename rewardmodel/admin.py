@@ -22,6 +22,13 @@ def loss_plot(history: list) -> str:
     return line_chart({"loss": history}, title="Training loss by step")
 
 
+def accuracy_plot(validation: list) -> str:
+    """Validation accuracy (%) against step: forward, reversed and their mean."""
+    return line_chart({name: [(row[0], row[i]) for row in validation]
+                       for i, name in ((1, "forward %"), (2, "reversed %"), (3, "mean %"))},
+                      title="Validation accuracy by step")
+
+
 def _percent(value) -> str:
     """A percentage as evaluation.py gives it (already x100), or a dash where there is none."""
     return "–" if value is None else f"{value:.1f}"
@@ -58,7 +65,7 @@ class RewardModelRunAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "dataset", "base_model", "adapter_rank", "learning_rate", "batch_size",
                        "per_device_batch_size", "epochs", "max_steps", "warmup_steps", "gradient_checkpointing",
                        "mixed_precision", "seed", "save_every", "processes", "accelerate_config", "zero_shot_eval",
-                       "extra", "status", "progress_figure", "loss", "samples_per_second", "eta", "loss_plot_view",
+                       "eval_every", "extra", "status", "progress_figure", "loss", "samples_per_second", "eta", "loss_plot_view",
                        "version_link", "output_directory", "worker", "error", "created_by", "created_at",
                        "started_at", "finished_at"]
     fields = readonly_fields
@@ -159,7 +166,7 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "run", "base_model", "template_version", "steps", "final_loss", "mean_accuracy", "created_at"]
     search_fields = ["name", "base_model"]
     readonly_fields = ["name", "run", "model_path", "base_model", "template_version", "steps", "final_loss",
-                       "evaluation_view", "loss_plot_view", "dataset_link", "requests_view", "created_at"]
+                       "evaluation_view", "loss_plot_view", "accuracy_plot_view", "dataset_link", "requests_view", "created_at"]
     fields = readonly_fields
     change_form_template = "admin/rewardmodel/rewardmodelversion/change_form.html"
 
@@ -181,6 +188,10 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Training loss")
     def loss_plot_view(self, version):
         return loss_plot(version.run.loss_history) or "–"
+
+    @admin.display(description="Validation accuracy")
+    def accuracy_plot_view(self, version):
+        return accuracy_plot(version.run.validation_history) or "– (set “eval every” on the run)"
 
     @admin.display(description="Trained on")
     def dataset_link(self, version):

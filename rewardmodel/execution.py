@@ -87,10 +87,12 @@ def run_training(run: RewardModelRun, worker: str = "") -> None:
     if outcome.cancelled:
         return
     # The plot of a finished run comes from every logged step, not from the polls that saw it.
-    history = thin([[r["step"], r["loss"]] for r in read_metrics(output)
-                    if r.get("step") is not None and r.get("loss") is not None])
-    if history:
-        run._update(loss_history=history)
+    metrics = read_metrics(output)
+    history = thin([[r["step"], r["loss"]] for r in metrics if r.get("step") is not None and r.get("loss") is not None])
+    validation = thin([[r["step"], r["validation/forward_accuracy"], r["validation/reversed_accuracy"],
+                        r["validation/accuracy"]] for r in metrics if r.get("validation/accuracy") is not None])
+    if history or validation:
+        run._update(loss_history=history, validation_history=validation)
     if outcome.result is None:
         run.mark_failed(f"the trainer exited with code {outcome.returncode}; the end of its log:\n{outcome.log_tail}")
         return

@@ -10,7 +10,7 @@ from .models import ReannotationRequest, RewardModelRun
 
 RUN_FIELDS = ["name", "dataset", "base_model", "adapter_rank", "learning_rate", "batch_size", "per_device_batch_size",
               "epochs", "max_steps", "warmup_steps", "gradient_checkpointing", "mixed_precision", "seed", "save_every",
-              "processes", "accelerate_config", "zero_shot_eval", "extra"]
+              "processes", "accelerate_config", "zero_shot_eval", "eval_every", "extra"]
 
 
 def start_run(*, user=None, **fields) -> RewardModelRun:

@@ -42,6 +42,8 @@ class RewardModelRun(BackgroundJob):
         max_length=32, blank=True, choices=[(v, v or "default (DDP)") for v in ACCELERATE_CONFIGS],
         help_text="A config of rewardmodel/accelerate/ for several processes (FSDP or DeepSpeed for 7B).")
     zero_shot_eval = models.BooleanField(default=True, help_text="Also evaluate the base model before training.")
+    eval_every = models.PositiveIntegerField(null=True, blank=True,
+                                             help_text="Validation loss and accuracy every this many steps.")
     extra = models.JSONField(default=dict, blank=True, help_text="More TrainingConfig fields (JSON object).")
     # Live progress, copied from the trainer's progress file.
     step = models.PositiveIntegerField(default=0)
@@ -50,6 +52,8 @@ class RewardModelRun(BackgroundJob):
     eta_seconds = models.FloatField(null=True, blank=True)
     samples_per_second = models.FloatField(null=True, blank=True)
     loss_history = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...] for the plot.")
+    validation_history = models.JSONField(
+        default=list, blank=True, help_text="[[step, forward %, reversed %, mean %], ...] on the validation split.")
     worker = models.CharField(max_length=200, blank=True)
 
     class Meta:
@@ -98,6 +102,7 @@ class RewardModelRun(BackgroundJob):
             "seed": self.seed,
             "save_every": self.save_every,
             "zero_shot_eval": self.zero_shot_eval,
+            "eval_every": self.eval_every,
         }
         config.update(self.extra or {})
         return config

@@ -13,9 +13,9 @@ class RewardModelRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = RewardModelRun
         fields = ["id", *RUN_FIELDS, "status", "step", "total_steps", "loss", "eta_seconds", "samples_per_second",
-                  "loss_history", "error", "version", "created_at", "started_at", "finished_at"]
+                  "loss_history", "validation_history", "error", "version", "created_at", "started_at", "finished_at"]
         read_only_fields = ["status", "step", "total_steps", "loss", "eta_seconds", "samples_per_second",
-                            "loss_history", "error", "created_at", "started_at", "finished_at"]
+                            "loss_history", "validation_history", "error", "created_at", "started_at", "finished_at"]
 
     def get_version(self, run) -> int | None:
         try:

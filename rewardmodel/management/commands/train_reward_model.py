@@ -46,6 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("--processes", type=int, default=1, help="processes for accelerate launch")
         parser.add_argument("--accelerate-config", default="", choices=["", "ddp", "fsdp", "deepspeed_zero3"])
         parser.add_argument("--no-zero-shot", action="store_true", help="skip evaluating the base model first")
+        parser.add_argument("--eval-every", type=int, help="validation loss and accuracy every N steps")
         parser.add_argument("--extra", default="{}", help="more trainer settings as a JSON object")
         parser.add_argument("--user", help="username recorded as the starter")
         where = parser.add_mutually_exclusive_group()
@@ -65,7 +66,7 @@ class Command(BaseCommand):
             max_steps=options["max_steps"], warmup_steps=options["warmup_steps"],
             gradient_checkpointing=options["gradient_checkpointing"], mixed_precision=options["mixed_precision"],
             seed=options["seed"], save_every=options["save_every"], processes=options["processes"],
-            accelerate_config=options["accelerate_config"], zero_shot_eval=not options["no_zero_shot"], extra=extra)
+            accelerate_config=options["accelerate_config"], zero_shot_eval=not options["no_zero_shot"], eval_every=options["eval_every"], extra=extra)
         try:
             if options["here"]:
                 run = RewardModelRun(created_by=user, **fields)
