@@ -35,7 +35,7 @@ class RLRun(BackgroundJob):
                                        help_text="Held-out inputs for the judge's evaluation of the checkpoint.")
     reward_cap = models.FloatField(default=0.9, help_text="lambda: no gradient once P(Yes) reaches it.")
     t_start = models.FloatField(default=0.6, help_text="t1: the earliest share of the schedule the policy stops at.")
-    t_end = models.FloatField(default=0.9, help_text="t2: the latest share of the schedule.")
+    t_end = models.FloatField(default=0.75, help_text="t2: the latest share of the schedule.")
     ema_decay = models.FloatField(default=0.99, help_text="tau")
     learning_rate = models.FloatField(default=1e-5)
     batch_size = models.PositiveIntegerField(default=8)

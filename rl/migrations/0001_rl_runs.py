@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
                 ('task_probabilities', models.JSONField(blank=True, default=dict, help_text='{"image_fill": 0.5, ...}; empty = the tasks\' RL probabilities.')),
                 ('reward_cap', models.FloatField(default=0.9, help_text='lambda: no gradient once P(Yes) reaches it.')),
                 ('t_start', models.FloatField(default=0.6, help_text='t1: the earliest share of the schedule the policy stops at.')),
-                ('t_end', models.FloatField(default=0.9, help_text='t2: the latest share of the schedule.')),
+                ('t_end', models.FloatField(default=0.75, help_text='t2: the latest share of the schedule.')),
                 ('ema_decay', models.FloatField(default=0.99, help_text='tau')),
                 ('learning_rate', models.FloatField(default=1e-05)),
                 ('batch_size', models.PositiveIntegerField(default=8)),

@@ -52,7 +52,7 @@ def test_a_run_needs_a_flux_generator_and_sane_settings(world):
     run = start_run(base_generator=generator, reward_model=judge, task_probabilities={"image_fill": 1})
     config = training_config(run)
     assert config["judge"] == "/models/judge" and config["base_generator"] == {"base": generator.settings["base"]}
-    assert config["t_range"] == [0.6, 0.9] and config["algorithm"] == "dynamic" and config["lora_rank"] == 32
+    assert config["t_range"] == [0.6, 0.75] and config["algorithm"] == "dynamic" and config["lora_rank"] == 32
     assert config["task_probabilities"] == {"image_fill": 1} and "eval_inputs" not in config
 
 

@@ -32,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--tag", action="append", dest="train_tags", help="condition pool: inputs with this tag")
         parser.add_argument("--eval-tag", action="append", dest="eval_tags", help="held-out inputs for evaluation")
         parser.add_argument("--reward-cap", type=float, default=0.9, help="lambda")
-        parser.add_argument("--t-range", default="0.6,0.9", help="t1,t2 as shares of the schedule")
+        parser.add_argument("--t-range", default="0.6,0.75", help="t1,t2 as shares of the schedule")
         parser.add_argument("--ema-decay", type=float, default=0.99, help="tau")
         parser.add_argument("--lr", type=float, default=1e-5)
         parser.add_argument("--batch-size", type=int, default=8)
