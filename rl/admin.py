@@ -33,15 +33,15 @@ def win_rate_table(evaluation: dict) -> str:
     if not rows:
         return "–"
 
-    def percent(value):
-        return "–" if value is None else f"{value:.1f}"
+    def percent(share):
+        return "–" if share is None else f"{100 * share:.1f}"
 
     return format_html(
         "<table><tr><th>Task</th><th>Dimension</th><th>Comparisons</th><th>Policy first %</th>"
         "<th>Policy second %</th><th>Win rate %</th></tr>{}</table>",
         format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><strong>{}</strong></td></tr>",
                          ((r.get("task"), r.get("dimension"), r.get("comparisons", r.get("pairs", 0)),
-                           percent(r.get("forward_win_rate")), percent(r.get("reversed_win_rate")),
+                           percent(r.get("win_rate_forward")), percent(r.get("win_rate_reversed")),
                            percent(r.get("win_rate"))) for r in rows)))
 
 

@@ -103,11 +103,14 @@ def test_a_finished_run_registers_a_generator_once(world):
     run = RLRun.objects.create(base_generator=generator, reward_model=judge, status="running", step=12)
     result = {"steps": 12, "final_reward": 0.71, "generator_settings": {**generator.settings, "loras": []},
               "evaluation": {"rows": [{"task": "image_fill", "dimension": "structure", "comparisons": 4,
-                                       "win_rate": 75.0}]}}
+                                       "win_rate_forward": 1.0, "win_rate_reversed": 0.5, "win_rate": 0.75}]}}
     checkpoint = register_checkpoint(run, result)
     assert checkpoint.generator.backend == "flux_fill" and checkpoint.generator.active
     assert checkpoint.generator.name == f"flux base + OneReward run {run.pk}" and checkpoint.final_reward == 0.71
     assert register_checkpoint(run, result) == checkpoint and Generator.objects.count() == 2
+    from rl.admin import win_rate_table
+
+    assert "<td>4</td><td>100.0</td><td>50.0</td><td><strong>75.0</strong></td>" in win_rate_table(checkpoint.evaluation)
     with pytest.raises(ValidationError):
         register_checkpoint(RLRun.objects.create(base_generator=generator, reward_model=judge),
                             {"generator_settings": {"base": "/no/such/model"}})
