@@ -28,6 +28,13 @@ def reward_curves(history: list) -> str:
     return line_chart(dict(series), title="Reward per task and dimension by step")
 
 
+def training_curves(history: list) -> str:
+    """Loss, hinge share (share of sample x dimension still under lambda) and gradient norm by step."""
+    series = {name: [(row[0], row[i]) for row in history if row[i] is not None]
+              for i, name in ((1, "loss"), (2, "hinge share"), (3, "gradient norm"))}
+    return line_chart(series, title="Loss, hinge share and gradient norm by step")
+
+
 def win_rate_table(evaluation: dict) -> str:
     rows = evaluation.get("rows") or []
     if not rows:
@@ -53,7 +60,7 @@ class RLRunAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "base_generator", "reward_model", "algorithm", "task_probabilities", "train_tags",
                        "eval_tags", "reward_cap", "t_start", "t_end", "ema_decay", "learning_rate", "batch_size",
                        "max_steps", "lora_rank", "gradient_checkpointing", "seed", "save_every", "processes",
-                       "accelerate_config", "extra", "status", "progress_figure", "loss", "reward_mean", "curves",
+                       "accelerate_config", "extra", "status", "progress_figure", "loss", "reward_mean", "curves", "training_curves_view",
                        "checkpoint_link", "output_directory", "worker", "error", "created_by", "created_at",
                        "started_at", "finished_at"]
     fields = readonly_fields
@@ -70,6 +77,10 @@ class RLRunAdmin(admin.ModelAdmin):
     @admin.display(description="Reward curves")
     def curves(self, run):
         return reward_curves(run.reward_history) or "–"
+
+    @admin.display(description="Loss, hinge share, gradient norm")
+    def training_curves_view(self, run):
+        return training_curves(run.training_history) or "–"
 
     @admin.display(description="Policy checkpoint")
     def checkpoint_link(self, run):

@@ -93,15 +93,20 @@ def _copy_progress(run: RLRun, progress: dict) -> None:
     run._update(progress_done=fields["step"], progress_total=fields["total_steps"], **fields)
 
 
-def _reward_history(output: Path) -> list:
-    """(step, {"task/dimension": reward}) from every logged step of the trainer's metrics."""
-    points = []
+def _histories(output: Path) -> tuple[list, list]:
+    """From every logged step of the trainer's metrics: (step, {"task/dimension": reward}) and
+    (step, loss, hinge share, gradient norm)."""
+    rewards_by_step, training = [], []
     for record in read_metrics(output):
+        if record.get("step") is None:
+            continue
         rewards = {key.removeprefix("reward/"): value for key, value in record.items()
                    if key.startswith("reward/") and isinstance(value, (int, float))}
-        if record.get("step") is not None and rewards:
-            points.append([record["step"], rewards])
-    return thin(points)
+        if rewards:
+            rewards_by_step.append([record["step"], rewards])
+        if record.get("loss") is not None:
+            training.append([record["step"], record["loss"], record.get("hinge_share"), record.get("grad_norm")])
+    return thin(rewards_by_step), thin(training)
 
 
 def register_checkpoint(run: RLRun, result: dict) -> PolicyCheckpoint:
@@ -145,9 +150,9 @@ def run_training(run: RLRun, worker: str = "") -> None:
                           output, lambda progress: _copy_progress(run, progress))
     if outcome.cancelled:
         return
-    history = _reward_history(output)
-    if history:
-        run._update(reward_history=history)
+    rewards, training = _histories(output)
+    if rewards or training:
+        run._update(reward_history=rewards, training_history=training)
     if outcome.result is None:
         run.mark_failed(f"the trainer exited with code {outcome.returncode}; the end of its log:\n{outcome.log_tail}")
         return

@@ -57,6 +57,8 @@ class RLRun(BackgroundJob):
     eta_seconds = models.FloatField(null=True, blank=True)
     reward_history = models.JSONField(default=list, blank=True,
                                       help_text='[[step, {"task/dimension": reward, ...}], ...] for the curves.')
+    training_history = models.JSONField(default=list, blank=True,
+                                        help_text="[[step, loss, hinge share, gradient norm], ...] for the curves.")
     worker = models.CharField(max_length=200, blank=True)
 
     class Meta:

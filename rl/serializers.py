@@ -18,8 +18,9 @@ class RLRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = RLRun
         fields = ["id", *RUN_FIELDS, "status", "step", "total_steps", "loss", "reward_mean", "eta_seconds",
-                  "reward_history", "error", "checkpoint", "created_at", "started_at", "finished_at"]
+                  "reward_history", "training_history", "error", "checkpoint", "created_at", "started_at", "finished_at"]
         read_only_fields = ["status", "step", "total_steps", "loss", "reward_mean", "eta_seconds", "reward_history",
+                            "training_history",
                             "error", "created_at", "started_at", "finished_at"]
 
     def get_checkpoint(self, run) -> int | None:

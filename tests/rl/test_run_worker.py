@@ -40,11 +40,12 @@ def test_an_rl_run_from_the_admin_registers_a_generator_that_generates(celery_wo
                    timeout=400, what="the RL run")
     assert run.status == "done", (run.error, celery_worker_process.log()[-3000:])
     assert run.step == 2 and run.reward_history
+    assert [row[0] for row in run.training_history] == [1, 2] and all(row[3] is not None for row in run.training_history)
     checkpoint = run.checkpoint
     assert checkpoint.generator.backend == "flux_fill" and checkpoint.steps == 2
     assert checkpoint.evaluation.get("rows"), checkpoint.evaluation
     page = client.get(f"/admin/rl/rlrun/{run.pk}/change/").content.decode()
-    assert checkpoint.generator.name in page
+    assert checkpoint.generator.name in page and "Loss, hinge share and gradient norm by step" in page
     batch = GenerationBatch.launch(generator=checkpoint.generator, inputs=[inputs[3]], candidates_per_input=2,
                                    ranges={"steps": [2, 2], "true_cfg": [1.0, 1.0], "negative_prompts": [""]}, seed=1)
     batch = wait_for(lambda: GenerationBatch.objects.filter(pk=batch.pk, status__in=["done", "failed"]).first(),
