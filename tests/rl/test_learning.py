@@ -6,11 +6,12 @@ shared with the reward model's learning test within a session). It was trained o
 apart in brightness, so it says "Yes" only with a visible margin: for two equally bright images its
 P(Yes) is about 0.15 (not 0.5), and about 0.69 when the first image is 0.15 brighter, which is also
 about its ceiling. The policy starts as the base, so its reward against the reference starts near
-0.15; it must reach a 10-step mean of at least 0.65 within 80 steps.
+0.15; it must reach a 10-step mean of at least 0.65 within 120 steps (measured: about step 31;
+the margin over the bar is small, since the judge's ceiling is about 0.69, so the bound is generous).
 
 Sizes: 32x32 canvases masked but for a 2-pixel border, 4 rollout steps, batch 4, LoRA rank 4 on the
 default targets, learning rate 3e-2 (the tiny random model needs far more than the paper's 1e-5),
-tau 0.99. Measured on 2 shared cores: 15-20 s per run of 80 steps (the bar is reached at about
+tau 0.99. Measured on 2 shared cores: 15-20 s per 80 steps (the bar is reached at about
 step 31 with either algorithm), plus the judge's training, 15-40 s, once per session.
 """
 import json
@@ -27,7 +28,7 @@ from . import box_mask, canvas, rl_config, rl_taxonomy
 
 START_BAR = 0.3   # the first steps' mean reward is below this (about 0.15)
 BAR = 0.65        # some 10-step window's mean reward reaches this ...
-WITHIN = 80       # ... within this many steps
+WITHIN = 120      # ... within this many steps
 WINDOW = 10
 
 
