@@ -1,18 +1,23 @@
 """RL learns what the judge wants: a tiny FLUX Fill policy becomes brighter for a judge that prefers
 the brighter image, with both algorithms (CPU, fixed seeds).
 
-The judge is the tiny Qwen2.5-VL trained on brightness pairs (tests/rewardmodel/synthetic_pairs.py,
-shared with the reward model's learning test within a session). It was trained on pairs 0.2 to 0.4
-apart in brightness, so it says "Yes" only with a visible margin: for two equally bright images its
-P(Yes) is about 0.15 (not 0.5), and about 0.69 when the first image is 0.15 brighter, which is also
-about its ceiling. The policy starts as the base, so its reward against the reference starts near
-0.15; it must reach a 10-step mean of at least 0.65 within 120 steps (measured: about step 31;
-the margin over the bar is small, since the judge's ceiling is about 0.69, so the bound is generous).
+The judge is the tiny Qwen2.5-VL trained for the RL tests on brightness pairs
+(tests/rewardmodel/synthetic_pairs.py, `trained_rl_brightness_judge`, once per session): leads of
+0.05 to 0.4 in brightness and a tie in every third pair, on 32x32 images. On two canvases of the
+kind used here its P(Yes) is about 0.5 when they are equally bright, 0.73 when the first is 0.05
+brighter, 0.87 at 0.1 and about 0.97 (its ceiling) from 0.2 on.
+
+The policy starts as the base, so its reward against the reference starts near 0.5: the first 5
+steps' mean must lie in [0.35, 0.65], and some 10-step mean must then reach 0.65 within 60 steps.
+Measured, with either algorithm: first 5 steps 0.48-0.50; the bar is reached at step 15-23; best
+10-step mean 0.92-0.97, last 0.91-0.96. The run-to-run spread of CPU float arithmetic moves that
+step by a few and the means by a few hundredths, against margins of about 0.13 at the start and
+0.27 over the bar.
 
 Sizes: 32x32 canvases masked but for a 2-pixel border, 4 rollout steps, batch 4, LoRA rank 4 on the
 default targets, learning rate 3e-2 (the tiny random model needs far more than the paper's 1e-5),
-tau 0.99. Measured on 2 shared cores: 15-20 s per 80 steps (the bar is reached at about
-step 31 with either algorithm), plus the judge's training, 15-40 s, once per session.
+tau 0.99. Measured on 2 idle cores: 11-13 s per run of 60 steps, plus about 15 s once per session
+for the judge's training and the tiny FLUX (about 40 s for this file).
 """
 import json
 import time
@@ -22,19 +27,19 @@ import pytest
 from rl.conditions import write_conditions
 from rl.onereward import OneRewardTrainer
 from tests.generation.tiny_flux import save_tiny_flux_fill
-from tests.rewardmodel.synthetic_pairs import trained_brightness_judge
+from tests.rewardmodel.synthetic_pairs import trained_rl_brightness_judge
 
 from . import box_mask, canvas, rl_config, rl_taxonomy
 
-START_BAR = 0.3   # the first steps' mean reward is below this (about 0.15)
-BAR = 0.65        # some 10-step window's mean reward reaches this ...
-WITHIN = 120      # ... within this many steps
+START = (0.35, 0.65)  # the first 5 steps' mean reward lies in this range (about 0.5) ...
+BAR = 0.65            # ... and some 10-step window's mean reward reaches this ...
+WITHIN = 60           # ... within this many steps
 WINDOW = 10
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    judge_run, _ = trained_brightness_judge(tmp_path_factory)
+    judge_run, _ = trained_rl_brightness_judge(tmp_path_factory)
     root = tmp_path_factory.mktemp("rl-learning")
     flux = save_tiny_flux_fill(root / "flux")
     # The judge learned these rows (task x dimension) of the brightness set.
@@ -64,5 +69,5 @@ def test_the_policy_learns_to_win_against_its_reference(setup, algorithm):
     start = sum(rewards[:5]) / 5
     print(f"{algorithm}: reward {start:.3f} (first 5 steps) -> {windows[-1]:.3f} (last {WINDOW}); "
           f"best {WINDOW}-step mean {max(windows):.3f}; bar {BAR} reached at step {reached}; {seconds:.1f} s")
-    assert start < START_BAR
+    assert START[0] <= start <= START[1], f"the first 5 steps' mean reward {start:.3f} is not about 0.5"
     assert reached is not None, f"best {WINDOW}-step mean reward {max(windows):.3f} < {BAR}"
