@@ -87,3 +87,19 @@ class BackgroundJob(models.Model):
         )
         self.refresh_from_db()
         return bool(updated)
+
+
+def follow(job: BackgroundJob, describe, write, interval: float = 1.0) -> None:
+    """Print `describe(job)` each time it changes until the job finishes (management commands' --wait)."""
+    import time
+
+    last = None
+    while True:
+        job.refresh_from_db()
+        line = describe(job)
+        if line != last:
+            write(line)
+            last = line
+        if job.is_finished:
+            return
+        time.sleep(interval)

@@ -1,4 +1,3 @@
-import time
 from datetime import datetime, time as day_start
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from annotation.models import (
 from annotation.preference_export import build, create_dataset, stored_files
 from annotation.preference_files import SPLITS
 from generation.models import GenerationBatch
+from onereward.jobs import follow
 
 
 def _moment(text: str) -> datetime:
@@ -111,7 +111,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"{dataset} queued (id {dataset.pk}).")
             if options["wait"] or options["out"]:
-                self._follow(dataset)
+                follow(dataset, lambda d: f"{d.get_status_display()}: {d.progress_done}/{d.progress_total} candidate sets", self.stdout.write)
         dataset.refresh_from_db()
         if dataset.status != "done":
             if options["here"] or options["wait"] or options["out"]:
@@ -130,15 +130,3 @@ class Command(BaseCommand):
                     for block in iter(lambda: source.read(1 << 20), b""):
                         sink.write(block)
             self.stdout.write(f"Files copied to {options['out']}")
-
-    def _follow(self, dataset: PreferenceDataset):
-        last = None
-        while True:
-            dataset.refresh_from_db()
-            line = f"{dataset.get_status_display()}: {dataset.progress_done}/{dataset.progress_total} candidate sets"
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if dataset.is_finished:
-                return
-            time.sleep(1)

@@ -1,11 +1,12 @@
 import json
-import time
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+
 from annotation.models import PreferenceDataset
+from onereward.jobs import follow
 from rewardmodel.execution import run_training
 from rewardmodel.forms import start_run
 from rewardmodel.models import DEFAULT_BASE_MODEL, RewardModelRun
@@ -80,7 +81,7 @@ class Command(BaseCommand):
         if options["here"]:
             run_training(run, worker="command line")
         elif options["wait"]:
-            self._follow(run)
+            follow(run, lambda r: f"{r.get_status_display()}: step {r.step}/{r.total_steps or '?'} loss {r.loss}", self.stdout.write, interval=2)
         else:
             return
         run.refresh_from_db()
@@ -92,15 +93,3 @@ class Command(BaseCommand):
             self.stdout.write(f"  {row['task']} / {row['dimension']}: accuracy {row.get('accuracy')} % "
                               f"(forward {row.get('forward_accuracy')}, reversed {row.get('reversed_accuracy')}) "
                               f"over {row.get('pairs')} pairs")
-
-    def _follow(self, run):
-        last = None
-        while True:
-            run.refresh_from_db()
-            line = f"{run.get_status_display()}: step {run.step}/{run.total_steps or '?'} loss {run.loss}"
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if run.is_finished:
-                return
-            time.sleep(2)

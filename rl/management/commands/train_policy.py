@@ -1,12 +1,13 @@
 import json
-import time
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+
 from annotation.models import Tag
 from generation.models import Generator
+from onereward.jobs import follow
 from rewardmodel.models import RewardModelVersion
 from rl.execution import run_training
 from rl.forms import start_run
@@ -86,7 +87,7 @@ class Command(BaseCommand):
         if options["here"]:
             run_training(run, worker="command line")
         elif options["wait"]:
-            self._follow(run)
+            follow(run, lambda r: f"{r.get_status_display()}: step {r.step}/{r.total_steps or r.max_steps} reward {r.reward_mean}", self.stdout.write, interval=2)
         else:
             return
         run.refresh_from_db()
@@ -94,15 +95,3 @@ class Command(BaseCommand):
             raise CommandError(f"{run} ended {run.get_status_display().lower()}: {run.error}")
         self.stdout.write(f"Registered the generator {run.checkpoint.generator.name!r} "
                           f"(final reward {run.checkpoint.final_reward})")
-
-    def _follow(self, run):
-        last = None
-        while True:
-            run.refresh_from_db()
-            line = f"{run.get_status_display()}: step {run.step}/{run.total_steps or run.max_steps} reward {run.reward_mean}"
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if run.is_finished:
-                return
-            time.sleep(2)
