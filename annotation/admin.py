@@ -1,176 +1,446 @@
+"""Admin for annotation quality: the quality-control page, gold answers, annotator statuses and the
+quality-control settings.
+
+The quality-control page and the batch annotation progress hang off the annotation tasks' admin
+(its change list links to them), so they follow that model's permissions: platform admins edit,
+ML engineers view, annotators never reach the admin. Charts are inline SVG drawn here.
+"""
+from datetime import timedelta
+
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import redirect
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from .forms import InputArchiveForm, InputUploadForm
-from .models import Dimension, Input, InputImport, Tag, Task, TaskDimension
+from . import quality
+from .models import AnnotationTask, AnnotatorStatus, QualityControlSettings, SlotKind
+
+PERIODS = {"1": ("Last 24 hours", 1), "7": ("Last 7 days", 7), "30": ("Last 30 days", 30), "all": ("All time", None)}
+# The default keeps the page quick on a large platform (all time over a million judgments takes
+# seconds) and shows how annotators work now; pausing itself always looks at every gold judgment.
+DEFAULT_PERIOD = "30"
+BATCHES_SHOWN = 50
+BEST_COLOUR, WORST_COLOUR, WARN_COLOUR, OK_COLOUR = "#2e7d32", "#c62828", "#c62828", "#417690"
 
 
-class TaskDimensionInline(admin.TabularInline):
-    model = TaskDimension
-    extra = 0
-    autocomplete_fields = ["dimension"]
+# --- inline SVG charts ----------------------------------------------------------------------------
 
 
-@admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "input_kind", "prompt_mode", "default_prompt", "rl_probability", "judged_on", "active"]
-    list_editable = ["rl_probability", "active"]
-    search_fields = ["name", "slug"]
-    inlines = [TaskDimensionInline]
+def _percent(value) -> str:
+    return "–" if value is None else f"{value:.0%}"
 
-    @admin.display(description="Dimensions")
-    def judged_on(self, task):
-        return ", ".join(
-            f"{link.dimension.name}{' (with prompt)' if link.only_with_prompt else ''}"
-            for link in task.task_dimensions.select_related("dimension")
+
+def accuracy_chart(rows: list[quality.AnnotatorQuality], threshold: float, min_picks: int) -> str:
+    """Horizontal bars: gold accuracy per annotator, the pausing threshold as a dashed line. Bars of
+    annotators under the threshold with enough gold picks are red; with too few picks, pale."""
+    rows = [row for row in rows if row.gold.total]
+    if not rows:
+        return ""
+    label_w, plot_w, bar_h, gap, top = 150, 440, 18, 6, 28
+    height = top + len(rows) * (bar_h + gap) + 24
+    width = label_w + plot_w + 120
+    parts = [format_html(
+        '<svg class="qc-chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
+        'aria-label="Gold accuracy per annotator"><title>Gold accuracy per annotator</title>', width, height, width, height)]
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        x = label_w + tick * plot_w
+        parts.append(format_html(
+            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/><text x="{}" y="{}" font-size="11" text-anchor="middle" '
+            'fill="#666">{}</text>', x, top - 6, x, height - 20, x, height - 6, f"{tick:.0%}"))
+    for i, row in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        share = row.gold.share or 0.0
+        enough = row.gold.total >= min_picks
+        colour = WARN_COLOUR if row.below_threshold else OK_COLOUR
+        parts.append(format_html(
+            '<text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">{}</text>'
+            '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" fill-opacity="{}"><title>{}: {} of {} ({})</title></rect>'
+            '<text x="{}" y="{}" font-size="11" fill="#333">{} · {}/{}</text>',
+            label_w - 8, y + bar_h - 5, row.username,
+            label_w, y, round(share * plot_w, 1), bar_h, colour, "1" if enough else "0.35",
+            row.username, row.gold.correct, row.gold.total, _percent(row.gold.share),
+            label_w + share * plot_w + 6, y + bar_h - 5, _percent(row.gold.share), row.gold.correct, row.gold.total))
+    x = label_w + threshold * plot_w
+    parts.append(format_html(
+        '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2" stroke-dasharray="5 4"/>'
+        '<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="{}">threshold {}</text>',
+        x, top - 4, x, height - 20, WARN_COLOUR, x, top - 12, WARN_COLOUR, f"{threshold:.0%}"))
+    parts.append(mark_safe("</svg>"))
+    return mark_safe("".join(parts))
+
+
+def _position_panel(x0: int, y0: int, title: str, counts: quality.PositionCounts, width: int, height: int) -> list[str]:
+    """One annotator's best and worst picks per screen position, as share x n (1 = chance)."""
+    best, worst = counts.best_ratios or [0.0] * counts.n, counts.worst_ratios or [0.0] * counts.n
+    top_value = max(2.0, *best, *worst)
+    plot_top, plot_bottom = y0 + 20, y0 + height - 18
+    scale = (plot_bottom - plot_top) / top_value
+    slot = (width - 20) / counts.n
+    bar = max(3.0, slot / 2 - 3)
+    parts = [format_html('<text x="{}" y="{}" font-size="12" fill="#333">{} <tspan fill="#777">({} picks, n={})</tspan></text>',
+                         x0, y0 + 12, title, counts.total, counts.n),
+             format_html('<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999"/>', x0 + 10, plot_bottom, x0 + width - 10, plot_bottom)]
+    for position in range(counts.n):
+        left = x0 + 10 + position * slot + slot / 2 - bar
+        for offset, ratio, colour, label in ((0, best[position], BEST_COLOUR, "best"), (bar, worst[position], WORST_COLOUR, "worst")):
+            h = ratio * scale
+            parts.append(format_html(
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>position {}: {} x{}</title></rect>',
+                round(left + offset, 1), round(plot_bottom - h, 1), round(bar, 1), round(h, 1), colour, position + 1, label,
+                f"{ratio:.2f}"))
+        parts.append(format_html('<text x="{}" y="{}" font-size="10" text-anchor="middle" fill="#666">{}</text>',
+                                 round(left + bar, 1), plot_bottom + 12, position + 1))
+    chance = plot_bottom - scale
+    parts.append(format_html('<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#555" stroke-dasharray="3 3"/>',
+                             x0 + 10, round(chance, 1), x0 + width - 10, round(chance, 1)))
+    return parts
+
+
+def position_chart(rows: list[quality.AnnotatorQuality], per_row: int = 4) -> str:
+    """Small multiples: per annotator, best (green) and worst (red) picks per screen position,
+    relative to chance (dashed line = every position equally often)."""
+    panels = [(row.username, row.position.main) for row in rows if row.position and row.position.main and row.position.picks]
+    if not panels:
+        return ""
+    panel_w, panel_h, legend = 230, 130, 24
+    lines = (len(panels) + per_row - 1) // per_row
+    width, height = panel_w * min(per_row, len(panels)), legend + panel_h * lines
+    parts = [format_html(
+        '<svg class="qc-chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
+        'aria-label="Screen position of best and worst picks per annotator"><title>Screen position of picks</title>'
+        '<rect x="0" y="4" width="10" height="10" fill="{}"/><text x="14" y="13" font-size="11">best</text>'
+        '<rect x="54" y="4" width="10" height="10" fill="{}"/><text x="68" y="13" font-size="11">worst</text>'
+        '<text x="112" y="13" font-size="11" fill="#555">dashed: chance (share x n = 1); positions left to right</text>',
+        width, height, width, height, BEST_COLOUR, WORST_COLOUR)]
+    for i, (name, counts) in enumerate(panels):
+        parts.extend(_position_panel((i % per_row) * panel_w, legend + (i // per_row) * panel_h, name, counts, panel_w - 10, panel_h))
+    parts.append(mark_safe("</svg>"))
+    return mark_safe("".join(parts))
+
+
+# --- table cells ------------------------------------------------------------------------------------
+
+
+def _p_value(value) -> str:
+    if value is None:
+        return "–"
+    return "p<0.001" if value < 0.001 else f"p={value:.3f}"
+
+
+def annotator_cells(row: quality.AnnotatorQuality, warn_p: float = 0.01) -> dict:
+    """What the page's annotator table shows for one annotator, formatted, with warning flags."""
+    gold, consistency, position, work = row.gold, row.consistency, row.position, row.activity
+    cells = {
+        "row": row,
+        "gold": f"{_percent(gold.share)} ({gold.correct}/{gold.total})" if gold.total else "–",
+        "gold_best": _percent(gold.best_share),
+        "gold_worst": _percent(gold.worst_share),
+        "gold_warn": row.below_threshold,
+        "consistency": (f"{_percent(consistency.share)} ({consistency.agreed}/{consistency.compared})"
+                        if consistency else "–"),
+        "position_picks": position.picks if position else 0,
+        "position_best": "–", "position_worst": "–", "position_warn": False,
+        "fast": "–", "median_dwell": "–", "judgments": 0, "today": 0, "per_hour": "–", "per_day": "–",
+    }
+    if position and position.picks:
+        cells["position_best"] = f"{_p_value(position.best_p)}, max dev. {position.best_max_deviation:.2f}"
+        cells["position_worst"] = f"{_p_value(position.worst_p)}, max dev. {position.worst_max_deviation:.2f}"
+        cells["position_warn"] = any(p is not None and p < warn_p for p in (position.best_p, position.worst_p))
+    if work:
+        cells.update(
+            fast=f"{_percent(work.fast_share)} ({work.fast}/{work.judgments})",
+            median_dwell="–" if work.median_dwell_ms is None else f"{work.median_dwell_ms / 1000:.1f} s",
+            judgments=work.judgments, today=work.today,
+            per_hour="–" if work.per_active_hour is None else f"{work.per_active_hour:.0f}",
+            per_day="–" if work.per_active_day is None else f"{work.per_active_day:.0f}",
         )
+    return cells
 
 
-@admin.register(Dimension)
-class DimensionAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "definition", "query_includes_prompt", "order"]
-    search_fields = ["name", "slug", "definition"]
+def _alpha(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
-@admin.register(Tag)
-class TagAdmin(admin.ModelAdmin):
-    search_fields = ["name"]
+def agreement_cells(row: quality.AgreementRow) -> dict:
+    return {
+        "row": row, "overall": row.task_id is None,
+        "percent_best": _percent(row.best.percent), "percent_worst": _percent(row.worst.percent),
+        "alpha_best": _alpha(row.best.alpha), "alpha_worst": _alpha(row.worst.alpha),
+        "discarded": _percent(row.discarded_share),
+    }
 
 
-def _image(url, title, size=160):
-    return format_html('<img src="{}" alt="{}" title="{}" style="max-width:{}px;max-height:{}px">', url, title, title, size, size)
+def batch_cells(progress: quality.BatchProgress) -> dict:
+    return {
+        "progress": progress, "batch": progress.batch,
+        "tasks_share": _percent(progress.tasks_share), "judgments_share": _percent(progress.judgments_share),
+        "bar": round(100 * (progress.judgments_share or 0.0), 1),
+    }
 
 
-@admin.register(Input)
-class InputAdmin(admin.ModelAdmin):
-    list_display = ["id", "preview", "task", "prompt", "size", "mask_share", "tag_list", "created_at"]
-    list_filter = ["task", "tags", "created_at"]
-    search_fields = ["prompt", "original_name", "content_hash"]
-    readonly_fields = [
-        "preview_large", "task", "width", "height", "mask_coverage", "content_hash", "original_name",
-        "created_by", "created_at", "source", "mask", "thumbnail",
-    ]
-    fields = ["preview_large", "task", "prompt", "tags", "metadata", "width", "height", "mask_coverage",
-              "content_hash", "original_name", "created_by", "created_at"]
-    filter_horizontal = ["tags"]
-    change_list_template = "admin/annotation/input/change_list.html"
+# --- gold answers ----------------------------------------------------------------------------------
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("task").prefetch_related("tags")
 
-    def get_readonly_fields(self, request, obj=None):
-        # The pixels and the prompt define the input (its content hash): edit tags and metadata only.
-        return [*self.readonly_fields, "prompt"]
+class GoldAnswersForm(forms.Form):
+    """Expected best and worst per judged dimension, or "no clear difference"; stored by candidate
+    index as AnnotationTask.gold_answers."""
 
-    @admin.display(description="Preview")
-    def preview(self, obj):
-        return _image(reverse("input-file", args=[obj.pk, "thumbnail"]), obj.original_name, 96)
+    def __init__(self, *args, dimensions, candidates, initial_answers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dimensions = list(dimensions)
+        choices = [(c.index, f"#{c.index}") for c in candidates]
+        initial_answers = initial_answers or {}
+        for dimension in self.dimensions:
+            answer = initial_answers.get(dimension.slug) or {}
+            for side in ("best", "worst"):
+                self.fields[f"{dimension.slug}-{side}"] = forms.TypedChoiceField(
+                    label=f"{dimension.name}: {side}", choices=choices, coerce=int, empty_value=None, required=False,
+                    widget=forms.RadioSelect, initial=answer.get(side))
+            self.fields[f"{dimension.slug}-discarded"] = forms.BooleanField(
+                label="No clear difference", required=False, initial=answer.get("discarded") is True)
 
-    @admin.display(description="Source and mask")
-    def preview_large(self, obj):
-        return format_html(
-            "{} {}",
-            _image(reverse("input-file", args=[obj.pk, "source"]), "source", 320),
-            _image(reverse("input-file", args=[obj.pk, "mask"]), "mask", 320),
-        )
+    def clean(self):
+        cleaned = super().clean()
+        answers = {}
+        for dimension in self.dimensions:
+            slug = dimension.slug
+            best, worst = cleaned.get(f"{slug}-best"), cleaned.get(f"{slug}-worst")
+            if cleaned.get(f"{slug}-discarded"):
+                if best is not None or worst is not None:
+                    self.add_error(f"{slug}-discarded", f"{dimension.name}: no clear difference cannot also name a best or a worst.")
+                answers[slug] = {"discarded": True}
+            elif best is None or worst is None:
+                self.add_error(f"{slug}-best", f"{dimension.name}: pick both the best and the worst, or tick no clear difference.")
+            elif best == worst:
+                self.add_error(f"{slug}-best", f"{dimension.name}: the best and the worst must be different candidates.")
+            else:
+                answers[slug] = {"best": best, "worst": worst}
+        self.answers = answers
+        return cleaned
 
-    @admin.display(description="Size")
-    def size(self, obj):
-        return f"{obj.width}x{obj.height}"
+    def rows(self):
+        """Per dimension, what the template lays out: the radio buttons per candidate and the box."""
+        for dimension in self.dimensions:
+            slug = dimension.slug
+            fields = [self[f"{slug}-best"], self[f"{slug}-worst"], self[f"{slug}-discarded"]]
+            yield {"dimension": dimension, "best": fields[0], "worst": fields[1], "discarded": fields[2],
+                   "errors": [error for f in fields for error in f.errors]}
 
-    @admin.display(description="Mask", ordering="mask_coverage")
-    def mask_share(self, obj):
-        return f"{obj.mask_coverage:.0%}"
+    def row_errors(self):
+        """Each dimension's problems once (the page shows them as messages too)."""
+        return [error for row in self.rows() for error in row["errors"]]
 
-    @admin.display(description="Tags")
-    def tag_list(self, obj):
-        return ", ".join(tag.name for tag in obj.tags.all())
+
+def gold_answers_html(task: AnnotationTask, dimensions) -> str:
+    answers = task.gold_answers or {}
+    if not answers:
+        return "–"
+
+    def text(answer):
+        if not isinstance(answer, dict):
+            return "not answered"
+        if answer.get("discarded") is True:
+            return "no clear difference"
+        return f"best #{answer.get('best')}, worst #{answer.get('worst')}"
+
+    rows = format_html_join("", "<tr><td>{}</td><td>{}</td></tr>",
+                            ((d.name, text(answers.get(d.slug))) for d in dimensions))
+    return format_html('<table class="gold-answers">{}</table>', rows)
+
+
+# --- annotation tasks: the list, gold marking, the quality-control page ----------------------------
+
+
+@admin.register(AnnotationTask)
+class AnnotationTaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "input_link", "batch", "required_judgments", "judgments_done", "is_gold", "created_at"]
+    list_filter = ["is_gold", ("candidate_set__batch", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["candidate_set__batch", "candidate_set__input__task"]
+    search_fields = ["=id", "candidate_set__input__prompt", "candidate_set__input__original_name"]
+    readonly_fields = ["candidate_set", "input_link", "required_judgments", "judgments_done", "is_gold", "gold_summary",
+                       "candidate_strip", "created_at"]
+    fields = readonly_fields
+    change_list_template = "admin/annotation/annotationtask/change_list.html"
+    change_form_template = "admin/annotation/annotationtask/change_form.html"
+
+    def has_add_permission(self, request):
+        return False  # tasks are made when a candidate set is finished
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # deleting a task would delete its judgments
+
+    @admin.display(description="Input")
+    def input_link(self, task):
+        item = task.candidate_set.input
+        return format_html('<a href="{}">#{} {}</a>', reverse("admin:inputs_input_change", args=[item.pk]), item.pk,
+                           item.task.name)
+
+    @admin.display(description="Batch", ordering="candidate_set__batch")
+    def batch(self, task):
+        return task.candidate_set.batch
+
+    @admin.display(description="Gold answers")
+    def gold_summary(self, task):
+        return gold_answers_html(task, task.candidate_set.input.judged_dimensions())
+
+    @admin.display(description="Candidates")
+    def candidate_strip(self, task):
+        return format_html_join(
+            " ", '<figure class="qc-candidate"><img src="{}" alt="candidate #{}" width="140"><figcaption>#{}</figcaption></figure>',
+            ((reverse("candidate-file", args=[c.public_id, "thumbnail"]), c.index, c.index)
+             for c in task.candidate_set.candidates.order_by("index")))
 
     def get_urls(self):
+        view = self.admin_site.admin_view
         return [
-            path("import/", self.admin_site.admin_view(self.import_archive_view), name="annotation_input_import"),
+            path("quality/", view(self.quality_view), name="annotation_annotationtask_quality"),
+            path("quality/unpause/<int:user_id>/", view(self.unpause_view), name="annotation_annotationtask_unpause"),
+            path("<int:pk>/gold/", view(self.gold_view), name="annotation_annotationtask_gold"),
+            path("<int:pk>/gold/remove/", view(self.remove_gold_view), name="annotation_annotationtask_remove_gold"),
             *super().get_urls(),
         ]
 
-    def add_view(self, request, form_url="", extra_context=None):
-        """One input through the importer's rules (the same as the API and the command line)."""
-        if not self.has_add_permission(request):
+    def _context(self, request, **extra):
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, **extra}
+
+    # The quality-control page.
+
+    def quality_view(self, request):
+        if not self.has_view_permission(request):
             raise PermissionDenied
-        form = InputUploadForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            created = form.save(user=request.user)
-            if created is not None:
-                self.message_user(request, f"Imported input #{created.pk}.", messages.SUCCESS)
-                return redirect("admin:annotation_input_change", created.pk)
-        return self._render_form(request, form, "Add an input", multipart=True)
+        period = request.GET.get("period", DEFAULT_PERIOD)
+        if period not in PERIODS:
+            period = DEFAULT_PERIOD
+        days = PERIODS[period][1]
+        since = timezone.now() - timedelta(days=days) if days else None
+        settings = QualityControlSettings.current()
+        rows = quality.annotator_report(since, settings)
+        agreement = quality.agreement(since)
+        from generation.models import GenerationBatch
 
-    def import_archive_view(self, request):
-        if not self.has_add_permission(request):
+        batches = quality.batch_progress(
+            GenerationBatch.objects.select_related("generator").order_by("-created_at")[:BATCHES_SHOWN])
+        context = self._context(
+            request,
+            title="Quality control",
+            settings=settings,
+            threshold=_percent(settings.gold_accuracy_threshold),
+            gold_rate=_percent(settings.gold_rate),
+            repeat_share=_percent(settings.repeat_share),
+            rows=[annotator_cells(row) for row in rows],
+            agreement=[agreement_cells(row) for row in agreement],
+            batches=[batch_cells(progress) for progress in batches],
+            batches_shown=BATCHES_SHOWN,
+            accuracy_chart=accuracy_chart(rows, settings.gold_accuracy_threshold, settings.gold_min_judgments),
+            position_chart=position_chart(rows),
+            periods=[(key, label) for key, (label, _) in PERIODS.items()],
+            period=period,
+            can_unpause=request.user.has_perm("annotation.change_annotatorstatus"),
+            can_edit_settings=request.user.has_perm("annotation.change_qualitycontrolsettings"),
+        )
+        return TemplateResponse(request, "admin/annotation/quality.html", context)
+
+    def unpause_view(self, request, user_id):
+        if request.method != "POST" or not request.user.has_perm("annotation.change_annotatorstatus"):
             raise PermissionDenied
-        form = InputArchiveForm(request.POST or None, request.FILES or None)
-        if request.method == "POST" and form.is_valid():
-            job = form.save(user=request.user)
-            self.message_user(request, f"{job.original_name} is queued for import; this page follows it.", messages.INFO)
-            return redirect("admin:annotation_inputimport_change", job.pk)
-        return self._render_form(request, form, "Import a zip of inputs", multipart=True)
+        status = get_object_or_404(AnnotatorStatus, user_id=user_id)
+        if unpause(status, request.user):
+            self.message_user(request, f"{status.user} may take tasks again.", messages.SUCCESS)
+        return redirect(f"{reverse('admin:annotation_annotationtask_quality')}?period={request.POST.get('period', DEFAULT_PERIOD)}")
 
-    def _render_form(self, request, form, title, multipart):
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": title,
-            "form": form,
-            "multipart": multipart,
-        }
-        return TemplateResponse(request, "admin/form_page.html", context)
+    # Gold answers.
+
+    def gold_view(self, request, pk):
+        task = get_object_or_404(AnnotationTask.objects.select_related("candidate_set__input__task", "candidate_set__batch"), pk=pk)
+        if not self.has_change_permission(request, task):
+            raise PermissionDenied
+        item = task.candidate_set.input
+        dimensions = item.judged_dimensions()
+        candidates = list(task.candidate_set.candidates.order_by("index"))
+        form = GoldAnswersForm(request.POST or None, dimensions=dimensions, candidates=candidates,
+                               initial_answers=task.gold_answers)
+        if request.method == "POST":
+            if form.is_valid():
+                task.is_gold = True
+                task.gold_answers = form.answers
+                task.save(update_fields=["is_gold", "gold_answers"])
+                self.message_user(request, f"{task} is a gold task with the expected answers saved.", messages.SUCCESS)
+                return redirect("admin:annotation_annotationtask_change", task.pk)
+            for error in [*form.non_field_errors(), *form.row_errors()]:
+                self.message_user(request, error, messages.ERROR)
+        regular_judgments = task.judgments.filter(kind=SlotKind.REGULAR).count()
+        context = self._context(
+            request, title=f"Gold answers for task #{task.pk}", task=task, input=item, candidates=candidates, form=form,
+            regular_judgments=regular_judgments,
+        )
+        return TemplateResponse(request, "admin/annotation/annotationtask/gold.html", context)
+
+    def remove_gold_view(self, request, pk):
+        task = get_object_or_404(AnnotationTask, pk=pk)
+        if request.method != "POST" or not self.has_change_permission(request, task):
+            raise PermissionDenied
+        if task.is_gold:
+            # The answers stay, so marking it gold again starts from them.
+            AnnotationTask.objects.filter(pk=task.pk).update(is_gold=False)
+            self.message_user(request, f"{task} is no longer a gold task; its gold judgments stop counting.", messages.SUCCESS)
+        return redirect("admin:annotation_annotationtask_change", task.pk)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_mark_gold": self.has_change_permission(request)}
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
 
-@admin.register(InputImport)
-class InputImportAdmin(admin.ModelAdmin):
-    list_display = ["id", "original_name", "status", "progress_figure", "created_by", "created_at"]
-    list_filter = ["status"]
-    readonly_fields = ["original_name", "status_panel", "problem_list", "created_list", "defaults", "created_by",
-                       "created_at", "started_at", "finished_at"]
-    fields = readonly_fields
-    change_form_template = "admin/annotation/inputimport/change_form.html"
+# --- annotator statuses -------------------------------------------------------------------------
+
+
+def unpause(status: AnnotatorStatus, by) -> bool:
+    """Let a paused annotator take tasks again; the reason keeps who did it and why they were paused."""
+    if not status.paused:
+        return False
+    status.paused = False
+    status.reason = f"Unpaused by {by} on {timezone.localdate():%Y-%m-%d}. Before: {status.reason}".strip()
+    status.save(update_fields=["paused", "reason", "changed_at"])
+    return True
+
+
+@admin.register(AnnotatorStatus)
+class AnnotatorStatusAdmin(admin.ModelAdmin):
+    list_display = ["user", "paused", "reason", "changed_at"]
+    list_filter = ["paused"]
+    search_fields = ["user__username", "reason"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["changed_at"]
+    actions = ["unpause_selected"]
+    change_list_template = "admin/annotation/quality_status_change_list.html"
+
+    @admin.action(description="Unpause the selected annotators", permissions=["change"])
+    def unpause_selected(self, request, queryset):
+        done = sum(unpause(status, request.user) for status in queryset.select_related("user"))
+        self.message_user(request, f"{done} annotator(s) unpaused.", messages.SUCCESS)
+
+
+# --- quality-control settings (one row) ----------------------------------------------------------
+
+
+@admin.register(QualityControlSettings)
+class QualityControlSettingsAdmin(admin.ModelAdmin):
+    fieldsets = [
+        ("Mixing into the queue", {"fields": ["gold_rate", "repeat_share", "lease_minutes"]}),
+        ("Flags and pausing", {"fields": ["fast_pick_ms", "gold_accuracy_threshold", "gold_min_judgments"]}),
+    ]
 
     def has_add_permission(self, request):
-        return False  # imports start from the Inputs page ("Import a zip")
+        return False  # the one row is made on first use
 
-    def has_change_permission(self, request, obj=None):
+    def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="Progress")
-    def progress_figure(self, job):
-        return f"{job.progress_done}/{job.progress_total}" if job.progress_total else "-"
-
-    @admin.display(description="Status")
-    def status_panel(self, job):
-        return format_html(
-            '<span id="job-status" data-status="{}">{}</span> {} {}',
-            job.status, job.get_status_display(), self.progress_figure(job), job.error,
-        )
-
-    @admin.display(description="Bad entries")
-    def problem_list(self, job):
-        if not job.problems:
-            return "-"
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", ((p["entry"], p["problem"]) for p in job.problems))
-        return format_html('<table class="import-problems"><tr><th>Entry</th><th>Problem</th></tr>{}</table>', rows)
-
-    @admin.display(description="Imported inputs")
-    def created_list(self, job):
-        inputs = list(job.created_inputs.all()[:200])
-        if not inputs:
-            return "-"
-        return format_html_join(
-            ", ", '<a href="{}">#{}</a>', ((reverse("admin:annotation_input_change", args=[i.pk]), i.pk) for i in inputs)
-        )
-
-from . import quality_admin  # noqa: E402,F401  (registers the quality-control admin)
-from . import preference_admin  # noqa: E402,F401  (registers the preference dataset admin)
-from . import study_admin  # noqa: E402,F401  (registers the evaluation-study admin)
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return redirect("admin:annotation_qualitycontrolsettings_change", QualityControlSettings.current().pk)

@@ -3,12 +3,7 @@ from django.apps import AppConfig
 
 class AnnotationConfig(AppConfig):
     name = "annotation"
-    verbose_name = "Inputs, taxonomy and annotation"
+    verbose_name = "Annotation"
 
     def ready(self):
-        from django.db.models.signals import post_delete
-
-        from . import signals
-        from .models import Input
-
-        post_delete.connect(signals.delete_input_files, sender=Input, dispatch_uid="annotation-input-files")
+        from . import signals  # noqa: F401  (a finished candidate set becomes an annotation task)

@@ -612,7 +612,7 @@ def agreement(since: datetime | None = None) -> list[AgreementRow]:
     """
     from generation.models import CandidateSet, GenerationBatch
 
-    from .models import Dimension, Input, Task
+    from inputs.models import Dimension, Input, Task
 
     n_max = GenerationBatch.objects.aggregate(n=Max("candidates_per_input"))["n"] or 0
     categories = [(f"{prefix}{k}", Q(discarded=False, **{f"{side}__index": k}))

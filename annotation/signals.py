@@ -1,6 +1,13 @@
-"""Files follow their rows: an input's images are removed from storage when the input is deleted."""
-from onereward.files import delete_after_commit
+"""A finished candidate set of an annotation batch becomes an annotation task."""
+from django.dispatch import receiver
+
+from generation.events import candidate_set_finished
+
+from .assignment import create_annotation_task
 
 
-def delete_input_files(sender, instance, **kwargs):
-    delete_after_commit([instance.source, instance.mask, instance.thumbnail])
+@receiver(candidate_set_finished, dispatch_uid="annotation-task-for-finished-set")
+def open_annotation_task(sender, candidate_set, **kwargs):
+    # Evaluation batches make no tasks: their inputs are held out for studies.
+    if candidate_set.batch.for_annotation:
+        create_annotation_task(candidate_set)

@@ -268,7 +268,7 @@ def ensure_batch(layout: Layout):
 def fill(layout: Layout) -> None:
     from django.db import connection
 
-    from annotation.models import Task
+    from inputs.models import Task
 
     total_start = time.perf_counter()
     end = datetime.now(dt_timezone.utc).replace(microsecond=0) - timedelta(hours=1)

@@ -136,7 +136,8 @@ def plans(user) -> dict:
     dropped), plus the regular-queue query written as suggested."""
     from django.core.cache import cache
 
-    from annotation import annotate_views, assignment, quality
+    from annotation import assignment, quality
+    from annotation import views as annotate_views
     from annotation.models import QualityControlSettings, SlotKind
 
     settings = QualityControlSettings.current()

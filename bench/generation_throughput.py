@@ -27,8 +27,8 @@ from transformers.utils import logging as transformers_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generation.backends.base import CandidateSettings, GenerationRequest  # noqa: E402
-from generation.backends.flux_fill import FluxFillBackend, FluxFillConfig  # noqa: E402
+from generation.core.backends.base import CandidateSettings, GenerationRequest  # noqa: E402
+from generation.core.backends.flux_fill import FluxFillBackend, FluxFillConfig  # noqa: E402
 from tests.generation.tiny_flux import build_pipeline, save_tiny_flux_fill  # noqa: E402
 
 

@@ -56,7 +56,7 @@ def child(args) -> None:
     setup_django(args.database)
     from datetime import datetime
 
-    from annotation.preference_export import create_dataset, eligible_judgments, excluded_annotators, write_dataset
+    from preferences.export import create_dataset, eligible_judgments, excluded_annotators, write_dataset
 
     until = datetime.fromisoformat(args.until) if args.until else None
     dataset = create_dataset(name="bench-export", queue=False, submitted_until=until, aggregation=args.aggregation,
@@ -86,7 +86,7 @@ def naive_export(judgments, path: Path) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from annotation.pairing import split_of
+    from preferences.core.pairing import split_of
 
     rows = []
     count = 0

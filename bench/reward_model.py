@@ -8,7 +8,7 @@
 Tiny model (tests/rewardmodel/tiny_qwen.py, saved and loaded through Judge.from_pretrained):
 - scoring: `Judge.score(..., both_orders=True)` over N pairs, batched 16 pairs (32 sequences) per
   forward, against the baseline of one pair (2 sequences) per forward;
-- training: the real trainer (`rewardmodel.training.train`) on a synthetic dataset of PNG files,
+- training: the real trainer (`rewardmodel.core.training.train`) on a synthetic dataset of PNG files,
   batch 16, with gradient checkpointing against without; pairs/s from its metrics.jsonl, the
   first logged interval (warm-up) left out.
 
@@ -34,10 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rewardmodel.judge import Judge  # noqa: E402
-from rewardmodel.preprocessing import VisionGeometry  # noqa: E402
-from rewardmodel.query import build_query  # noqa: E402
-from rewardmodel.training import TrainingConfig, both_orders, pair_loss, train  # noqa: E402
+from rewardmodel.core.judge import Judge  # noqa: E402
+from rewardmodel.core.preprocessing import VisionGeometry  # noqa: E402
+from rewardmodel.core.query import build_query  # noqa: E402
+from rewardmodel.core.training import TrainingConfig, both_orders, pair_loss, train  # noqa: E402
 from tests.rewardmodel.synthetic_pairs import brightness_pairs, taxonomy  # noqa: E402
 from tests.rewardmodel.tiny_qwen import build_tokenizer, save_tiny_qwen  # noqa: E402
 
@@ -107,7 +107,7 @@ def bench_training(model_dir: Path, work: Path, size: int, steps: int, batch: in
                                  save_every=10**6, gradient_checkpointing=checkpointing, zero_shot_eval=False))
             lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
             rates[name].append(statistics.mean(line["samples_per_second"] for line in lines[1:]))
-    print(f"\nTraining (rewardmodel.training.train), {steps} steps of {batch} pairs, {size}x{size} images, "
+    print(f"\nTraining (rewardmodel.core.training.train), {steps} steps of {batch} pairs, {size}x{size} images, "
           f"CPU, median of {repeats}")
     baseline = statistics.median(rates["without checkpointing"])
     for name, values in rates.items():

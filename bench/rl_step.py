@@ -66,7 +66,7 @@ def quiet() -> None:
 
 def single_input_conditions(directory: Path, size: int) -> Path:
     """One image-fill input (size x size, the middle half masked) in the seeded taxonomy."""
-    from rl.conditions import write_conditions
+    from rl.core.conditions import write_conditions
     from tests.rl import box_mask, canvas, rl_taxonomy
 
     quarter = size // 4
@@ -96,7 +96,7 @@ def child(args) -> None:
     """Run one variant and print its figures as one JSON line."""
     import psutil
 
-    from rl.onereward import OneRewardConfig, OneRewardTrainer
+    from rl.core.onereward import OneRewardConfig, OneRewardTrainer
 
     quiet()
     work = Path(args.work)
@@ -154,9 +154,9 @@ def bench_tiny(args) -> None:
 def full_size_components(dry: bool, judge_max_pixels: int):
     """(backend, judge) built in memory: FLUX.1 Fill and Qwen2.5-VL-7B layouts in bf16 on CUDA,
     or (dry) the tiny ones on CPU through the same code."""
-    from generation.backends.flux_fill import FluxFillBackend, FluxFillConfig
-    from rewardmodel.judge import Judge
-    from rewardmodel.preprocessing import VisionGeometry
+    from generation.core.backends.flux_fill import FluxFillBackend, FluxFillConfig
+    from rewardmodel.core.judge import Judge
+    from rewardmodel.core.preprocessing import VisionGeometry
     from tests.generation.tiny_flux import build_pipeline
     from tests.rewardmodel.tiny_qwen import build_tokenizer
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -182,7 +182,7 @@ def full_size_components(dry: bool, judge_max_pixels: int):
 
 
 def bench_full_size(args) -> None:
-    from rl.onereward import OneRewardConfig, OneRewardTrainer, _activate_judge_checkpointing
+    from rl.core.onereward import OneRewardConfig, OneRewardTrainer, _activate_judge_checkpointing
 
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
@@ -215,13 +215,13 @@ def bench_full_size(args) -> None:
                     "rollout": {"steps": args.rollout_steps, "guidance": 1.0, "true_cfg": 4.0,
                                 "negative_prompt": "nsfw"}})
                 if first:
-                    from rl.conditions import ConditionPool
+                    from rl.core.conditions import ConditionPool
 
                     trainer = OneRewardTrainer(config, backend=backend, judge=judge, pool=ConditionPool(conditions))
                     first = False
                 else:
                     # One LoRA policy for every case: swap the condition pool, algorithm and rollout.
-                    from rl.conditions import ConditionPool
+                    from rl.core.conditions import ConditionPool
 
                     trainer.config, trainer.rollout = config, config.rollout
                     trainer.pool = ConditionPool(conditions)

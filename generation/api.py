@@ -68,3 +68,9 @@ class GenerationBatchViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
         batch = self.get_object()
         batch.resume()
         return Response(GenerationBatchSerializer(batch, context={"request": request}).data)
+
+
+routes = [
+    ("generators", GeneratorViewSet, "generator"),
+    ("generation-batches", GenerationBatchViewSet, "generation-batch"),
+]

@@ -14,10 +14,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from PIL import Image
 
-from annotation.input_images import encode_png, encode_thumbnail
+from inputs.core.images import encode_png, encode_thumbnail
 from onereward.jobs import JobStatus
 
-from .backends.base import GenerationRequest, load_backend
+from .core.backends.base import GenerationRequest, load_backend
+from .events import candidate_set_finished
 from .models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
 
 log = logging.getLogger(__name__)
@@ -130,36 +131,7 @@ def generate_set(set_id: int, worker: str) -> None:
         log.exception("candidate set %s failed", set_id)
         status, error = SetStatus.FAILED, f"{type(exc).__name__}: {exc}"
     CandidateSet.objects.filter(pk=set_id).update(status=status, error=error, finished_at=timezone.now())
-    if status == SetStatus.DONE and batch.for_annotation:
-        # Evaluation batches make no tasks: their inputs are held out for studies.
-        from annotation.assignment import create_annotation_task
-
-        create_annotation_task(candidate_set)
+    if status == SetStatus.DONE:
+        # Annotation listens (and leaves evaluation batches' sets out of its queue).
+        candidate_set_finished.send(sender=CandidateSet, candidate_set=candidate_set)
     batch.refresh_progress()
-
-
-def run_batch(batch: GenerationBatch) -> None:
-    """Send every unfinished set of a batch to the GPU queue."""
-    from .tasks import generate_candidate_set
-
-    if batch.status in (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED):
-        return
-    batch.mark_running(total=batch.candidate_sets.count())
-    pending = list(batch.candidate_sets.exclude(status=SetStatus.DONE).values_list("pk", flat=True))
-    for set_id in pending:
-        generate_candidate_set.delay(set_id)
-    batch.refresh_progress()
-
-
-def requeue_orphans(worker: str) -> int:
-    """Sets this worker was running when it died go back to the queue (called at worker start)."""
-    from .tasks import generate_candidate_set
-
-    orphans = list(CandidateSet.objects.filter(status=SetStatus.RUNNING, worker=worker,
-                                               batch__status=JobStatus.RUNNING).values_list("pk", flat=True))
-    CandidateSet.objects.filter(pk__in=orphans).update(status=SetStatus.PENDING)
-    for set_id in orphans:
-        generate_candidate_set.delay(set_id)
-    if orphans:
-        log.info("re-queued %d candidate set(s) left running by %s", len(orphans), worker)
-    return len(orphans)

@@ -4,10 +4,10 @@ import secrets
 from django import forms
 from django.core.exceptions import ValidationError
 
-from annotation.models import Tag, Task
+from inputs.models import Tag, Task
 
 from .models import MIN_CANDIDATES, GenerationBatch, Generator
-from .sampling import DEFAULT_NEGATIVE_PROMPTS, Ranges
+from .core.sampling import DEFAULT_NEGATIVE_PROMPTS, Ranges
 from .selection import select_inputs
 
 NONE_LABEL = "(none)"

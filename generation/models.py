@@ -11,11 +11,11 @@ from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotation.models import Input
+from inputs.models import Input
 from onereward.jobs import BackgroundJob, JobStatus
 
-from .backends.base import BACKENDS, BackendConfigError, CandidateSettings, check_backend_config
-from .sampling import RangeError, Ranges
+from .core.backends.base import BACKENDS, BackendConfigError, CandidateSettings, check_backend_config
+from .core.sampling import RangeError, Ranges
 
 MIN_CANDIDATES = 2
 
@@ -51,7 +51,7 @@ class GenerationBatch(BackgroundJob):
     name = models.CharField(max_length=200, blank=True)
     generator = models.ForeignKey(Generator, on_delete=models.PROTECT, related_name="batches")
     candidates_per_input = models.PositiveSmallIntegerField(default=4)
-    ranges = models.JSONField(default=dict, blank=True, help_text="Randomisation ranges (see generation.sampling.Ranges); empty = the defaults.")
+    ranges = models.JSONField(default=dict, blank=True, help_text="Randomisation ranges (see generation.core.sampling.Ranges); empty = the defaults.")
     seed = models.BigIntegerField(default=0, help_text="Base seed: every candidate's settings and seed derive from it.")
     inputs = models.ManyToManyField(Input, through="CandidateSet", related_name="generation_batches")
     progress_failed = models.PositiveIntegerField(default=0)

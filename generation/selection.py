@@ -1,7 +1,7 @@
 """Which inputs a batch covers: by task, by tag, or by a list of ids."""
 from django.core.exceptions import ValidationError
 
-from annotation.models import Input, Tag, Task
+from inputs.models import Input, Tag, Task
 
 
 def select_inputs(*, task: str | None = None, tag: str | None = None, ids: list[int] | None = None):

@@ -69,7 +69,7 @@ class GenerationBatchDetailSerializer(GenerationBatchSerializer):
 
 
 class GenerationBatchLaunchSerializer(serializers.Serializer):
-    """Launch: a generator by name, inputs by task/tag/ids, N, ranges (see generation.sampling.Ranges), seed;
+    """Launch: a generator by name, inputs by task/tag/ids, N, ranges (see generation.core.sampling.Ranges), seed;
     `for_annotation: false` for an evaluation batch."""
 
     name = serializers.CharField(required=False, allow_blank=True, default="")

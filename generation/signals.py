@@ -6,13 +6,12 @@ from django.dispatch import receiver
 from onereward.files import delete_after_commit
 
 from .models import Candidate
+from .tasks import requeue_orphans
 
 
 @worker_ready.connect
 def requeue_sets_of_a_restarted_worker(sender=None, **kwargs):
     # A worker that was killed mid-set comes back under the same name: its sets go back to the queue.
-    from .execution import requeue_orphans
-
     requeue_orphans(sender.hostname)
 
 

@@ -46,8 +46,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "onereward.apps.OnerewardConfig",
-    "annotation",
+    # One app per stage of the loop, in its order.
+    "inputs",
     "generation",
+    "annotation",
+    "preferences",
+    "evaluation",
     "rewardmodel",
     "rl",
 ]

@@ -1,3 +1,8 @@
+"""The platform's URLs. Each app of the loop brings its pages (`APP.urls`) and its API routes
+(`APP.api.routes`, plus `APP.api.urlpatterns` outside the router), found by name so that the
+project imports no app module here."""
+from importlib import import_module
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -5,38 +10,26 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from annotation import api as annotation_api
-from annotation.preference_api import PreferenceDatasetViewSet
-from annotation.leaderboard_api import LeaderboardView
-from annotation.study_api import StudyViewSet
-from generation import api as generation_api
-from rewardmodel import api as rewardmodel_api
-from rl import api as rl_api
+# In the loop's order; also the order of the API root.
+API_APPS = ["inputs", "preferences", "generation", "rewardmodel", "rl", "evaluation"]
+PAGE_APPS = ["generation", "inputs", "annotation", "evaluation"]
 
 router = DefaultRouter()
-router.register("tasks", annotation_api.TaskViewSet, basename="task")
-router.register("dimensions", annotation_api.DimensionViewSet, basename="dimension")
-router.register("tags", annotation_api.TagViewSet, basename="tag")
-router.register("inputs", annotation_api.InputViewSet, basename="input")
-router.register("input-imports", annotation_api.InputImportViewSet, basename="input-import")
-router.register("preference-datasets", PreferenceDatasetViewSet, basename="preference-dataset")
-router.register("generators", generation_api.GeneratorViewSet, basename="generator")
-router.register("generation-batches", generation_api.GenerationBatchViewSet, basename="generation-batch")
-router.register("reward-model-runs", rewardmodel_api.RewardModelRunViewSet, basename="reward-model-run")
-router.register("reward-models", rewardmodel_api.RewardModelVersionViewSet, basename="reward-model")
-router.register("rl-runs", rl_api.RLRunViewSet, basename="rl-run")
-router.register("policy-checkpoints", rl_api.PolicyCheckpointViewSet, basename="policy-checkpoint")
-router.register("studies", StudyViewSet, basename="study")
+api_paths = []
+for app in API_APPS:
+    api = import_module(f"{app}.api")
+    for prefix, viewset, basename in api.routes:
+        router.register(prefix, viewset, basename=basename)
+    api_paths += getattr(api, "urlpatterns", [])
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/leaderboard/", LeaderboardView.as_view(), name="api-leaderboard"),
+    path("api/", include(api_paths)),
     path("api/", include(router.urls)),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("", include("generation.urls")),
-    path("", include("annotation.urls")),
+    *(path("", include(f"{app}.urls")) for app in PAGE_APPS),
 ]

@@ -197,7 +197,7 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
     def dataset_link(self, version):
         dataset = version.run.dataset
         return format_html('<a href="{}">{}</a> (content hash {})',
-                           reverse("admin:annotation_preferencedataset_change", args=[dataset.pk]), dataset,
+                           reverse("admin:preferences_preferencedataset_change", args=[dataset.pk]), dataset,
                            dataset.content_hash[:12])
 
     @admin.display(description="Sent back to annotation")

@@ -12,7 +12,10 @@ from .execution import resume
 from .models import RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 from .serializers import (
-    ReannotationRequestSerializer, RewardModelRunSerializer, RewardModelVersionSerializer, SendBackSerializer,
+    ReannotationRequestSerializer,
+    RewardModelRunSerializer,
+    RewardModelVersionSerializer,
+    SendBackSerializer,
 )
 
 
@@ -75,3 +78,9 @@ class RewardModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         except ValidationError as exc:
             raise serializers.ValidationError({"detail": exc.messages}) from None
         return Response(ReannotationRequestSerializer(sent).data, status=status.HTTP_201_CREATED)
+
+
+routes = [
+    ("reward-model-runs", RewardModelRunViewSet, "reward-model-run"),
+    ("reward-models", RewardModelVersionViewSet, "reward-model"),
+]

@@ -1,7 +1,7 @@
 """Running a reward model run on a GPU worker.
 
 The Celery task copies the dataset version's files from storage into the run's directory, writes
-the trainer's configuration, and runs the trainer (`rewardmodel.train`) as a child process
+the trainer's configuration, and runs the trainer (`rewardmodel.core.train`) as a child process
 (onereward/trainer_process.py), copying its progress onto the run row; when the trainer ends well
 it registers the reward model version from the trainer's result file.
 
@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.preference_export import stored_files
+from preferences.export import stored_files
 from onereward.jobs import JobStatus
 from onereward.trainer_process import read_metrics, resume_job, run_trainer, thin, trainer_command
 
@@ -82,7 +82,7 @@ def run_training(run: RewardModelRun, worker: str = "") -> None:
     config_path = output / "config.json"
     config_path.write_text(json.dumps(run.training_config(), indent=2))
     accelerate_config = ACCELERATE_DIR / f"{run.accelerate_config}.yaml" if run.accelerate_config else None
-    outcome = run_trainer(run, trainer_command("rewardmodel.train", config_path, run.processes, accelerate_config),
+    outcome = run_trainer(run, trainer_command("rewardmodel.core.train", config_path, run.processes, accelerate_config),
                           output, lambda progress: _copy_progress(run, progress))
     if outcome.cancelled:
         return

@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from annotation.models import PreferenceDataset
+from preferences.models import PreferenceDataset
 
 from .models import ReannotationRequest, RewardModelRun
 

@@ -18,10 +18,10 @@ ACCELERATE_CONFIGS = ["", "ddp", "fsdp", "deepspeed_zero3"]
 class RewardModelRun(BackgroundJob):
     """Training of the VLM judge on a dataset version, with the paper's defaults (batch 16, lr 1e-6)."""
 
-    task_name = "rewardmodel.train"
+    task_name = "rewardmodel.core.train"
 
     name = models.CharField(max_length=200, blank=True)
-    dataset = models.ForeignKey("annotation.PreferenceDataset", on_delete=models.PROTECT, related_name="reward_model_runs")
+    dataset = models.ForeignKey("preferences.PreferenceDataset", on_delete=models.PROTECT, related_name="reward_model_runs")
     base_model = models.CharField(max_length=500, default=DEFAULT_BASE_MODEL,
                                   help_text="A Qwen2-VL family model: a directory on the GPU hosts or a hub id.")
     adapter_rank = models.PositiveSmallIntegerField(null=True, blank=True,
@@ -85,7 +85,7 @@ class RewardModelRun(BackgroundJob):
         return settings.ONEREWARD_TRAINING_DIR / "reward-models" / f"run-{self.pk}"
 
     def training_config(self) -> dict:
-        """The trainer's configuration (rewardmodel.training.TrainingConfig fields)."""
+        """The trainer's configuration (rewardmodel.core.training.TrainingConfig fields)."""
         config = {
             "dataset_dir": str(self.output_dir / "dataset"),
             "output_dir": str(self.output_dir),

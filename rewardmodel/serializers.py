@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from annotation.models import PreferenceDataset
+from preferences.models import PreferenceDataset
 
 from .forms import RUN_FIELDS
 from .models import ReannotationRequest, RewardModelRun, RewardModelVersion

@@ -4,6 +4,6 @@ from .execution import run_training
 from .models import RewardModelRun
 
 
-@shared_task(name="rewardmodel.train", bind=True)
+@shared_task(name="rewardmodel.core.train", bind=True)
 def train_reward_model(self, run_id: int) -> None:
     run_training(RewardModelRun.objects.get(pk=run_id), worker=self.request.hostname or "")

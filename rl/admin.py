@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from annotation.models import Input
+from inputs.models import Input
 from onereward.charts import line_chart
 
 from .execution import resume, start_human_study
@@ -179,8 +179,8 @@ class PolicyCheckpointAdmin(admin.ModelAdmin):
     def study_status(self, checkpoint):
         if checkpoint.study_id:
             return format_html('<a href="{}">{}</a> · <a href="{}">report</a>',
-                               reverse("admin:annotation_study_change", args=[checkpoint.study_id]), checkpoint.study,
-                               reverse("admin:annotation_study_report", args=[checkpoint.study_id]))
+                               reverse("admin:evaluation_study_change", args=[checkpoint.study_id]), checkpoint.study,
+                               reverse("admin:evaluation_study_report", args=[checkpoint.study_id]))
         batches = list(checkpoint.study_batches.all())
         if not batches:
             return "not started"
@@ -197,14 +197,14 @@ class PolicyCheckpointAdmin(admin.ModelAdmin):
         checkpoint = get_object_or_404(PolicyCheckpoint, pk=object_id)
         initial = {"tags": list(checkpoint.run.eval_tags.all())}
         extra_context = {**(extra_context or {}), "study_form": HumanStudyForm(initial=initial),
-                         "can_start_study": request.user.has_perm("annotation.add_study")
+                         "can_start_study": request.user.has_perm("evaluation.add_study")
                          and request.user.has_perm("generation.add_generationbatch")
                          and not checkpoint.study_batches.exists()}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def human_study_view(self, request, pk):
         checkpoint = get_object_or_404(PolicyCheckpoint, pk=pk)
-        if request.method != "POST" or not (request.user.has_perm("annotation.add_study")
+        if request.method != "POST" or not (request.user.has_perm("evaluation.add_study")
                                             and request.user.has_perm("generation.add_generationbatch")):
             raise PermissionDenied
         form = HumanStudyForm(request.POST)

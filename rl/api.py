@@ -6,7 +6,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from annotation.models import Input
+from inputs.models import Input
 from onereward.permissions import ModelPermissionsWithView
 
 from .execution import resume, start_human_study
@@ -53,7 +53,7 @@ class StudyPermission(ModelPermissionsWithView):
     def has_permission(self, request, view):
         if getattr(view, "action", None) == "human_study":
             user = request.user
-            return user.is_authenticated and user.has_perm("annotation.add_study") and \
+            return user.is_authenticated and user.has_perm("evaluation.add_study") and \
                 user.has_perm("generation.add_generationbatch")
         return super().has_permission(request, view)
 
@@ -76,3 +76,9 @@ class PolicyCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
         except ValidationError as exc:
             raise serializers.ValidationError({"detail": exc.messages}) from None
         return Response(self.get_serializer(checkpoint).data, status=status.HTTP_202_ACCEPTED)
+
+
+routes = [
+    ("rl-runs", RLRunViewSet, "rl-run"),
+    ("policy-checkpoints", PolicyCheckpointViewSet, "policy-checkpoint"),
+]

@@ -3,7 +3,7 @@ a generator, and on request a human study of it against its base.
 
 The Celery task writes the condition pool (the chosen inputs' images, masks and prompts, with the
 taxonomy) into the run's directory, writes the trainer's configuration, and runs the trainer
-(`rl.train`) as a child process (onereward/trainer_process.py), copying its progress and reward
+(`rl.core.train`) as a child process (onereward/trainer_process.py), copying its progress and reward
 curves onto the run row. When the trainer ends well, the checkpoint is registered as a Generator
 whose settings load the trained policy, so the next generation batch can use it.
 """
@@ -15,8 +15,8 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Input
-from annotation.preference_export import taxonomy
+from inputs.models import Input
+from preferences.export import taxonomy
 from generation.models import GenerationBatch, Generator
 from onereward.jobs import JobStatus
 from onereward.trainer_process import read_metrics, resume_job, run_trainer, thin, trainer_command
@@ -55,7 +55,7 @@ def write_conditions(directory: Path, inputs: list[Input]) -> Path:
 
 
 def training_config(run: RLRun) -> dict:
-    """The trainer's configuration (rl.onereward.OneRewardConfig fields)."""
+    """The trainer's configuration (rl.core.onereward.OneRewardConfig fields)."""
     output = run.output_dir
     config = {
         "conditions_dir": str(output / "conditions"),
@@ -146,7 +146,7 @@ def run_training(run: RLRun, worker: str = "") -> None:
     config_path = output / "config.json"
     config_path.write_text(json.dumps(training_config(run), indent=2))
     accelerate_config = ACCELERATE_DIR / f"{run.accelerate_config}.yaml" if run.accelerate_config else None
-    outcome = run_trainer(run, trainer_command("rl.train", config_path, run.processes, accelerate_config),
+    outcome = run_trainer(run, trainer_command("rl.core.train", config_path, run.processes, accelerate_config),
                           output, lambda progress: _copy_progress(run, progress))
     if outcome.cancelled:
         return
@@ -196,7 +196,7 @@ def start_human_study(checkpoint: PolicyCheckpoint, *, inputs, judgments_per_ite
 
 def create_pending_studies(batch: GenerationBatch) -> None:
     """Called when a batch finishes: a checkpoint whose study batches are now all done gets its study."""
-    from annotation.studies import create_study
+    from evaluation.studies import create_study
 
     for checkpoint in PolicyCheckpoint.objects.filter(study_batches=batch, study__isnull=True):
         batches = list(checkpoint.study_batches.select_related("generator"))

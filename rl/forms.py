@@ -3,7 +3,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from annotation.models import Tag
+from inputs.models import Tag
 from generation.models import Generator
 from rewardmodel.models import RewardModelVersion
 

@@ -19,7 +19,7 @@ class Algorithm(models.TextChoices):
 
 
 class RLRun(BackgroundJob):
-    task_name = "rl.train"
+    task_name = "rl.core.train"
 
     name = models.CharField(max_length=200, blank=True)
     base_generator = models.ForeignKey("generation.Generator", on_delete=models.PROTECT, related_name="rl_runs",
@@ -29,9 +29,9 @@ class RLRun(BackgroundJob):
     algorithm = models.CharField(max_length=8, choices=Algorithm.choices, default=Algorithm.DYNAMIC)
     task_probabilities = models.JSONField(
         default=dict, blank=True, help_text='{"image_fill": 0.5, ...}; empty = the tasks\' RL probabilities.')
-    train_tags = models.ManyToManyField("annotation.Tag", blank=True, related_name="+",
+    train_tags = models.ManyToManyField("inputs.Tag", blank=True, related_name="+",
                                         help_text="The condition pool: inputs with these tags (empty = every input).")
-    eval_tags = models.ManyToManyField("annotation.Tag", blank=True, related_name="+",
+    eval_tags = models.ManyToManyField("inputs.Tag", blank=True, related_name="+",
                                        help_text="Held-out inputs for the judge's evaluation of the checkpoint.")
     reward_cap = models.FloatField(default=0.9, help_text="lambda: no gradient once P(Yes) reaches it.")
     t_start = models.FloatField(default=0.6, help_text="t1: the earliest share of the schedule the policy stops at.")
@@ -108,7 +108,7 @@ class PolicyCheckpoint(models.Model):
                                   help_text="The judge's win rate against the base per task x dimension.")
     # A human study against the base: its two evaluation batches, then the study once both are done.
     study_batches = models.ManyToManyField("generation.GenerationBatch", blank=True, related_name="+")
-    study = models.ForeignKey("annotation.Study", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    study = models.ForeignKey("evaluation.Study", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     study_judgments_per_item = models.PositiveSmallIntegerField(default=3)
     created_at = models.DateTimeField(auto_now_add=True)
 

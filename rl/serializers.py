@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from annotation.models import Tag
+from inputs.models import Tag
 from generation.models import Generator
 from rewardmodel.models import RewardModelVersion
 

@@ -4,6 +4,6 @@ from .execution import run_training
 from .models import RLRun
 
 
-@shared_task(name="rl.train", bind=True)
+@shared_task(name="rl.core.train", bind=True)
 def train_policy(self, run_id: int) -> None:
     run_training(RLRun.objects.get(pk=run_id), worker=self.request.hostname or "")

@@ -59,8 +59,8 @@ def migration_data_after_flush(request):
     if not transactional:
         return
     request.getfixturevalue("transactional_db")
-    from annotation.models import Dimension, Task, TaskDimension
-    from annotation.taxonomy_seed import seed
+    from inputs.models import Dimension, Task, TaskDimension
+    from inputs.taxonomy_seed import seed
     from onereward.roles import sync_role_groups
 
     seed(Task, Dimension, TaskDimension)

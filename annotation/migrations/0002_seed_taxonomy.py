@@ -2,7 +2,7 @@ from django.db import migrations
 
 
 def seed_taxonomy(apps, schema_editor):
-    from annotation.taxonomy_seed import seed
+    from inputs.taxonomy_seed import seed
 
     seed(apps.get_model("annotation", "Task"), apps.get_model("annotation", "Dimension"),
          apps.get_model("annotation", "TaskDimension"))

@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 
 def quote_prompt_for_text_dimensions(apps, schema_editor):
-    from annotation.taxonomy_seed import QUERY_WITH_PROMPT
+    from inputs.taxonomy_seed import QUERY_WITH_PROMPT
 
     apps.get_model("annotation", "Dimension").objects.filter(slug__in=QUERY_WITH_PROMPT).update(query_includes_prompt=True)
 

@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
                 ('finished_at', models.DateTimeField(blank=True, null=True)),
                 ('name', models.CharField(blank=True, max_length=200)),
                 ('candidates_per_input', models.PositiveSmallIntegerField(default=4)),
-                ('ranges', models.JSONField(blank=True, default=dict, help_text='Randomisation ranges (see generation.sampling.Ranges); empty = the defaults.')),
+                ('ranges', models.JSONField(blank=True, default=dict, help_text='Randomisation ranges (see generation.core.sampling.Ranges); empty = the defaults.')),
                 ('seed', models.BigIntegerField(default=0, help_text="Base seed: every candidate's settings and seed derive from it.")),
                 ('progress_failed', models.PositiveIntegerField(default=0)),
                 ('annotation_overlap', models.PositiveSmallIntegerField(default=1, help_text='Judgments wanted per candidate set, each from a different annotator (k).')),

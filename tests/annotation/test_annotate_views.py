@@ -11,7 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from annotation.importing import InputSpec, import_inputs
+from inputs.importing import InputSpec, import_inputs
 from annotation.models import AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, Skip, Slot
 from generation.execution import generate_set
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator

@@ -15,17 +15,15 @@ from annotation.assignment import AnnotatorPaused, next_slot
 from annotation.models import (
     AnnotationTask,
     AnnotatorStatus,
-    Dimension,
     DimensionPick,
-    Input,
     Judgment,
     QualityControlSettings,
     Slot,
     SlotKind,
     SlotState,
-    Task,
 )
-from annotation.quality_admin import unpause
+from inputs.models import Dimension, Input, Task
+from annotation.admin import unpause
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
 from onereward.jobs import JobStatus
 

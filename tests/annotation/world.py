@@ -1,7 +1,7 @@
 """A small annotation world built straight in the database: inputs, a batch, candidate sets with
 candidates (file names only; these tests never read pixels) and their annotation tasks."""
 from annotation.assignment import create_annotation_task
-from annotation.importing import InputSpec, import_inputs
+from inputs.importing import InputSpec, import_inputs
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
 from tests.conftest import box_mask, photo, png_bytes
 

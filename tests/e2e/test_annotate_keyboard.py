@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation.demo_inputs import demo_specs
+from inputs.demo_inputs import demo_specs
 from annotation.models import Judgment, Slot
 from tests.annotation.test_annotate_views import build_world
 from tests.conftest import wait_for

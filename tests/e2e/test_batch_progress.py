@@ -1,8 +1,8 @@
 """An admin launches a batch in the browser and watches its progress bar fill without reloading."""
 import pytest
 
-from annotation.demo_inputs import demo_specs
-from annotation.importing import import_inputs
+from inputs.demo_inputs import demo_specs
+from inputs.importing import import_inputs
 from generation.models import GenerationBatch, Generator
 from tests.e2e.test_inputs_gallery import log_in
 

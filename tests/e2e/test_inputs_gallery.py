@@ -3,7 +3,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from annotation.models import Input
+from inputs.models import Input
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

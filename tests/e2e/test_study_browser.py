@@ -3,8 +3,8 @@ usability per candidate, best/worst per dimension, the missing-answer check, Ent
 item swapped in; the database holds exactly what was said, mapped through the order shown."""
 import pytest
 
-from annotation.study_models import StudyCandidate, StudyJudgment, StudySlot
-from tests.annotation.test_studies import ARM_LABELS, leaks, real_study
+from evaluation.models import StudyCandidate, StudyJudgment, StudySlot
+from tests.evaluation.test_studies import ARM_LABELS, leaks, real_study
 from tests.conftest import wait_for
 from tests.e2e.test_annotate_keyboard import keep_artifact
 from tests.e2e.test_inputs_gallery import log_in

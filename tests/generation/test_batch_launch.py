@@ -4,8 +4,8 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.importing import import_inputs
-from annotation.demo_inputs import demo_specs
+from inputs.importing import import_inputs
+from inputs.demo_inputs import demo_specs
 from generation.models import CandidateSet, GenerationBatch, Generator
 
 pytestmark = pytest.mark.django_db

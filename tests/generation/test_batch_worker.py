@@ -6,9 +6,9 @@ import pytest
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from annotation.demo_inputs import demo_specs
-from annotation.importing import import_inputs
-from generation.backends.base import load_backend
+from inputs.demo_inputs import demo_specs
+from inputs.importing import import_inputs
+from generation.core.backends.base import load_backend
 from generation.execution import requests_for
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
 from onereward.jobs import JobStatus

@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotation.demo_inputs import demo_specs
-from annotation.input_images import CANVAS_FILL, build_canvas
-from generation.backends.base import (
-    BackendConfigError, CandidateSettings, GenerationRequest, check_backend_config, load_backend,
+from inputs.demo_inputs import demo_specs
+from inputs.core.images import CANVAS_FILL, build_canvas
+from generation.core.backends.base import (
+    BackendConfigError,
+    CandidateSettings,
+    GenerationRequest,
+    check_backend_config,
+    load_backend,
 )
-from generation.backends.cpu_baseline import METHODS, CpuBaselineBackend, describe, draw_choices
-from generation.backends.cpu_text import prompt_colour, prompt_text
+from generation.core.backends.cpu_baseline import METHODS, CpuBaselineBackend, describe, draw_choices
+from generation.core.backends.cpu_text import prompt_colour, prompt_text
 
 N = 4
 SEEDS = range(N)  # consecutive seeds cycle through the four methods

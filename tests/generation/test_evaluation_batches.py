@@ -5,8 +5,8 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.demo_inputs import demo_specs
-from annotation.importing import import_inputs
+from inputs.demo_inputs import demo_specs
+from inputs.importing import import_inputs
 from annotation.models import AnnotationTask
 from generation.execution import generate_set
 from generation.models import Candidate, GenerationBatch, Generator

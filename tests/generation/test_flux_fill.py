@@ -9,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.backends.base import BackendConfigError, CandidateSettings, GenerationRequest, check_backend_config, load_backend
-from generation.backends.flux_fill import FluxFillBackend, pad_canvas
+from generation.core.backends.base import (
+    BackendConfigError,
+    CandidateSettings,
+    GenerationRequest,
+    check_backend_config,
+    load_backend,
+)
+from generation.core.backends.flux_fill import FluxFillBackend, pad_canvas
 from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora, save_tiny_transformer
 
 SEQ = 32  # T5 tokens: enough for the test prompts, keeps the tiny T5 fast

@@ -1,7 +1,7 @@
 """Randomised settings: within their ranges, reproducible from the batch seed, validated."""
 import pytest
 
-from generation.sampling import RangeError, Ranges
+from generation.core.sampling import RangeError, Ranges
 
 
 def test_draws_stay_in_range_and_are_reproducible():

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from annotation.models import Input, InputImport
+from inputs.models import Input, InputImport
 from onereward.celery import app as celery_app
-from tests.annotation.test_archive_import_job import finished, zip_of
+from tests.inputs.test_archive_import_job import finished, zip_of
 from tests.conftest import REPO, box_mask, database_url_of_test_db, photo, png_bytes, start_worker, stop_worker, wait_for
 
 ENQUEUE = """
@@ -42,7 +42,7 @@ def test_filesystem_broker_hands_jobs_to_a_separate_worker(tmp_path, settings):
         assert job.status == "done", (job.error, worker.log()[-3000:])
         assert list(Input.objects.values_list("prompt", flat=True)) == ["a kite"]
         # The job ran in the worker process: its log names the task.
-        assert "annotation.import_inputs_archive" in worker.log()
+        assert "inputs.import_inputs_archive" in worker.log()
         assert (tmp_path / "var" / "broker" / "messages").is_dir()
     finally:
         stop_worker(worker)
@@ -50,8 +50,8 @@ def test_filesystem_broker_hands_jobs_to_a_separate_worker(tmp_path, settings):
 
 @pytest.mark.parametrize(
     "task_name, queue",
-    [("generation.generate_candidates", "gpu"), ("rewardmodel.train", "gpu"), ("rl.train", "gpu"),
-     ("annotation.import_inputs_archive", "default")],
+    [("generation.generate_candidates", "gpu"), ("rewardmodel.core.train", "gpu"), ("rl.core.train", "gpu"),
+     ("inputs.import_inputs_archive", "default")],
 )
 def test_tasks_are_routed_to_queues_by_kind_of_work(task_name, queue):
     assert celery_app.amqp.router.route({}, task_name)["queue"].name == queue

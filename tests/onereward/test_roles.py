@@ -24,10 +24,10 @@ def test_role_groups_exist_with_their_permissions():
     groups = {g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.select_related("content_type")}
               for g in Group.objects.all()}
     assert groups["Annotators"] == {"annotation.annotate"}
-    assert {"annotation.add_input", "annotation.change_task", "annotation.view_inputimport"} <= groups["Platform admins"]
+    assert {"inputs.add_input", "inputs.change_task", "inputs.view_inputimport"} <= groups["Platform admins"]
     assert "annotation.annotate" in groups["Platform admins"]  # admins may try the annotation page
-    assert "annotation.view_input" in groups["ML engineers"]
-    assert "annotation.add_input" not in groups["ML engineers"]
+    assert "inputs.view_input" in groups["ML engineers"]
+    assert "inputs.add_input" not in groups["ML engineers"]
 
 
 @pytest.mark.parametrize("role, staff", [("annotator", False), ("admin", True), ("ml_engineer", True)])
@@ -69,17 +69,17 @@ def test_unknown_role_is_refused(make_user):
     "role, url, status",
     [
         ("annotator", "/admin/", 302),
-        ("annotator", "/admin/annotation/input/", 302),
+        ("annotator", "/admin/inputs/input/", 302),
         ("admin", "/admin/", 200),
-        ("admin", "/admin/annotation/input/", 200),
-        ("admin", "/admin/annotation/input/add/", 200),
-        ("admin", "/admin/annotation/input/import/", 200),
-        ("admin", "/admin/annotation/task/", 200),
+        ("admin", "/admin/inputs/input/", 200),
+        ("admin", "/admin/inputs/input/add/", 200),
+        ("admin", "/admin/inputs/input/import/", 200),
+        ("admin", "/admin/inputs/task/", 200),
         ("ml_engineer", "/admin/", 200),
-        ("ml_engineer", "/admin/annotation/input/", 200),
-        ("ml_engineer", "/admin/annotation/input/add/", 403),
-        ("ml_engineer", "/admin/annotation/input/import/", 403),
-        ("ml_engineer", "/admin/annotation/task/1/change/", 200),  # read-only view
+        ("ml_engineer", "/admin/inputs/input/", 200),
+        ("ml_engineer", "/admin/inputs/input/add/", 403),
+        ("ml_engineer", "/admin/inputs/input/import/", 403),
+        ("ml_engineer", "/admin/inputs/task/1/change/", 200),  # read-only view
     ],
 )
 def test_admin_access(client, make_user, role, url, status):
@@ -88,11 +88,11 @@ def test_admin_access(client, make_user, role, url, status):
 
 
 def test_ml_engineer_cannot_edit_the_taxonomy(client, make_user):
-    from annotation.models import Task
+    from inputs.models import Task
 
     task = Task.objects.get(slug="image_fill")
     response = logged_in(client, make_user("u", "ml_engineer")).post(
-        f"/admin/annotation/task/{task.pk}/change/", {"name": "Hacked"}
+        f"/admin/inputs/task/{task.pk}/change/", {"name": "Hacked"}
     )
     assert response.status_code == 403
     task.refresh_from_db()

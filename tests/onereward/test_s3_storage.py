@@ -9,7 +9,7 @@ import boto3
 import pytest
 from django.core.files.storage import default_storage, storages
 
-from annotation.importing import InputSpec, import_inputs
+from inputs.importing import InputSpec, import_inputs
 from tests.conftest import box_mask, photo, png_bytes, stored_files
 
 BUCKET = "onereward-media"

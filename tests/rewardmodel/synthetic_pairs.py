@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from annotation.preference_files import SCHEMA_VERSION, SPLITS, DatasetWriter
-from annotation.taxonomy_seed import DIMENSIONS, QUERY_WITH_PROMPT, TASKS
+from preferences.core.files import SCHEMA_VERSION, SPLITS, DatasetWriter
+from inputs.taxonomy_seed import DIMENSIONS, QUERY_WITH_PROMPT, TASKS
 
 # (task, dimension, prompt) cycled over the pairs: several rows of the evaluation table.
 TASK_DIMENSIONS = [
@@ -150,7 +150,7 @@ def trained_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     """Train the tiny judge on the brightness set once per test session (CPU, fixed seeds):
     batch 16, lr 1e-3 (the tiny random model needs far more than the paper's 1e-6 for a 7B one),
     10 warmup steps, 120 steps (about 4 epochs of 512 pairs). Returns (output_dir, result)."""
-    from rewardmodel.training import TrainingConfig, train
+    from rewardmodel.core.training import TrainingConfig, train
 
     from .tiny_qwen import save_tiny_qwen
 
@@ -188,7 +188,7 @@ def trained_rl_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     0.97 (0.2 and more). Batch 16, lr 3e-3, 10 warmup steps, 120 steps (about 12 s on 2 cores);
     no zero-shot evaluation.
     Returns (output_dir, result)."""
-    from rewardmodel.training import TrainingConfig, train
+    from rewardmodel.core.training import TrainingConfig, train
 
     from .tiny_qwen import save_tiny_qwen
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rewardmodel.evaluation import PAPER_ACCURACY, evaluate, format_table, summarise
-from rewardmodel.judge import Judge
+from rewardmodel.core.evaluation import PAPER_ACCURACY, evaluate, format_table, summarise
+from rewardmodel.core.judge import Judge
 
 from .synthetic_pairs import TASK_DIMENSIONS, brightness_pairs, trained_brightness_judge
 
@@ -132,7 +132,7 @@ def test_format_table(case):
 
 def test_evaluate_command(case, tmp_path):
     model, data, evaluation, _ = case
-    done = subprocess.run([sys.executable, "-m", "rewardmodel.evaluate", "--model", str(model), "--dataset", str(data),
+    done = subprocess.run([sys.executable, "-m", "rewardmodel.core.evaluate", "--model", str(model), "--dataset", str(data),
                            "--device", "cpu", "--output", str(tmp_path / "evaluation.json"),
                            "--scores", str(tmp_path / "scores.parquet")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -141,6 +141,6 @@ def test_evaluate_command(case, tmp_path):
     again = json.loads((tmp_path / "evaluation.json").read_text())
     assert [row["accuracy"] for row in again["rows"]] == [row["accuracy"] for row in evaluation["rows"]]
     assert pq.read_table(tmp_path / "scores.parquet").num_rows == 10
-    missing = subprocess.run([sys.executable, "-m", "rewardmodel.evaluate", "--model", str(model), "--dataset",
+    missing = subprocess.run([sys.executable, "-m", "rewardmodel.core.evaluate", "--model", str(model), "--dataset",
                               str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "manifest.json is missing" in missing.stderr

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from rewardmodel.judge import Judge
-from rewardmodel.preprocessing import VisionGeometry
-from rewardmodel.query import TEMPLATE_VERSION
+from rewardmodel.core.judge import Judge
+from rewardmodel.core.preprocessing import VisionGeometry
+from rewardmodel.core.query import TEMPLATE_VERSION
 
 from .tiny_qwen import save_tiny_qwen
 

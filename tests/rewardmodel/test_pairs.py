@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from annotation import preference_files
-from rewardmodel.pairs import PreferencePairs, collate_pairs
-from rewardmodel.query import build_query
+from preferences.core import files
+from rewardmodel.core.pairs import PreferencePairs, collate_pairs
+from rewardmodel.core.query import build_query
 
 from .synthetic_pairs import brightness_pairs, row, save_image, taxonomy, texture, write_dataset
 

@@ -8,7 +8,7 @@ from PIL import Image
 # this project does not install; both backends share `smart_resize` and the patch layout.
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from rewardmodel.preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionGeometry, preprocess, target_size
+from rewardmodel.core.preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionGeometry, preprocess, target_size
 
 GEOMETRIES = {
     "qwen2-vl": VisionGeometry(),

@@ -2,8 +2,8 @@
 dimension says so."""
 import pytest
 
-from annotation import taxonomy_seed
-from rewardmodel.query import TEMPLATE_VERSION, build_query
+from inputs import taxonomy_seed
+from rewardmodel.core.query import TEMPLATE_VERSION, build_query
 
 
 def seeded_taxonomy() -> dict:

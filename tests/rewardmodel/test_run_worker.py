@@ -4,10 +4,10 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from annotation.models import PreferenceDataset
-from annotation.preference_export import build, create_dataset
+from preferences.models import PreferenceDataset
+from preferences.export import build, create_dataset
 from rewardmodel.models import RewardModelRun
-from tests.annotation.preference_world import judge
+from tests.preferences.preference_world import judge
 from tests.annotation.world import make_tasks
 from tests.conftest import photo, png_bytes, wait_for
 from tests.rewardmodel.tiny_qwen import save_tiny_qwen

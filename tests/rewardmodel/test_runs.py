@@ -10,12 +10,12 @@ from rest_framework.test import APIClient
 
 from annotation.assignment import next_slot
 from annotation.models import AnnotationTask, Slot
-from annotation.preference_export import build, create_dataset
+from preferences.export import build, create_dataset
 from rewardmodel.admin import evaluation_table, loss_plot
 from rewardmodel.forms import start_run
 from rewardmodel.models import ReannotationRequest, RewardModelRun, RewardModelVersion
 from rewardmodel.reannotation import ranked_sets, send_back
-from tests.annotation.preference_world import judge
+from tests.preferences.preference_world import judge
 from tests.annotation.world import make_tasks
 
 pytestmark = pytest.mark.django_db

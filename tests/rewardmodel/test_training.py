@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rewardmodel import train as train_cli
-from rewardmodel.judge import Judge
-from rewardmodel.pairs import PreferencePairs, collate_pairs
-from rewardmodel.query import TEMPLATE_VERSION
-from rewardmodel.training import ConfigError, TrainingConfig, latest_checkpoint, train
+from rewardmodel.core import train as train_cli
+from rewardmodel.core.judge import Judge
+from rewardmodel.core.pairs import PreferencePairs, collate_pairs
+from rewardmodel.core.query import TEMPLATE_VERSION
+from rewardmodel.core.training import ConfigError, TrainingConfig, latest_checkpoint, train
 
 from .synthetic_pairs import brightness_pairs
 from .tiny_qwen import save_tiny_qwen
@@ -95,7 +95,7 @@ def test_cli_exits_non_zero_with_a_clear_message(tmp_path, dataset, tiny, capsys
     assert train_cli.main(["--config", str(tmp_path / "config.json")]) == 2
     assert "fewer than one batch of 64" in capsys.readouterr().err
     # The real entry point, as a subprocess.
-    done = subprocess.run([sys.executable, "-m", "rewardmodel.train", "--config", str(tmp_path / "missing.json")],
+    done = subprocess.run([sys.executable, "-m", "rewardmodel.core.train", "--config", str(tmp_path / "missing.json")],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "cannot read --config" in done.stderr
 
@@ -242,7 +242,7 @@ def test_the_sharded_save_path_writes_the_trained_weights(tmp_path, dataset, tin
     on one process the same path must write the very judge that was trained (here: a LoRA one)."""
     from accelerate import Accelerator
 
-    from rewardmodel.training import _final_judge
+    from rewardmodel.core.training import _final_judge
 
     cfg = config(dataset, tiny, tmp_path / "run", adapter_rank=4)
     judge = Judge.from_pretrained(str(tiny), device="cpu", dtype="float32")

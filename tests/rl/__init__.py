@@ -2,7 +2,7 @@
 
 - a tiny FLUX Fill pipeline (tests/generation/tiny_flux.py) and a tiny Qwen2.5-VL judge
   (tests/rewardmodel/tiny_qwen.py), both saved to disk and read back by the real loading code;
-- conditions directories written by rl.conditions.write_conditions with the seeded taxonomy
+- conditions directories written by rl.core.conditions.write_conditions with the seeded taxonomy
   (annotation/taxonomy_seed.py) in the export's shape, plus the two RL fields of a task.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ SEQ = 16  # T5 tokens per prompt: enough for the test prompts, keeps the tiny T5
 def rl_taxonomy(tasks: dict | None = None) -> dict:
     """The seeded taxonomy with rl_probability, dimensions and dimensions_with_prompt_only per task.
     tasks: {slug: {field: value}} overrides (e.g. another rl_probability or dimensions list)."""
-    from annotation.taxonomy_seed import TASKS
+    from inputs.taxonomy_seed import TASKS
     from tests.rewardmodel.synthetic_pairs import taxonomy
 
     result = taxonomy()
@@ -66,7 +66,7 @@ def default_inputs() -> list[dict]:
 
 
 def write_default_conditions(directory, taxonomy: dict | None = None, inputs: list[dict] | None = None) -> Path:
-    from rl.conditions import write_conditions
+    from rl.core.conditions import write_conditions
 
     return write_conditions(directory, taxonomy or rl_taxonomy(), inputs if inputs is not None else default_inputs())
 
@@ -77,7 +77,7 @@ def base_generator(flux_dir, **overrides) -> dict:
 
 def rl_config(flux_dir, judge_dir, conditions_dir, output_dir, **overrides):
     """A small, fast OneRewardConfig on the tiny models: 2 rollout steps, plain guidance."""
-    from rl.onereward import OneRewardConfig
+    from rl.core.onereward import OneRewardConfig
 
     values = dict(
         conditions_dir=str(conditions_dir), output_dir=str(output_dir), base_generator=base_generator(flux_dir),

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from rl.conditions import ConditionPool, ConditionsError, write_conditions
+from rl.core.conditions import ConditionPool, ConditionsError, write_conditions
 
 from . import box_mask, canvas, default_inputs, rl_taxonomy, write_default_conditions
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from generation.backends.base import CandidateSettings, GenerationRequest
-from generation.backends.flux_fill import FluxFillBackend
-from rewardmodel.query import build_query
-from rl.conditions import ConditionPool
-from rl.evaluate import composite, evaluate_policy
-from rl.onereward import OneRewardTrainer
+from generation.core.backends.base import CandidateSettings, GenerationRequest
+from generation.core.backends.flux_fill import FluxFillBackend
+from rewardmodel.core.query import build_query
+from rl.core.conditions import ConditionPool
+from rl.core.evaluate import composite, evaluate_policy
+from rl.core.onereward import OneRewardTrainer
 from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora
 from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 
@@ -129,7 +129,7 @@ def test_training_evaluates_on_the_held_out_inputs(world, tmp_path):
     assert json.loads((tmp_path / "run" / "progress.json").read_text())["phase"] == "done"
 
     # The command line reads the run's result.json for the policy, the base, the judge and the rollout.
-    done = subprocess.run([sys.executable, "-m", "rl.evaluate", "--policy", str(tmp_path / "run" / "result.json"),
+    done = subprocess.run([sys.executable, "-m", "rl.core.evaluate", "--policy", str(tmp_path / "run" / "result.json"),
                            "--conditions", str(held_out), "--output", str(tmp_path / "cli.json")],
                           cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
                           timeout=300)
@@ -139,6 +139,6 @@ def test_training_evaluates_on_the_held_out_inputs(world, tmp_path):
     counts = ("task", "dimension", "comparisons", "forward_wins", "reversed_wins", "win_rate")
     assert [[row[k] for k in counts] for row in cli] == [[row[k] for k in counts] for row in saved["rows"]]
     assert [row["mean_p_yes"] for row in cli] == pytest.approx([row["mean_p_yes"] for row in saved["rows"]], rel=1e-4)
-    done = subprocess.run([sys.executable, "-m", "rl.evaluate", "--policy", str(tmp_path / "nothing.json"),
+    done = subprocess.run([sys.executable, "-m", "rl.core.evaluate", "--policy", str(tmp_path / "nothing.json"),
                            "--conditions", str(held_out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "error:" in done.stderr

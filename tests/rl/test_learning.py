@@ -24,8 +24,8 @@ import time
 
 import pytest
 
-from rl.conditions import write_conditions
-from rl.onereward import OneRewardTrainer
+from rl.core.conditions import write_conditions
+from rl.core.onereward import OneRewardTrainer
 from tests.generation.tiny_flux import save_tiny_flux_fill
 from tests.rewardmodel.synthetic_pairs import trained_rl_brightness_judge
 

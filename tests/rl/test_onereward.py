@@ -16,10 +16,19 @@ import numpy as np
 import pytest
 import torch
 
-from generation.backends.base import CandidateSettings, GenerationRequest
-from generation.backends.flux_fill import FluxFillBackend
-from rl.onereward import (ConfigError, OneRewardConfig, OneRewardTrainer, decode, denoise, initial_latents,
-                          make_scheduler, predict_clean, prepare_canvas)
+from generation.core.backends.base import CandidateSettings, GenerationRequest
+from generation.core.backends.flux_fill import FluxFillBackend
+from rl.core.onereward import (
+    ConfigError,
+    OneRewardConfig,
+    OneRewardTrainer,
+    decode,
+    denoise,
+    initial_latents,
+    make_scheduler,
+    predict_clean,
+    prepare_canvas,
+)
 from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora
 from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 
@@ -44,7 +53,7 @@ def trainer(world, output, **overrides) -> OneRewardTrainer:
 
 def base_arrays(world, condition_index: int, seed: int, rollout: dict, **generator) -> np.ndarray:
     """The base generator's candidate (FluxFillBackend.generate_arrays) for one input and seed."""
-    from rl.conditions import ConditionPool
+    from rl.core.conditions import ConditionPool
 
     flux, _, conditions = world
     pool = ConditionPool(conditions)
@@ -339,11 +348,11 @@ def free_port() -> int:
 
 def run_cli(arguments: list[str], processes: int = 1, tmp_path=None) -> subprocess.CompletedProcess:
     if processes == 1:
-        command = [sys.executable, "-m", "rl.train", *arguments]
+        command = [sys.executable, "-m", "rl.core.train", *arguments]
     else:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), "-m", "rl.train", *arguments]
+                   "--main_process_port", str(free_port()), "-m", "rl.core.train", *arguments]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

@@ -2,7 +2,8 @@
 checkpoint is registered as a generator, and a generation batch with that generator makes candidates."""
 import pytest
 
-from annotation.models import PreferenceDataset, Tag
+from preferences.models import PreferenceDataset
+from inputs.models import Tag
 from generation.models import Candidate, GenerationBatch, Generator
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rl.models import RLRun

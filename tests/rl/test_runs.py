@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from annotation.models import Study, Tag
+from evaluation.models import Study
+from inputs.models import Tag
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rl.admin import reward_curves
@@ -28,7 +29,7 @@ def tiny_flux_dir(tmp_path_factory):
 
 @pytest.fixture
 def world(tiny_flux_dir):
-    from annotation.models import PreferenceDataset
+    from preferences.models import PreferenceDataset
 
     generator = Generator.objects.create(name="flux base", backend="flux_fill", settings={"base": str(tiny_flux_dir)})
     dataset = PreferenceDataset.objects.create(name="d", version=1, status="done")

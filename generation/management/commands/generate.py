@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from generation.models import GenerationBatch, Generator
-from generation.sampling import Ranges
+from generation.core.sampling import Ranges
 from generation.selection import select_inputs
 
 

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 
-from annotation.models import PreferenceDataset
+from preferences.models import PreferenceDataset
 from onereward.jobs import follow
 from rewardmodel.execution import run_training
 from rewardmodel.forms import start_run

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 
-from annotation.models import Tag
+from inputs.models import Tag
 from generation.models import Generator
 from onereward.jobs import follow
 from rewardmodel.models import RewardModelVersion

@@ -1,0 +1,61 @@
+"""REST API for preference dataset versions: list, build (POST, 202), follow, download, delete."""
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from onereward.files import stored_file_response
+
+from .models import PreferenceDataset
+from .admin import CONTENT_TYPES
+from .export import delete_files, stored_files
+from .serializers import PreferenceDatasetCreateSerializer, PreferenceDatasetSerializer
+
+
+class PreferenceDatasetViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Dataset versions. POST queues the build of a new version of `name` (202); GET one for its
+    progress, counts and file URLs; DELETE removes it and its files. Versions are never edited."""
+
+    queryset = PreferenceDataset.objects.select_related("created_by").prefetch_related(
+        "batches", "tasks", "dimensions", "annotators")
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        name = self.request.query_params.get("name")
+        return queryset.filter(name=name) if name else queryset
+
+    def get_serializer_class(self):
+        return PreferenceDatasetCreateSerializer if self.action == "create" else PreferenceDatasetSerializer
+
+    @extend_schema(request=PreferenceDatasetCreateSerializer, responses={202: PreferenceDatasetSerializer})
+    def create(self, request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return response
+
+    def perform_destroy(self, instance):
+        delete_files(instance)
+        instance.delete()
+
+    @extend_schema(request=None, responses=PreferenceDatasetSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        dataset = self.get_object()
+        dataset.cancel()
+        return Response(PreferenceDatasetSerializer(dataset, context={"request": request}).data)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The file's bytes.")})
+    @action(detail=True, methods=["get"], url_path=r"files/(?P<name>[\w./-]+)", url_name="download")
+    def download(self, request, pk=None, name=None):
+        dataset = self.get_object()
+        if name not in stored_files(dataset):
+            raise Http404("no such file in this dataset")
+        suffix = name[name.rfind("."):]
+        response = stored_file_response(f"{dataset.storage_prefix}/{name}",
+                                        CONTENT_TYPES.get(suffix, "application/octet-stream"))
+        response["Content-Disposition"] = f'attachment; filename="{dataset.name}-v{dataset.version}-{name.replace("/", "-")}"'
+        return response
+
+
+routes = [("preference-datasets", PreferenceDatasetViewSet, "preference-dataset")]

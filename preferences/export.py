@@ -1,0 +1,430 @@
+"""Building a preference dataset version: judgments -> winner/loser pairs -> files in storage.
+
+The picks are read as one stream of narrow rows ordered by (candidate set, dimension), so every
+(set, dimension) arrives as a run of consecutive rows; the sets' details (input, candidates,
+generator) are fetched for a buffer of sets at a time with two queries. Memory therefore depends
+on the buffer, never on the number of judgments. Files are written into a temporary folder and
+only then put into storage, and the record is updated last, so a failed or cancelled build leaves
+no half-written dataset behind.
+"""
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from onereward.jobs import JobStatus
+
+from .core import pairing
+from annotation.models import AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
+from inputs.models import Dimension, Task
+from .models import PreferenceDataset
+from .core.files import FORMATS, SCHEMA_VERSION, SPLITS, DatasetWriter, file_sha256
+
+STREAM_CHUNK = 10000
+SETS_PER_BUFFER = 500
+
+
+class DatasetCancelled(Exception):
+    pass
+
+
+# --- which judgments -----------------------------------------------------------------------------
+
+
+def excluded_annotators(dataset: PreferenceDataset) -> set[int]:
+    """Annotators not in good standing: paused, or with gold accuracy under the bar (over every
+    gold judgment; annotators with fewer scored gold picks than the QC minimum are not judged)."""
+    from annotation.quality import gold_accuracy
+
+    if not dataset.good_standing_only:
+        return set()
+    qc = QualityControlSettings.current()
+    bar = qc.gold_accuracy_threshold if dataset.min_gold_accuracy is None else dataset.min_gold_accuracy
+    excluded = set(AnnotatorStatus.objects.filter(paused=True).values_list("user_id", flat=True))
+    for annotator_id, accuracy in gold_accuracy().items():
+        if accuracy.total >= qc.gold_min_judgments and accuracy.share is not None and accuracy.share < bar:
+            excluded.add(annotator_id)
+    return excluded
+
+
+def eligible_judgments(dataset: PreferenceDataset, excluded: set[int]):
+    judgments = Judgment.objects.order_by()
+    if dataset.pk and dataset.batches.exists():
+        judgments = judgments.filter(task__candidate_set__batch__in=dataset.batches.all())
+    if dataset.pk and dataset.tasks.exists():
+        judgments = judgments.filter(task__candidate_set__input__task__in=dataset.tasks.all())
+    if dataset.pk and dataset.annotators.exists():
+        judgments = judgments.filter(annotator__in=dataset.annotators.all())
+    if excluded:
+        judgments = judgments.exclude(annotator__in=excluded)
+    if dataset.submitted_from:
+        judgments = judgments.filter(submitted_at__gte=dataset.submitted_from)
+    if dataset.submitted_until:
+        judgments = judgments.filter(submitted_at__lt=dataset.submitted_until)
+    if not dataset.include_gold:
+        # Also a regular judgment on a task marked gold after it was handed out.
+        judgments = judgments.filter(task__is_gold=False).exclude(kind=SlotKind.GOLD)
+    if not dataset.include_repeats:
+        judgments = judgments.exclude(kind=SlotKind.REPEAT)
+    return judgments
+
+
+def eligible_picks(dataset: PreferenceDataset, judgments):
+    picks = DimensionPick.objects.order_by().filter(judgment__in=judgments.values("pk"))
+    if dataset.pk and dataset.dimensions.exists():
+        picks = picks.filter(dimension__in=dataset.dimensions.all())
+    return picks
+
+
+# --- from picks to rows ---------------------------------------------------------------------------
+
+
+@dataclass
+class SetDetails:
+    input_id: int
+    input_hash: str
+    task: str
+    prompt: str
+    prompt_given: bool
+    source: object  # storage URI (str) or an embedded image {"bytes", "path"}
+    mask: object
+    batch_id: int
+    generator_id: int
+    generator: str
+    candidates: dict  # index -> (public id, image, settings JSON)
+
+
+def storage_uri(name: str) -> str:
+    """Where a stored file lives, for readers outside the platform: s3://bucket/key on S3, a file
+    URI on local storage."""
+    bucket = getattr(default_storage, "bucket_name", None)
+    if bucket:
+        location = getattr(default_storage, "location", "").strip("/")
+        return f"s3://{bucket}/{location + '/' if location else ''}{name}"
+    return Path(default_storage.path(name)).as_uri()
+
+
+def _image(name: str, embed: bool):
+    if not embed:
+        return storage_uri(name)
+    with default_storage.open(name, "rb") as handle:
+        return {"bytes": handle.read(), "path": name}
+
+
+def _set_details(set_ids: list[int], embed: bool, tasks: dict[int, Task]) -> dict[int, SetDetails]:
+    from generation.models import Candidate, CandidateSet
+
+    details = {}
+    rows = CandidateSet.objects.filter(pk__in=set_ids).values_list(
+        "pk", "input_id", "input__content_hash", "input__task_id", "input__prompt", "input__source", "input__mask",
+        "batch_id", "batch__generator_id", "batch__generator__name")
+    for pk, input_id, content_hash, task_id, prompt, source, mask, batch_id, generator_id, generator in rows:
+        task = tasks[task_id]
+        details[pk] = SetDetails(
+            input_id=input_id, input_hash=content_hash, task=task.slug, prompt=task.effective_prompt(prompt),
+            prompt_given=bool(prompt.strip()), source=_image(source, embed), mask=_image(mask, embed),
+            batch_id=batch_id, generator_id=generator_id, generator=generator, candidates={})
+    for set_id, index, public_id, image, settings in Candidate.objects.filter(candidate_set_id__in=set_ids).values_list(
+            "candidate_set_id", "index", "public_id", "image", "settings").order_by():
+        details[set_id].candidates[index] = (str(public_id), image, json.dumps(settings, sort_keys=True))
+    return details
+
+
+def _rows(set_id: int, dimension: str, votes: list[pairing.Vote], set_details: SetDetails, dataset: PreferenceDataset,
+          split: str, embed: bool, image_cache: dict) -> Iterator[dict]:
+    pairs = pairing.derive_pairs(votes, len(set_details.candidates), policy=dataset.pairing,
+                                 aggregation=dataset.aggregation, tie_rule=dataset.tie_rule,
+                                 min_votes=dataset.min_votes)
+
+    def image(index):
+        name = set_details.candidates[index][1]
+        if name not in image_cache:
+            image_cache[name] = _image(name, embed)
+        return image_cache[name]
+
+    for pair in pairs:
+        winner, loser = set_details.candidates[pair.winner], set_details.candidates[pair.loser]
+        key = f"{set_id}:{dimension}:{pair.winner}:{pair.loser}:{','.join(map(str, pair.annotators))}"
+        yield {
+            "pair_id": hashlib.sha256(key.encode()).hexdigest()[:20],
+            "split": split,
+            "input_id": set_details.input_id,
+            "input_hash": set_details.input_hash,
+            "task": set_details.task,
+            "dimension": dimension,
+            "prompt": set_details.prompt,
+            "prompt_given": set_details.prompt_given,
+            "source": set_details.source,
+            "mask": set_details.mask,
+            "candidate_set_id": set_id,
+            "winner_candidate": winner[0],
+            "loser_candidate": loser[0],
+            "winner_index": pair.winner,
+            "loser_index": pair.loser,
+            "winner_image": image(pair.winner),
+            "loser_image": image(pair.loser),
+            "origin": pair.origin,
+            "votes_for": pair.votes_for,
+            "votes_against": pair.votes_against,
+            "discards": pair.discards,
+            "soft_label": pair.soft_label,
+            "weight": pair.weight,
+            "annotators": list(pair.annotators),
+            # Both images of a pair come from one candidate set today; the columns are per image
+            # so that sets mixing generators need no new schema.
+            "winner_generator": set_details.generator,
+            "winner_generator_id": set_details.generator_id,
+            "winner_batch_id": set_details.batch_id,
+            "winner_settings": winner[2],
+            "loser_generator": set_details.generator,
+            "loser_generator_id": set_details.generator_id,
+            "loser_batch_id": set_details.batch_id,
+            "loser_settings": loser[2],
+        }
+
+
+def taxonomy() -> dict:
+    """Tasks and dimensions as the ML core reads them (no database there): names, definitions,
+    prompt rules, RL probabilities and each task's judged dimensions in order."""
+    from inputs.models import TaskDimension
+
+    tasks = {task.slug: {"name": task.name, "description": task.description, "default_prompt": task.default_prompt,
+                         "prompt_mode": task.prompt_mode, "rl_probability": task.rl_probability,
+                         "dimensions": [], "dimensions_with_prompt_only": []}
+             for task in Task.objects.all()}
+    for task, dimension, only_with_prompt in TaskDimension.objects.order_by("task", "order", "dimension__order") \
+            .values_list("task__slug", "dimension__slug", "only_with_prompt"):
+        tasks[task]["dimensions"].append(dimension)
+        if only_with_prompt:
+            tasks[task]["dimensions_with_prompt_only"].append(dimension)
+    dimensions = {slug: {"name": name, "definition": definition, "uses_prompt": uses_prompt}
+                  for slug, name, definition, uses_prompt in
+                  Dimension.objects.values_list("slug", "name", "definition", "query_includes_prompt")}
+    return {"tasks": tasks, "dimensions": dimensions}
+
+
+def options(dataset: PreferenceDataset) -> dict:
+    """Everything that decides the rows: part of the manifest and of the content hash."""
+    return {
+        "batches": sorted(dataset.batches.values_list("pk", flat=True)),
+        "tasks": sorted(dataset.tasks.values_list("slug", flat=True)),
+        "dimensions": sorted(dataset.dimensions.values_list("slug", flat=True)),
+        "annotators": sorted(dataset.annotators.values_list("pk", flat=True)),
+        "submitted_from": dataset.submitted_from.isoformat() if dataset.submitted_from else None,
+        "submitted_until": dataset.submitted_until.isoformat() if dataset.submitted_until else None,
+        "good_standing_only": dataset.good_standing_only,
+        "min_gold_accuracy": dataset.min_gold_accuracy,
+        "include_gold": dataset.include_gold,
+        "include_repeats": dataset.include_repeats,
+        "pairing": dataset.pairing,
+        "aggregation": dataset.aggregation,
+        "tie_rule": dataset.tie_rule,
+        "min_votes": dataset.min_votes,
+        "split_fractions": {"train": dataset.train_fraction, "validation": dataset.validation_fraction,
+                            "test": dataset.test_fraction},
+        "split_seed": dataset.split_seed,
+        "embed_images": dataset.embed_images,
+    }
+
+
+def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> dict:
+    """Write the dataset's files into `folder`; returns the manifest. `progress(done, total)` is
+    called after every buffer of candidate sets and may raise to stop the build."""
+    excluded = excluded_annotators(dataset)
+    judgments = eligible_judgments(dataset, excluded)
+    picks = eligible_picks(dataset, judgments)
+    total_sets = judgments.values("task__candidate_set_id").distinct().count()
+    judgment_count = judgments.count()
+    tasks = {task.pk: task for task in Task.objects.all()}
+    dimensions = dict(Dimension.objects.values_list("pk", "slug"))
+    writer = DatasetWriter(folder, embed_images=dataset.embed_images, formats=dataset.formats)
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    stream = picks.values_list(
+        "judgment__task__candidate_set_id", "dimension_id", "judgment__annotator_id", "discarded",
+        "best__index", "worst__index",
+    ).order_by("judgment__task__candidate_set_id", "dimension_id", "judgment__annotator_id", "judgment_id")
+    units = groupby(stream.iterator(chunk_size=STREAM_CHUNK), key=lambda row: (row[0], row[1]))
+    done_sets = 0
+    try:
+        buffer: list[tuple[int, int, list[pairing.Vote]]] = []
+        for (set_id, dimension_id), rows in units:
+            votes = [pairing.Vote(annotator=row[2], best=row[4], worst=row[5], discarded=row[3]) for row in rows]
+            buffer.append((set_id, dimension_id, votes))
+            if len({unit[0] for unit in buffer}) > SETS_PER_BUFFER:
+                last = buffer.pop()
+                done_sets += _flush(buffer, dataset, writer, counts, tasks, dimensions)
+                buffer = [last]
+                if progress is not None:
+                    progress(done_sets, total_sets)
+        done_sets += _flush(buffer, dataset, writer, counts, tasks, dimensions)
+        files = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if progress is not None:
+        progress(done_sets, total_sets)
+    pair_count = sum(count for per_task in counts.values() for per_dim in per_task.values()
+                     for count in per_dim.values())
+    settings = options(dataset)
+    content = hashlib.sha256()
+    content.update(json.dumps(settings, sort_keys=True).encode())
+    content.update(writer.digest.digest())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": dataset.name,
+        "version": dataset.version,
+        "content_hash": content.hexdigest(),
+        "options": settings,
+        "judgments": judgment_count,
+        "candidate_sets": done_sets,
+        "pairs": pair_count,
+        "inputs_per_split": _inputs_per_split(dataset, judgments),
+        "counts": counts,
+        # Names and definitions, so that a trainer with no database can build its queries.
+        "taxonomy": taxonomy(),
+        "files": {name: {"rows": rows, "bytes": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)}
+                  for name, rows in files.items()},
+    }
+
+
+def _inputs_per_split(dataset: PreferenceDataset, judgments) -> dict[str, int]:
+    """Inputs with eligible judgments in each split: one more stream, of distinct input hashes, so
+    that an input judged in several batches counts once."""
+    counts = dict.fromkeys(SPLITS, 0)
+    hashes = judgments.values_list("task__candidate_set__input__content_hash", flat=True).distinct()
+    for content_hash in hashes.iterator(chunk_size=STREAM_CHUNK):
+        counts[pairing.split_of(content_hash, dataset.split_seed, dataset.train_fraction,
+                                dataset.validation_fraction, dataset.test_fraction)] += 1
+    return counts
+
+
+def _flush(buffer, dataset, writer, counts, tasks, dimensions) -> int:
+    """Turn a buffer of (set, dimension, votes) into rows; returns the number of sets handled."""
+    if not buffer:
+        return 0
+    set_ids = sorted({unit[0] for unit in buffer})
+    details = _set_details(set_ids, dataset.embed_images, tasks)
+    image_cache: dict = {}
+    split_by_input = {}
+    for set_details in details.values():
+        split_by_input[set_details.input_id] = pairing.split_of(
+            set_details.input_hash, dataset.split_seed, dataset.train_fraction, dataset.validation_fraction,
+            dataset.test_fraction)
+    for set_id, dimension_id, votes in buffer:
+        set_details = details[set_id]
+        split = split_by_input[set_details.input_id]
+        dimension = dimensions[dimension_id]
+        made = 0
+        for row in _rows(set_id, dimension, votes, set_details, dataset, split, dataset.embed_images, image_cache):
+            writer.write(row)
+            made += 1
+        if made:
+            per_split = counts.setdefault(set_details.task, {}).setdefault(dimension, dict.fromkeys(SPLITS, 0))
+            per_split[split] += made
+    return len(set_ids)
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+def next_version(name: str) -> int:
+    latest = PreferenceDataset.objects.filter(name=name).aggregate(latest=Max("version"))["latest"]
+    return (latest or 0) + 1
+
+
+def create_dataset(*, name: str, user=None, batches=(), tasks=(), dimensions=(), annotators=(), queue=True,
+                   **fields) -> PreferenceDataset:
+    """Validate the options, save the next version of `name` with them and queue its build.
+    Raises ValidationError naming what is wrong (admin, API and command line alike)."""
+    dataset = PreferenceDataset(name=name, created_by=user, version=0, **fields)
+    dataset.full_clean(exclude=["created_by", "version"])
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                dataset.version = next_version(name)
+                dataset.save()
+                dataset.batches.set(batches)
+                dataset.tasks.set(tasks)
+                dataset.dimensions.set(dimensions)
+                dataset.annotators.set(annotators)
+                if queue:
+                    dataset.enqueue()
+            return dataset
+        except IntegrityError:
+            # Another version of the same name was saved at the same moment: take the next number.
+            dataset.pk = None
+    raise ValidationError({"name": f"could not number a new version of {name!r}; try again"})
+
+
+def build(dataset: PreferenceDataset) -> None:
+    """Run a queued build: write the files, store them, then record what was built. Safe to run
+    again (a retry overwrites the same storage names and the same record)."""
+    if dataset.status == JobStatus.CANCELLED:
+        return
+    dataset.mark_running()
+    folder = Path(tempfile.mkdtemp(prefix="preference-dataset-"))
+    stored: list[str] = []
+
+    def progress(done, total):
+        dataset.set_progress(done, total)
+        if PreferenceDataset.objects.filter(pk=dataset.pk, status=JobStatus.CANCELLED).exists():
+            raise DatasetCancelled
+
+    try:
+        manifest = write_dataset(dataset, folder, progress)
+        manifest["built_at"] = timezone.now().isoformat()
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for relative in ["manifest.json", *manifest["files"]]:
+            name = f"{dataset.storage_prefix}/{relative}"
+            default_storage.delete(name)  # a retry: the same name, never name_xyz
+            with open(folder / relative, "rb") as handle:
+                stored.append(default_storage.save(name, File(handle)))
+        counts = manifest["counts"]
+        updated = PreferenceDataset.objects.filter(pk=dataset.pk).exclude(status=JobStatus.CANCELLED).update(
+            counts=counts, pair_count=manifest["pairs"], judgment_count=manifest["judgments"],
+            content_hash=manifest["content_hash"], manifest=manifest, status=JobStatus.DONE,
+            finished_at=timezone.now(), error="")
+        if not updated:
+            raise DatasetCancelled
+    except DatasetCancelled:
+        for name in stored:
+            default_storage.delete(name)
+    except Exception as exc:
+        for name in stored:
+            default_storage.delete(name)
+        dataset.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    dataset.refresh_from_db()
+
+
+def stored_files(dataset: PreferenceDataset) -> list[str]:
+    """Relative names of the dataset's files, manifest first."""
+    if dataset.status != JobStatus.DONE:
+        return []
+    return ["manifest.json", *dataset.manifest.get("files", {})]
+
+
+def delete_files(dataset: PreferenceDataset) -> None:
+    names = [f"{dataset.storage_prefix}/{relative}" for relative in stored_files(dataset)]
+
+    def remove():
+        for name in names:
+            default_storage.delete(name)
+
+    transaction.on_commit(remove)
+
+
+__all__ = ["FORMATS", "build", "create_dataset", "write_dataset", "stored_files", "delete_files", "storage_uri"]

@@ -1,0 +1,108 @@
+"""Preference datasets: immutable, versioned snapshots of winner/loser pairs built from judgments."""
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from onereward.jobs import BackgroundJob
+
+class PairingPolicy(models.TextChoices):
+    # One pair per (input, dimension): winner = best, loser = worst, as in the paper.
+    BEST_WORST = "best_worst", "Best > worst (one pair)"
+    # Also best > every middle candidate and every middle candidate > worst (2N-3 pairs).
+    BEST_WORST_ALL = "best_worst_all", "Best > others > worst (2N-3 pairs)"
+
+
+class VoteAggregation(models.TextChoices):
+    # One row per pair; the side with more votes wins, ties follow the tie rule.
+    MAJORITY = "majority", "Majority of annotators"
+    # One row per pair, only when no annotator voted the other way.
+    UNANIMOUS = "unanimous", "Unanimous annotators only"
+    # One row per annotator's vote: nothing is aggregated.
+    PER_ANNOTATOR = "per_annotator", "One row per annotator"
+
+
+class TieRule(models.TextChoices):
+    DROP = "drop", "Drop the pair"
+    # Both orders, each with soft label 0.5: a trainer sees "no preference" instead of nothing.
+    BOTH_ORDERS = "both_orders", "Keep both orders at 0.5"
+
+
+class PreferenceDataset(BackgroundJob):
+    """An immutable, versioned snapshot of winner/loser pairs built from judgments.
+
+    The record keeps everything needed to rebuild it (the filters, the pairing policy, the split
+    fractions and seed) and what it holds (counts per task x dimension, the files, a content hash
+    over the rows: the same filters over the same judgments give the same hash).
+    """
+
+    task_name = "preferences.build_preference_dataset"
+
+    name = models.SlugField(max_length=100, help_text="Versions of one dataset share a name.")
+    version = models.PositiveIntegerField(editable=False)
+    description = models.TextField(blank=True)
+    # What goes in.
+    batches = models.ManyToManyField("generation.GenerationBatch", blank=True, related_name="preference_datasets",
+                                     help_text="Empty = every batch.")
+    tasks = models.ManyToManyField("inputs.Task", blank=True, related_name="+", help_text="Empty = every task.")
+    dimensions = models.ManyToManyField("inputs.Dimension", blank=True, related_name="+", help_text="Empty = every dimension.")
+    annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+",
+                                        help_text="Empty = every annotator (in good standing, if asked).")
+    submitted_from = models.DateTimeField(null=True, blank=True, help_text="Judgments submitted at or after this.")
+    submitted_until = models.DateTimeField(null=True, blank=True, help_text="Judgments submitted before this.")
+    good_standing_only = models.BooleanField(
+        default=True, help_text="Leave out paused annotators and those whose gold accuracy is below the threshold.")
+    min_gold_accuracy = models.FloatField(
+        null=True, blank=True, help_text="With good standing only: the gold accuracy needed; empty = the QC threshold.")
+    include_gold = models.BooleanField(default=False, help_text="Also judgments on gold tasks.")
+    include_repeats = models.BooleanField(default=False, help_text="Also repeat judgments (self-consistency checks).")
+    # How pairs are made.
+    pairing = models.CharField(max_length=16, choices=PairingPolicy.choices, default=PairingPolicy.BEST_WORST)
+    aggregation = models.CharField(max_length=16, choices=VoteAggregation.choices, default=VoteAggregation.MAJORITY)
+    tie_rule = models.CharField(max_length=16, choices=TieRule.choices, default=TieRule.DROP)
+    min_votes = models.PositiveSmallIntegerField(default=1, help_text="Votes a pair needs for its winner to be kept.")
+    # How inputs are split.
+    train_fraction = models.FloatField(default=0.9)
+    validation_fraction = models.FloatField(default=0.05)
+    test_fraction = models.FloatField(default=0.05)
+    split_seed = models.BigIntegerField(default=0)
+    # What comes out.
+    embed_images = models.BooleanField(default=False, help_text="Put image bytes in the files instead of storage URIs.")
+    formats = models.JSONField(default=list, blank=True,
+                               help_text='Files to write besides Parquet: any of "jsonl", "trl".')
+    counts = models.JSONField(default=dict, blank=True, help_text="{task: {dimension: {split: pairs}}}.")
+    pair_count = models.PositiveIntegerField(default=0)
+    judgment_count = models.PositiveIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "annotation_preferencedataset"
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="unique_dataset_version")]
+
+    def __str__(self):
+        return f"{self.name} v{self.version}"
+
+    def clean(self):
+        from .core.pairing import PairingError, check_fractions
+        from .core.files import FORMATS
+
+        errors = {}
+        try:
+            check_fractions(self.train_fraction, self.validation_fraction, self.test_fraction)
+        except PairingError as exc:
+            errors["train_fraction"] = str(exc)
+        if not isinstance(self.formats, list) or set(self.formats) - set(FORMATS):
+            errors["formats"] = f"formats must be a list of {', '.join(FORMATS)} (Parquet is always written)"
+        if self.min_gold_accuracy is not None and not 0 <= self.min_gold_accuracy <= 1:
+            errors["min_gold_accuracy"] = "a gold accuracy lies between 0 and 1"
+        if self.min_votes is not None and self.min_votes < 1:
+            errors["min_votes"] = "a pair needs at least one vote"
+        if self.submitted_from and self.submitted_until and self.submitted_from >= self.submitted_until:
+            errors["submitted_until"] = "the end of the date range must come after its start"
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def storage_prefix(self) -> str:
+        return f"datasets/{self.name}/v{self.version}"

@@ -1,0 +1,71 @@
+"""The API's validation layer for preference dataset versions."""
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import reverse
+from rest_framework import serializers
+
+from generation.models import GenerationBatch
+from inputs.models import Dimension, Task
+
+from .export import create_dataset, stored_files
+from .models import PreferenceDataset
+
+
+class PreferenceDatasetSerializer(serializers.ModelSerializer):
+    """A dataset version: its options, its build's progress and, once built, its files."""
+
+    batches = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    tasks = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    dimensions = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    annotators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
+    files = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PreferenceDataset
+        fields = ["id", "name", "version", "description", "status", "progress_done", "progress_total", "error",
+                  "batches", "tasks", "dimensions", "annotators", "submitted_from", "submitted_until",
+                  "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats", "pairing",
+                  "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction", "test_fraction",
+                  "split_seed", "embed_images", "formats", "pair_count", "judgment_count", "counts", "content_hash",
+                  "files", "created_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_files(self, dataset) -> list[dict]:
+        request = self.context.get("request")
+        files = []
+        for name in stored_files(dataset):
+            url = reverse("preference-dataset-download", kwargs={"pk": dataset.pk, "name": name})
+            info = dataset.manifest.get("files", {}).get(name, {})
+            files.append({"name": name, "rows": info.get("rows"), "bytes": info.get("bytes"),
+                          "sha256": info.get("sha256"),
+                          "url": request.build_absolute_uri(url) if request else url})
+        return files
+
+
+class PreferenceDatasetCreateSerializer(serializers.ModelSerializer):
+    """Build a new version: POST the options (tasks and dimensions by slug, annotators by username)."""
+
+    batches = serializers.PrimaryKeyRelatedField(many=True, required=False, queryset=GenerationBatch.objects.all())
+    tasks = serializers.SlugRelatedField(many=True, required=False, slug_field="slug", queryset=Task.objects.all())
+    dimensions = serializers.SlugRelatedField(many=True, required=False, slug_field="slug",
+                                              queryset=Dimension.objects.all())
+    annotators = serializers.SlugRelatedField(many=True, required=False, slug_field="username",
+                                              queryset=get_user_model().objects.all())
+    formats = serializers.ListField(child=serializers.ChoiceField(choices=["jsonl", "trl"]), required=False)
+
+    class Meta:
+        model = PreferenceDataset
+        fields = ["name", "description", "batches", "tasks", "dimensions", "annotators", "submitted_from",
+                  "submitted_until", "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats",
+                  "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction",
+                  "test_fraction", "split_seed", "embed_images", "formats"]
+
+    def create(self, validated_data):
+        request = self.context.get("request")
+        try:
+            return create_dataset(user=request.user if request else None, **validated_data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+
+    def to_representation(self, instance):
+        return PreferenceDatasetSerializer(instance, context=self.context).data
