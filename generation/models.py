@@ -143,11 +143,7 @@ class GenerationBatch(BackgroundJob):
         if counts["done"] + counts["failed"] == counts["total"]:
             error = f"{counts['failed']} of {counts['total']} inputs failed; see their errors" if counts["failed"] else ""
             # Only a running batch finishes: a cancelled one stays cancelled.
-            finished = type(self).objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
-                status=JobStatus.DONE, error=error, finished_at=timezone.now()
-            )
-            self.refresh_from_db(fields=["status", "error", "finished_at"])
-            if finished:
+            if self.finish(only_from=JobStatus.RUNNING, error=error):
                 from .events import batch_finished
 
                 batch_finished.send(sender=type(self), batch=self)

@@ -74,6 +74,16 @@ class BackgroundJob(models.Model):
             fields["progress_total"] = total
         self._update(**fields)
 
+    def finish(self, *, only_from=None, **fields) -> bool:
+        """Mark the job done with `fields`, unless it was cancelled (or, given `only_from`, unless
+        its status is not that one) in the meantime: a compare-and-set, so a worker finishing
+        never overwrites a cancel. Returns whether this call finished it."""
+        rows = type(self).objects.filter(pk=self.pk)
+        rows = rows.filter(status=only_from) if only_from else rows.exclude(status=JobStatus.CANCELLED)
+        finished = bool(rows.update(status=JobStatus.DONE, finished_at=timezone.now(), **{"error": "", **fields}))
+        self.refresh_from_db()
+        return finished
+
     def mark_done(self) -> None:
         self._update(status=JobStatus.DONE, finished_at=timezone.now())
 

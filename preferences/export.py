@@ -391,11 +391,8 @@ def build(dataset: PreferenceDataset) -> None:
             with open(folder / relative, "rb") as handle:
                 stored.append(default_storage.save(name, File(handle)))
         counts = manifest["counts"]
-        updated = PreferenceDataset.objects.filter(pk=dataset.pk).exclude(status=JobStatus.CANCELLED).update(
-            counts=counts, pair_count=manifest["pairs"], judgment_count=manifest["judgments"],
-            content_hash=manifest["content_hash"], manifest=manifest, status=JobStatus.DONE,
-            finished_at=timezone.now(), error="")
-        if not updated:
+        if not dataset.finish(counts=counts, pair_count=manifest["pairs"], judgment_count=manifest["judgments"],
+                              content_hash=manifest["content_hash"], manifest=manifest):
             raise DatasetCancelled
     except DatasetCancelled:
         for name in stored:

@@ -98,9 +98,7 @@ def run_training(run: RewardModelRun, worker: str = "") -> None:
         return
     with transaction.atomic():
         register_version(run, outcome.result)
-        RewardModelRun.objects.filter(pk=run.pk).exclude(status=JobStatus.CANCELLED).update(
-            status=JobStatus.DONE, finished_at=timezone.now(), error="")
-    run.refresh_from_db()
+        run.finish()
 
 
 def resume(run: RewardModelRun) -> bool:

@@ -159,12 +159,9 @@ def run_training(run: RLRun, worker: str = "") -> None:
     try:
         with transaction.atomic():
             register_checkpoint(run, outcome.result)
-            RLRun.objects.filter(pk=run.pk).exclude(status=JobStatus.CANCELLED).update(
-                status=JobStatus.DONE, finished_at=timezone.now(), error="")
+            run.finish()
     except ValidationError as exc:
         run.mark_failed(f"the trained policy could not be registered as a generator: {'; '.join(exc.messages)}")
-        return
-    run.refresh_from_db()
 
 
 def resume(run: RLRun) -> bool:

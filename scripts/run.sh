@@ -9,7 +9,7 @@ PY=.venv/bin/python
 PORT=${PORT:-8000}
 
 $PY manage.py migrate --noinput
-logins=$($PY -c 'import django, os; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onereward.settings"); django.setup(); from annotation.management.commands.seed_demo import logins_file; print(logins_file())')
+logins=$($PY -c 'import django, os; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onereward.settings"); django.setup(); from inputs.management.commands.seed_demo import logins_file; print(logins_file())')
 if [ ! -f "$logins" ]; then
   $PY manage.py seed_demo
 fi

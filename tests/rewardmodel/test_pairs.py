@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from preferences.core import files
+from preferences.core import files as preference_files
 from rewardmodel.core.pairs import PreferencePairs, collate_pairs
 from rewardmodel.core.query import build_query
 
