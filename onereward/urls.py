@@ -5,7 +5,8 @@ from importlib import import_module
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
@@ -13,6 +14,20 @@ from rest_framework.routers import DefaultRouter
 # In the loop's order; also the order of the API root.
 API_APPS = ["inputs", "preferences", "generation", "rewardmodel", "rl", "evaluation"]
 PAGE_APPS = ["generation", "inputs", "annotation", "evaluation"]
+
+# Admin pages of models that lived in `annotation` before each stage of the loop had its app:
+# old bookmarks and links land on the new pages.
+MOVED_ADMIN_MODELS = {
+    "inputs": ["dimension", "task", "taskdimension", "tag", "input", "inputimport"],
+    "preferences": ["preferencedataset"],
+    "evaluation": ["study", "studyarm", "studyitem", "studycandidate", "studyslot", "studyjudgment",
+                   "usabilityvote", "studypick"],
+}
+moved_admin = [
+    re_path(rf"^admin/annotation/(?P<model>{model})/(?P<rest>.*)$",
+            RedirectView.as_view(url=f"/admin/{app}/%(model)s/%(rest)s", permanent=True, query_string=True))
+    for app, models in MOVED_ADMIN_MODELS.items() for model in models
+]
 
 router = DefaultRouter()
 api_paths = []
@@ -23,6 +38,7 @@ for app in API_APPS:
     api_paths += getattr(api, "urlpatterns", [])
 
 urlpatterns = [
+    *moved_admin,
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -168,3 +168,14 @@ def test_the_move_unapplies_back_to_the_old_layout(scratch_database):
     assert set(scratch_database.introspection.table_names()) == tables
     old = executor.loader.project_state(OLD_NODES).apps
     assert old.get_model("annotation", "Task").objects.using(scratch_database.alias).filter(slug="image_fill").exists()
+
+
+@pytest.mark.django_db
+def test_old_admin_addresses_of_moved_models_redirect(client):
+    response = client.get("/admin/annotation/input/3/change/?x=1")
+    assert response.status_code == 301 and response["Location"] == "/admin/inputs/input/3/change/?x=1"
+    response = client.get("/admin/annotation/preferencedataset/")
+    assert response["Location"] == "/admin/preferences/preferencedataset/"
+    # Models that stayed are served where they were.
+    assert client.get("/admin/annotation/annotationtask/").status_code == 302  # to the login page
+    assert "/admin/login/" in client.get("/admin/annotation/annotationtask/")["Location"]
