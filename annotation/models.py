@@ -2,17 +2,26 @@
 from django.conf import settings
 from django.db import models
 
+
 class QualityControlSettings(models.Model):
     """Platform-wide quality-control knobs, one row, edited in the admin."""
 
     gold_rate = models.FloatField(default=0.05, help_text="Share of handed-out tasks that are gold tasks.")
-    repeat_share = models.FloatField(default=0.05, help_text="Share of handed-out tasks that repeat one the annotator finished.")
+    repeat_share = models.FloatField(
+        default=0.05, help_text="Share of handed-out tasks that repeat one the annotator finished."
+    )
     repeat_after_minutes = models.PositiveIntegerField(
         default=60, help_text="A finished task comes back as a repeat only this long after it was judged."
     )
-    lease_minutes = models.PositiveIntegerField(default=20, help_text="An unanswered task returns to the pool after this.")
-    fast_pick_ms = models.PositiveIntegerField(default=1500, help_text="A judgment faster than this per dimension counts as too fast.")
-    gold_accuracy_threshold = models.FloatField(default=0.6, help_text="Below this gold accuracy an annotator is paused.")
+    lease_minutes = models.PositiveIntegerField(
+        default=20, help_text="An unanswered task returns to the pool after this."
+    )
+    fast_pick_ms = models.PositiveIntegerField(
+        default=1500, help_text="A judgment faster than this per dimension counts as too fast."
+    )
+    gold_accuracy_threshold = models.FloatField(
+        default=0.6, help_text="Below this gold accuracy an annotator is paused."
+    )
     gold_min_judgments = models.PositiveIntegerField(
         default=5, help_text="Gold answers (one per dimension) needed before pausing applies."
     )
@@ -38,7 +47,9 @@ class QualityControlSettings(models.Model):
 class AnnotationTask(models.Model):
     """A finished candidate set to be judged by `required_judgments` different annotators."""
 
-    candidate_set = models.OneToOneField("generation.CandidateSet", on_delete=models.CASCADE, related_name="annotation_task")
+    candidate_set = models.OneToOneField(
+        "generation.CandidateSet", on_delete=models.CASCADE, related_name="annotation_task"
+    )
     required_judgments = models.PositiveSmallIntegerField(default=1)
     judgments_done = models.PositiveIntegerField(default=0)
     is_gold = models.BooleanField(default=False, help_text="Mixed into queues to measure annotators; never exported.")
@@ -141,7 +152,9 @@ class DimensionPick(models.Model):
     judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="picks")
     dimension = models.ForeignKey("inputs.Dimension", on_delete=models.PROTECT, related_name="+")
     best = models.ForeignKey("generation.Candidate", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    worst = models.ForeignKey("generation.Candidate", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    worst = models.ForeignKey(
+        "generation.Candidate", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     best_position = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Screen position, 0 = leftmost.")
     worst_position = models.PositiveSmallIntegerField(null=True, blank=True)
     discarded = models.BooleanField(default=False, help_text="No clear difference: the dimension makes no pair.")

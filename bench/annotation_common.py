@@ -71,8 +71,13 @@ def create_database(name: str, drop_first: bool = False) -> bool:
 
 def setup_django(name: str, debug: bool = False) -> None:
     """Configure Django for this process against the bench database `name`."""
-    os.environ.update({k: v for k, v in bench_environment(name, debug).items()
-                       if k in {"DATABASE_URL", "ONEREWARD_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "LOG_LEVEL"}})
+    os.environ.update(
+        {
+            k: v
+            for k, v in bench_environment(name, debug).items()
+            if k in {"DATABASE_URL", "ONEREWARD_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "LOG_LEVEL"}
+        }
+    )
     import django
 
     django.setup()
@@ -178,7 +183,10 @@ def careful_picks(kind: str, shown_order: list[int], gold_answers: dict, picks: 
         if expected.get("discarded") is True:
             careful[slug] = {"discarded": True}
         elif expected.get("best") in shown_order and expected.get("worst") in shown_order:
-            careful[slug] = {"best": shown_order.index(expected["best"]), "worst": shown_order.index(expected["worst"])}
+            careful[slug] = {
+                "best": shown_order.index(expected["best"]),
+                "worst": shown_order.index(expected["worst"]),
+            }
     return careful
 
 

@@ -1,7 +1,8 @@
 """Fill a separate PostgreSQL database with a large annotation world for the annotation benchmarks.
 
     .venv/bin/python bench/annotation_data.py                          # onereward_bench: 100k sets, 1M judgments
-    .venv/bin/python bench/annotation_data.py --database onereward_bench_empty --sets 2000 --judgments 0 --expired-leases 0
+    .venv/bin/python bench/annotation_data.py --database onereward_bench_empty --sets 2000 --judgments 0 \
+        --expired-leases 0
     .venv/bin/python bench/annotation_data.py --reset                  # drop the database and fill it again
 
 Creates the database if it is missing and runs `migrate` on it, then loads, each stage in one
@@ -34,7 +35,8 @@ import random
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -246,7 +248,9 @@ def ensure_users(layout: Layout) -> list[int]:
     ids = dict(User.objects.filter(username__in=names).values_list("username", "id"))
     group = Group.objects.get(name="Annotators")
     through = User.groups.through
-    through.objects.bulk_create([through(user_id=ids[name], group_id=group.pk) for name in names], ignore_conflicts=True)
+    through.objects.bulk_create(
+        [through(user_id=ids[name], group_id=group.pk) for name in names], ignore_conflicts=True
+    )
     say(f"  annotators: {len(missing)} created, {len(names)} in group {group.name}")
     return [ids[name] for name in names]
 
@@ -254,7 +258,9 @@ def ensure_users(layout: Layout) -> list[int]:
 def ensure_batch(layout: Layout):
     from generation.models import GenerationBatch, Generator
 
-    generator, _ = Generator.objects.get_or_create(name="bench generator", defaults={"backend": "cpu_baseline", "settings": {}})
+    generator, _ = Generator.objects.get_or_create(
+        name="bench generator", defaults={"backend": "cpu_baseline", "settings": {}}
+    )
     batch, _ = GenerationBatch.objects.get_or_create(
         name=BATCH_NAME,
         defaults={"generator": generator, "candidates_per_input": layout.n, "annotation_overlap": layout.k,
@@ -283,13 +289,44 @@ def fill(layout: Layout) -> None:
     S, n, k = layout.sets, layout.n, layout.k
 
     say("stage: inputs")
-    load_table(connection, "annotation_input",
-               ["id", "task_id", "prompt", "source", "mask", "thumbnail", "width", "height", "mask_coverage",
-                "content_hash", "original_name", "metadata", "created_at"],
-               ((i + 1, task.pk, f"a red bicycle leaning on a wall, number {i}", f"bench/inputs/source-{i % FILES}.png",
-                 f"bench/inputs/mask-{i % FILES}.png", f"bench/inputs/source-{i % FILES}.jpg", IMAGE_SIZE, IMAGE_SIZE,
-                 coverage, hashlib.sha256(f"bench input {i}".encode()).hexdigest(), f"bench-{i:06d}.png", "{}",
-                 start_of_data + timedelta(seconds=i)) for i in range(S)), S)
+    load_table(
+        connection,
+        "annotation_input",
+        [
+            "id",
+            "task_id",
+            "prompt",
+            "source",
+            "mask",
+            "thumbnail",
+            "width",
+            "height",
+            "mask_coverage",
+            "content_hash",
+            "original_name",
+            "metadata",
+            "created_at",
+        ],
+        (
+            (
+                i + 1,
+                task.pk,
+                f"a red bicycle leaning on a wall, number {i}",
+                f"bench/inputs/source-{i % FILES}.png",
+                f"bench/inputs/mask-{i % FILES}.png",
+                f"bench/inputs/source-{i % FILES}.jpg",
+                IMAGE_SIZE,
+                IMAGE_SIZE,
+                coverage,
+                hashlib.sha256(f"bench input {i}".encode()).hexdigest(),
+                f"bench-{i:06d}.png",
+                "{}",
+                start_of_data + timedelta(seconds=i),
+            )
+            for i in range(S)
+        ),
+        S,
+    )
 
     say("stage: candidate sets")
     load_table(connection, "generation_candidateset",
@@ -300,11 +337,27 @@ def fill(layout: Layout) -> None:
     say("stage: candidates")
     settings_json = [json.dumps({"seed": s, "steps": 28, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": "",
                                  "strength": 1.0, "extra": {}}) for s in range(n)]
-    load_table(connection, "generation_candidate",
-               ["id", "candidate_set_id", "index", "public_id", "image", "thumbnail", "settings", "seconds", "created_at"],
-               ((layout.candidate_id(i, c), i + 1, c, uuid.uuid4(), f"bench/candidates/candidate-{(i + c) % FILES}.png",
-                 f"bench/candidates/candidate-{(i + c) % FILES}.jpg", settings_json[c], 9.5,
-                 start_of_data + timedelta(seconds=i + 40)) for i in range(S) for c in range(n)), S * n)
+    load_table(
+        connection,
+        "generation_candidate",
+        ["id", "candidate_set_id", "index", "public_id", "image", "thumbnail", "settings", "seconds", "created_at"],
+        (
+            (
+                layout.candidate_id(i, c),
+                i + 1,
+                c,
+                uuid.uuid4(),
+                f"bench/candidates/candidate-{(i + c) % FILES}.png",
+                f"bench/candidates/candidate-{(i + c) % FILES}.jpg",
+                settings_json[c],
+                9.5,
+                start_of_data + timedelta(seconds=i + 40),
+            )
+            for i in range(S)
+            for c in range(n)
+        ),
+        S * n,
+    )
 
     say("stage: history plan (who judged what, shown orders)")
     t = time.perf_counter()
@@ -318,10 +371,24 @@ def fill(layout: Layout) -> None:
 
     say("stage: annotation tasks")
     gold_answers = json.dumps({slug: {"best": 0, "worst": n - 1} for slug in dimension_slugs})
-    load_table(connection, "annotation_annotationtask",
-               ["id", "candidate_set_id", "required_judgments", "judgments_done", "is_gold", "gold_answers", "created_at"],
-               ((i + 1, i + 1, k, done_regular[i], layout.is_gold(i), gold_answers if layout.is_gold(i) else "{}",
-                 start_of_data + timedelta(seconds=i + 60)) for i in range(S)), S)
+    load_table(
+        connection,
+        "annotation_annotationtask",
+        ["id", "candidate_set_id", "required_judgments", "judgments_done", "is_gold", "gold_answers", "created_at"],
+        (
+            (
+                i + 1,
+                i + 1,
+                k,
+                done_regular[i],
+                layout.is_gold(i),
+                gold_answers if layout.is_gold(i) else "{}",
+                start_of_data + timedelta(seconds=i + 60),
+            )
+            for i in range(S)
+        ),
+        S,
+    )
 
     say("stage: slots")
     # the slot of each regular judgment: slot id -> judgment number
@@ -332,7 +399,7 @@ def fill(layout: Layout) -> None:
 
     expired_until, expired_at = end - timedelta(hours=1), end - timedelta(hours=1, minutes=20)
 
-    def slot_rows():
+    def slot_rows(judged=judged):  # bound here: the name is deleted below, once the rows are loaded
         expired_left = layout.expired_leases
         for r, i in enumerate(regular + layout.gold_tasks):
             gold_task = layout.is_gold(i)
@@ -394,9 +461,13 @@ def fill(layout: Layout) -> None:
                     b, w = choice(pairs)
                     yield (pid, x + 1, dimensions[d], first + order[b], first + order[w], b, w, False)
 
-    load_table(connection, "annotation_dimensionpick",
-               ["id", "judgment_id", "dimension_id", "best_id", "worst_id", "best_position", "worst_position", "discarded"],
-               pick_rows(), len(history) * D)
+    load_table(
+        connection,
+        "annotation_dimensionpick",
+        ["id", "judgment_id", "dimension_id", "best_id", "worst_id", "best_position", "worst_position", "discarded"],
+        pick_rows(),
+        len(history) * D,
+    )
 
     reset_sequences(connection, ["annotation_input", "generation_candidateset", "generation_candidate",
                                  "annotation_annotationtask", "annotation_slot", "annotation_judgment",
@@ -404,13 +475,24 @@ def fill(layout: Layout) -> None:
     loaded = time.perf_counter()
     say("stage: VACUUM ANALYZE (statistics and visibility map, as autovacuum would leave them)")
     with connection.cursor() as cur:
-        for table in ("annotation_input", "generation_candidateset", "generation_candidate", "annotation_annotationtask",
-                      "annotation_slot", "annotation_judgment", "annotation_dimensionpick", "auth_user"):
+        for table in (
+            "annotation_input",
+            "generation_candidateset",
+            "generation_candidate",
+            "annotation_annotationtask",
+            "annotation_slot",
+            "annotation_judgment",
+            "annotation_dimensionpick",
+            "auth_user",
+        ):
             cur.execute(f"VACUUM (ANALYZE) {table}")
     vacuumed = time.perf_counter()
     type(batch).objects.filter(pk=batch.pk).update(status="done", finished_at=end)
     say(f"  {vacuumed - loaded:.1f} s")
-    say(f"filled in {vacuumed - total_start:.1f} s ({loaded - total_start:.1f} s loading, {vacuumed - loaded:.1f} s vacuum)")
+    say(
+        f"filled in {vacuumed - total_start:.1f} s ({loaded - total_start:.1f} s loading, {vacuumed - loaded:.1f} s "
+        "vacuum)"
+    )
 
 
 def report() -> None:
@@ -448,9 +530,8 @@ def main() -> None:
     created = create_database(args.database, drop_first=args.reset)
     say(f"database {args.database}: {'created' if created else 'exists'}")
     setup_django(args.database)
-    from django.core.management import call_command
-
     from annotation_common import bench_batch_done
+    from django.core.management import call_command
 
     t = time.perf_counter()
     call_command("migrate", verbosity=0)

@@ -148,7 +148,9 @@ def plans(user) -> dict:
         queries["regular queue slot (next_slot)"] = captured_sql(
             lambda: assignment.next_slot(user), lambda s: "SKIP LOCKED" in s)
         queries["own lease (next_slot)"] = captured_sql(
-            lambda: assignment.next_slot(user), lambda s: s.startswith('SELECT "annotation_slot"') and "leased_until\" >" in s)
+            lambda: assignment.next_slot(user),
+            lambda s: s.startswith('SELECT "annotation_slot"') and 'leased_until" >' in s,
+        )
     finally:
         assignment._mix_in = original
     queries["gold task choice (next_slot, gold_rate)"] = captured_sql(
@@ -177,7 +179,9 @@ def plans(user) -> dict:
     try:
         for name, sql in queries.items():
             result[name]["with indexes"] = explain_rolled_back(sql)
-        result["regular queue slot, written as suggested"] = {"with indexes": explain_rolled_back(*suggested_query(user))}
+        result["regular queue slot, written as suggested"] = {
+            "with indexes": explain_rolled_back(*suggested_query(user))
+        }
     finally:
         if made:
             drop_suggested_indexes()
@@ -291,8 +295,6 @@ def measure(rounds: int, warmup: int, database: str) -> dict:
         table.setdefault(name, []).append(seconds)
         results["queries"].setdefault(name, []).append(queries)
 
-    kinds = dict()
-
     with connection.execute_wrapper(counter):
         # service level
         for i in range(warmup + rounds):
@@ -352,7 +354,9 @@ def measure(rounds: int, warmup: int, database: str) -> dict:
                     statuses.append(response.status_code)
                     posts.append((t_post, q_post, facts[0]))
                 if statuses != [201, 201] or image.status_code != 200 or not size:
-                    results["errors"].append(f"POST judgment -> {statuses}, image -> {image.status_code} ({size} bytes)")
+                    results["errors"].append(
+                        f"POST judgment -> {statuses}, image -> {image.status_code} ({size} bytes)"
+                    )
                 if i >= warmup:
                     note("GET /annotate/ (page)", t_page, q_page, results["http"])
                     note("GET /annotate/task/?after= (next task)", t_task, q_task, results["http"])
@@ -415,8 +419,22 @@ def run_database(name: str, args) -> dict:
     from annotation_common import database_exists
 
     if name == EMPTY_DB and not database_exists(name):
-        subprocess.run([sys.executable, str(REPO / "bench" / "annotation_data.py"), "--database", name, "--sets", "2000",
-                        "--judgments", "0", "--expired-leases", "0"], check=True, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "annotation_data.py"),
+                "--database",
+                name,
+                "--sets",
+                "2000",
+                "--judgments",
+                "0",
+                "--expired-leases",
+                "0",
+            ],
+            check=True,
+            cwd=REPO,
+        )
     command = [sys.executable, __file__, "--child", name, "--rounds", str(args.rounds), "--warmup", str(args.warmup)]
     if args.suggested_indexes:
         command.append("--suggested-indexes")
@@ -453,11 +471,14 @@ def main() -> None:
         start = time.perf_counter()
         result = run_database(name, args)
         results.append(result)
-        print(f"  {name} ({result['size']}): measured in {time.perf_counter() - start:.0f} s "
-              f"(load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}); "
-              f"{result['open_regular_slots_before']:,} open regular slots before, "
-              f"{result['judgments_after']:,} judgments after; {result['leases_expired_first']} leftover leases expired first; "
-              f"{result['paused_annotators']} paused annotators left out")
+        print(
+            f"  {name} ({result['size']}): measured in {time.perf_counter() - start:.0f} s "
+            f"(load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}); "
+            f"{result['open_regular_slots_before']:,} open regular slots before, "
+            f"{result['judgments_after']:,} judgments after; {result['leases_expired_first']} leftover leases "
+            "expired first; "
+            f"{result['paused_annotators']} paused annotators left out"
+        )
         if not result["http"]:
             print("    the annotation views are not there (annotation/urls.py): service level only")
         for error in result["errors"]:
@@ -476,7 +497,11 @@ def main() -> None:
         cells = []
         for r in results:
             q = r["queries"].get(name)
-            queries = "-" if not q else (str(q["median"]) if q["min"] == q["max"] else f"{q['median']} ({q['min']}-{q['max']})")
+            queries = (
+                "-"
+                if not q
+                else (str(q["median"]) if q["min"] == q["max"] else f"{q['median']} ({q['min']}-{q['max']})")
+            )
             cells.append(f"{fmt(r[section].get(name, {}))} | {queries}")
         print(f"| {name} | {' | '.join(cells)} |")
     print(f"\n(target for the annotator's requests: p95 < {TARGET_P95_MS} ms)")

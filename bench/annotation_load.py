@@ -1,6 +1,6 @@
 """Load test of the annotation pages: 50 annotators judging as fast as they can through gunicorn.
 
-    .venv/bin/python bench/annotation_load.py                                  # 50 clients, 60 s, empty then full database
+    .venv/bin/python bench/annotation_load.py                                  # 50 clients, 60 s, empty, full db
     .venv/bin/python bench/annotation_load.py --databases onereward_bench      # the full database only
     .venv/bin/python bench/annotation_load.py --clients 20 --duration 30 --workers 2 --threads 4
     .venv/bin/python bench/annotation_load.py --images                         # also fetch the N candidate images
@@ -78,10 +78,29 @@ class Server:
         env = bench_environment(database)
         self.log = open(REPO / "var" / "bench" / "gunicorn.log", "w")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "onereward.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60",
-             "--log-level", "warning", "--backlog", "256"],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "onereward.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--timeout",
+                "60",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "256",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -92,7 +111,9 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see var/bench/gunicorn.log")
             try:
-                response = urllib3.request("GET", f"http://127.0.0.1:{self.port}/accounts/login/", retries=False, timeout=2)
+                response = urllib3.request(
+                    "GET", f"http://127.0.0.1:{self.port}/accounts/login/", retries=False, timeout=2
+                )
                 if response.status == 200:
                     return
             except urllib3.exceptions.HTTPError:
@@ -152,7 +173,6 @@ class SlotFacts:
 
     def __init__(self, database: str):
         import psycopg
-
         from annotation_common import database_url
 
         self.connection = psycopg.connect(database_url(database), autocommit=True)
@@ -275,7 +295,9 @@ def check_database(clients, users, started_at) -> list[tuple[str, object, bool]]
         cursor.execute("SELECT count(*) FROM (SELECT 1 FROM annotation_judgment GROUP BY annotator_id, task_id, kind "
                        "HAVING count(*) > 1) d")
         duplicates = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM annotation_judgment GROUP BY slot_id HAVING count(*) > 1) d")
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM annotation_judgment GROUP BY slot_id HAVING count(*) > 1) d"
+        )
         slot_twice = cursor.fetchone()[0]
     checks.append(("(annotator, task, kind) with more than one judgment (whole table)", duplicates, duplicates == 0))
     checks.append(("slots with more than one judgment (whole table)", slot_twice, slot_twice == 0))
@@ -293,7 +315,13 @@ def check_database(clients, users, started_at) -> list[tuple[str, object, bool]]
     wrong = (AnnotationTask.objects.filter(pk__in=tasks)
              .annotate(regular=Count("judgments", filter=Q(judgments__kind=SlotKind.REGULAR)))
              .exclude(judgments_done=F("regular")).count())
-    checks.append((f"touched tasks whose judgments_done differs from their regular judgments (of {len(tasks)})", wrong, wrong == 0))
+    checks.append(
+        (
+            f"touched tasks whose judgments_done differs from their regular judgments (of {len(tasks)})",
+            wrong,
+            wrong == 0,
+        )
+    )
     return checks
 
 
@@ -318,9 +346,24 @@ def main() -> None:
         if name == EMPTY_DB and not database_exists(name):
             subprocess.run([sys.executable, str(REPO / "bench" / "annotation_data.py"), "--database", name, "--sets",
                             "2000", "--judgments", "0", "--expired-leases", "0"], check=True, cwd=REPO)
-        command = [sys.executable, __file__, "--database", name, "--clients", str(args.clients), "--duration",
-                   str(args.duration), "--workers", str(args.workers), "--threads", str(args.threads),
-                   "--retry-share", str(args.retry_share), "--port", str(args.port)] + (["--images"] if args.images else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--database",
+            name,
+            "--clients",
+            str(args.clients),
+            "--duration",
+            str(args.duration),
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--retry-share",
+            str(args.retry_share),
+            "--port",
+            str(args.port),
+        ] + (["--images"] if args.images else [])
         child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
         for line in child.stdout:
             if line.startswith("RESULT "):
@@ -331,11 +374,18 @@ def main() -> None:
             sys.exit(f"the run on {name} failed")
         print()
     if len(results) > 1:
-        print("| database | requests/s | judgments/s | errors | next task median / p95 ms | POST median / p95 ms | checks |")
+        print(
+            "| database | requests/s | judgments/s | errors | next task median / p95 ms | POST median / p95 ms | "
+            "checks |"
+        )
         print("|---|---|---|---|---|---|---|")
         for r in results:
-            print(f"| {r['database']} | {r['rps']:.1f} | {r['jps']:.1f} | {r['errors']} | {r['next'][0]:.0f} / {r['next'][1]:.0f} "
-                  f"| {r['post'][0]:.0f} / {r['post'][1]:.0f} | {'all consistent' if not r['failed'] else str(r['failed']) + ' failed'} |")
+            print(
+                f"| {r['database']} | {r['rps']:.1f} | {r['jps']:.1f} | {r['errors']} | {r['next'][0]:.0f} / "
+                f"{r['next'][1]:.0f} "
+                f"| {r['post'][0]:.0f} / {r['post'][1]:.0f} | "
+                f"{'all consistent' if not r['failed'] else str(r['failed']) + ' failed'} |"
+            )
 
 
 def run_one(args) -> None:
@@ -365,8 +415,11 @@ def run_one(args) -> None:
           f"({args.workers} workers x {args.threads} threads, gthread) on 127.0.0.1:{port}, database {args.database}; "
           f"{os.cpu_count()} CPU cores shared by load generator, gunicorn and PostgreSQL; load average before "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"  {open_before:,} open regular slots, {judgments_before:,} judgments; {expired} leftover leases expired first"
-          f"{'; clients also fetch the N candidate images' if args.images else ''}")
+    print(
+        f"  {open_before:,} open regular slots, {judgments_before:,} judgments; {expired} leftover leases expired "
+        "first"
+        f"{'; clients also fetch the N candidate images' if args.images else ''}"
+    )
     server = Server(args.database, port, args.workers, args.threads)
     records = []
     lock = threading.Lock()

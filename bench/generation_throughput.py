@@ -136,18 +136,31 @@ def main() -> None:
     labels = {"batched": "FluxFillBackend.generate, batched", "one_by_one": "FluxFillPipeline, one call per candidate"}
 
     print(f"model: {model}")
-    print(f"device: {device}" + (f" ({torch.get_num_threads()} CPU threads)" if device.type == "cpu" else f" ({torch.cuda.get_device_name(device)})"))
+    print(
+        f"device: {device}"
+        + (
+            f" ({torch.get_num_threads()} CPU threads)"
+            if device.type == "cpu"
+            else f" ({torch.cuda.get_device_name(device)})"
+        )
+    )
     print(f"input: {width}x{height}, N={args.candidates} candidates, steps={steps}, guidance={args.guidance}, "
           f"true_cfg=1, seeds {seeds[0]}..{seeds[-1]}; median of {repeats} alternating runs after a warm-up")
     for name, (seconds, _) in timings.items():
-        line = f"{labels[name]:42s} {args.candidates / seconds:8.2f} candidates/s   {seconds / args.candidates:8.4f} s/candidate"
+        line = (
+            f"{labels[name]:42s} {args.candidates / seconds:8.2f} candidates/s   {seconds / args.candidates:8.4f} "
+            "s/candidate"
+        )
         if device.type == "cuda":
             line += f"   peak GPU memory {peaks[name]:.1f} GiB"
         print(line)
     (ours, ours_images), (base, base_images) = timings["batched"], timings["one_by_one"]
     print(f"ratio (batched / one-by-one candidates per second): {base / ours:.2f}x")
     if width % 16 or height % 16:
-        print("(the pipeline resizes a canvas off the 16-pixel grid to a smaller one; the backend pads it: not the same work)")
+        print(
+            "(the pipeline resizes a canvas off the 16-pixel grid to a smaller one; the backend pads it: not the "
+            "same work)"
+        )
     else:
         difference = max(int(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max())
                          for a, b in zip(ours_images, base_images))

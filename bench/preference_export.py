@@ -99,14 +99,26 @@ def naive_export(judgments, path: Path) -> tuple[int, int]:
             if pick.discarded:
                 continue
             best, worst = pick.best, pick.worst
-            rows.append({
-                "input_id": item.pk, "input_hash": item.content_hash, "task": item.task.slug,
-                "dimension": pick.dimension.slug, "prompt": item.effective_prompt, "source": item.source.name,
-                "mask": item.mask.name, "winner_candidate": str(best.public_id), "loser_candidate": str(worst.public_id),
-                "winner_image": best.image.name, "loser_image": worst.image.name, "annotator": judgment.annotator_id,
-                "winner_generator": candidate_set.batch.generator.name, "winner_settings": json.dumps(best.settings),
-                "loser_settings": json.dumps(worst.settings), "split": split,
-            })
+            rows.append(
+                {
+                    "input_id": item.pk,
+                    "input_hash": item.content_hash,
+                    "task": item.task.slug,
+                    "dimension": pick.dimension.slug,
+                    "prompt": item.effective_prompt,
+                    "source": item.source.name,
+                    "mask": item.mask.name,
+                    "winner_candidate": str(best.public_id),
+                    "loser_candidate": str(worst.public_id),
+                    "winner_image": best.image.name,
+                    "loser_image": worst.image.name,
+                    "annotator": judgment.annotator_id,
+                    "winner_generator": candidate_set.batch.generator.name,
+                    "winner_settings": json.dumps(best.settings),
+                    "loser_settings": json.dumps(worst.settings),
+                    "split": split,
+                }
+            )
     pq.write_table(pa.Table.from_pylist(rows), path)
     return len(rows), count
 

@@ -53,6 +53,11 @@ class StudyCreateForm(forms.Form):
                 max_length=StudyArm._meta.get_field("label").max_length, required=False, label=f"Arm {row + 1}: label",
                 help_text=f'How the report names the arm; empty = "{DEFAULT_LABELS[row]}".')
 
+    @property
+    def fields_shown_apart(self) -> list[str]:
+        # The arms are a table of their own below the other fields (admin/evaluation/study_add.html).
+        return [name for row in range(ARM_ROWS) for name in (f"batch_{row}", f"label_{row}")]
+
     def arm_rows(self):
         for row in range(ARM_ROWS):
             yield {"number": row + 1, "batch": self[f"batch_{row}"], "label": self[f"label_{row}"]}

@@ -107,7 +107,9 @@ class StudySlot(models.Model):
         ordering = ["item", "pk"]
         indexes = [
             # The pool: slots not done yet, in queue order; partial, so it follows the open work.
-            models.Index(fields=["item", "id"], name="study_slot_pool", condition=models.Q(state__in=["open", "leased"])),
+            models.Index(
+                fields=["item", "id"], name="study_slot_pool", condition=models.Q(state__in=["open", "leased"])
+            ),
             models.Index(fields=["annotator", "item"], name="study_slot_annotator_item"),
         ]
         constraints = [

@@ -6,8 +6,6 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from onereward.jobs import JobStatus
-
 from .forms import BatchLaunchForm
 from .models import Candidate, CandidateSet, GenerationBatch, Generator
 
@@ -31,11 +29,34 @@ class CandidateSetInline(admin.TabularInline):
 
 @admin.register(GenerationBatch)
 class GenerationBatchAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "generator", "candidates_per_input", "purpose", "status", "progress_figure", "created_by",
-                    "created_at"]
+    list_display = [
+        "__str__",
+        "generator",
+        "candidates_per_input",
+        "purpose",
+        "status",
+        "progress_figure",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["status", "for_annotation", "generator"]
-    readonly_fields = ["name", "generator", "candidates_per_input", "purpose", "ranges", "seed", "status", "progress_done",
-                       "progress_failed", "progress_total", "error", "created_by", "created_at", "started_at", "finished_at"]
+    readonly_fields = [
+        "name",
+        "generator",
+        "candidates_per_input",
+        "purpose",
+        "ranges",
+        "seed",
+        "status",
+        "progress_done",
+        "progress_failed",
+        "progress_total",
+        "error",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
     fields = readonly_fields
     inlines = [CandidateSetInline]
     actions = ["cancel_batches", "resume_batches"]
@@ -74,8 +95,13 @@ class GenerationBatchAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{batch} is queued: {batch.progress_total} inputs x "
                                            f"{batch.candidates_per_input} candidates.", messages.SUCCESS)
                 return redirect("admin:generation_generationbatch_change", batch.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Launch a generation batch",
-                   "form": form, "multipart": False}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Launch a generation batch",
+            "form": form,
+            "multipart": False,
+        }
         return TemplateResponse(request, "admin/form_page.html", context)
 
     def _batch(self, request, pk):
@@ -90,7 +116,11 @@ class GenerationBatchAdmin(admin.ModelAdmin):
 
     def grid_view(self, request, pk):
         batch = self._batch(request, pk)
-        sets = batch.candidate_sets.select_related("input", "input__task").prefetch_related("candidates").order_by("input_id")
+        sets = (
+            batch.candidate_sets.select_related("input", "input__task")
+            .prefetch_related("candidates")
+            .order_by("input_id")
+        )
         page = Paginator(sets, 20).get_page(request.GET.get("page"))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "batch": batch, "page": page,
                    "title": f"{batch}: candidates"}
@@ -138,4 +168,7 @@ class CandidateAdmin(admin.ModelAdmin):
 
     @admin.display(description="Image")
     def preview(self, candidate):
-        return format_html('<img src="{}" style="max-height:96px">', reverse("candidate-file", args=[candidate.public_id, "thumbnail"]))
+        return format_html(
+            '<img src="{}" style="max-height:96px">',
+            reverse("candidate-file", args=[candidate.public_id, "thumbnail"]),
+        )

@@ -19,7 +19,7 @@ from onereward.jobs import JobStatus
 
 from .core.backends.base import GenerationRequest, load_backend
 from .events import candidate_set_finished
-from .models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
+from .models import Candidate, CandidateSet, Generator, SetStatus
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def store_candidate(candidate_set: CandidateSet, index: int, request: Generation
     if image.size != request.image.size:
         raise ValueError(f"the generator returned {image.size[0]}x{image.size[1]} for a "
                          f"{request.image.width}x{request.image.height} canvas")
-    candidate = Candidate(candidate_set=candidate_set, index=index, settings=request.settings.as_dict(), seconds=seconds)
+    candidate = Candidate(
+        candidate_set=candidate_set, index=index, settings=request.settings.as_dict(), seconds=seconds
+    )
     image_path, thumb_path = candidate_paths(candidate.public_id)
     written = [default_storage.save(image_path, ContentFile(encode_png(image.convert("RGB"))))]
     try:

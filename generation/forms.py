@@ -6,8 +6,8 @@ from django.core.exceptions import ValidationError
 
 from inputs.models import Tag, Task
 
-from .models import MIN_CANDIDATES, GenerationBatch, Generator
 from .core.sampling import DEFAULT_NEGATIVE_PROMPTS, Ranges
+from .models import MIN_CANDIDATES, GenerationBatch, Generator
 from .selection import select_inputs
 
 NONE_LABEL = "(none)"
@@ -32,11 +32,18 @@ class BatchLaunchForm(forms.Form):
         required=False, label="For a human evaluation study",
         help_text="Held-out inputs: finished sets make no annotation tasks, and 1 candidate per input is allowed "
                   "(a study shows each arm's first candidate).")
-    candidates_per_input = forms.IntegerField(initial=4, label="Candidates per input (N)",
-                                              help_text=f"At least {MIN_CANDIDATES} for annotation (the paper uses 4); "
-                                                        "1 is enough for evaluation.")
-    annotation_overlap = forms.IntegerField(initial=1, min_value=1, required=False, label="Judgments per input (k)",
-                                            help_text="Each candidate set is judged by this many different annotators.")
+    candidates_per_input = forms.IntegerField(
+        initial=4,
+        label="Candidates per input (N)",
+        help_text=f"At least {MIN_CANDIDATES} for annotation (the paper uses 4); 1 is enough for evaluation.",
+    )
+    annotation_overlap = forms.IntegerField(
+        initial=1,
+        min_value=1,
+        required=False,
+        label="Judgments per input (k)",
+        help_text="Each candidate set is judged by this many different annotators.",
+    )
     steps_min = forms.IntegerField(initial=Ranges().steps[0])
     steps_max = forms.IntegerField(initial=Ranges().steps[1])
     guidance_min = forms.FloatField(initial=Ranges().guidance[0], label="Guidance min (embedded)")

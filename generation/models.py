@@ -9,7 +9,6 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q
-from django.utils import timezone
 
 from inputs.models import Input
 from onereward.jobs import BackgroundJob, JobStatus
@@ -51,8 +50,14 @@ class GenerationBatch(BackgroundJob):
     name = models.CharField(max_length=200, blank=True)
     generator = models.ForeignKey(Generator, on_delete=models.PROTECT, related_name="batches")
     candidates_per_input = models.PositiveSmallIntegerField(default=4)
-    ranges = models.JSONField(default=dict, blank=True, help_text="Randomisation ranges (see generation.core.sampling.Ranges); empty = the defaults.")
-    seed = models.BigIntegerField(default=0, help_text="Base seed: every candidate's settings and seed derive from it.")
+    ranges = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Randomisation ranges (see generation.core.sampling.Ranges); empty = the defaults.",
+    )
+    seed = models.BigIntegerField(
+        default=0, help_text="Base seed: every candidate's settings and seed derive from it."
+    )
     inputs = models.ManyToManyField(Input, through="CandidateSet", related_name="generation_batches")
     progress_failed = models.PositiveIntegerField(default=0)
     annotation_overlap = models.PositiveSmallIntegerField(
@@ -77,7 +82,9 @@ class GenerationBatch(BackgroundJob):
         least = MIN_CANDIDATES if self.for_annotation else 1
         if self.candidates_per_input is not None and self.candidates_per_input < least:
             if self.for_annotation:
-                message = f"at least {MIN_CANDIDATES} candidates are needed to compare (an evaluation batch may have 1)"
+                message = (
+                    f"at least {MIN_CANDIDATES} candidates are needed to compare (an evaluation batch may have 1)"
+                )
             else:
                 message = "at least 1 candidate per input"
             raise ValidationError({"candidates_per_input": message})
@@ -136,12 +143,18 @@ class GenerationBatch(BackgroundJob):
             done=Count("pk", filter=Q(status=SetStatus.DONE)),
             failed=Count("pk", filter=Q(status=SetStatus.FAILED)),
         )
-        fields = {"progress_total": counts["total"], "progress_done": counts["done"], "progress_failed": counts["failed"]}
+        fields = {
+            "progress_total": counts["total"],
+            "progress_done": counts["done"],
+            "progress_failed": counts["failed"],
+        }
         type(self).objects.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
             setattr(self, name, value)
         if counts["done"] + counts["failed"] == counts["total"]:
-            error = f"{counts['failed']} of {counts['total']} inputs failed; see their errors" if counts["failed"] else ""
+            error = (
+                f"{counts['failed']} of {counts['total']} inputs failed; see their errors" if counts["failed"] else ""
+            )
             # Only a running batch finishes: a cancelled one stays cancelled.
             if self.finish(only_from=JobStatus.RUNNING, error=error):
                 from .events import batch_finished
@@ -198,7 +211,9 @@ class Candidate(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     image = models.FileField(max_length=255)
     thumbnail = models.FileField(max_length=255)
-    settings = models.JSONField(help_text="CandidateSettings: seed, steps, guidance, true_cfg, negative prompt, strength.")
+    settings = models.JSONField(
+        help_text="CandidateSettings: seed, steps, guidance, true_cfg, negative prompt, strength."
+    )
     seconds = models.FloatField(help_text="Generation time of this candidate's share of its batched call.")
     created_at = models.DateTimeField(auto_now_add=True)
 

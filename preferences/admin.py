@@ -14,9 +14,9 @@ from django.utils.html import format_html, format_html_join
 
 from onereward.files import stored_file_response
 
+from .export import delete_files, stored_files
 from .forms import PreferenceDatasetForm
 from .models import PreferenceDataset
-from .export import delete_files, stored_files
 
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl",
                  ".json": "application/json"}
@@ -59,15 +59,27 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
             ("Dimensions", names(dataset.dimensions.all(), "slug")),
             ("Annotators", names(dataset.annotators.all(), "username")),
             ("Submitted", f"{dataset.submitted_from or '…'} to {dataset.submitted_until or '…'}"),
-            ("Good standing only", f"{dataset.good_standing_only} (min gold accuracy: "
-                                   f"{dataset.min_gold_accuracy if dataset.min_gold_accuracy is not None else 'QC threshold'})"),
+            (
+                "Good standing only",
+                f"{dataset.good_standing_only} (min gold accuracy: "
+                f"{dataset.min_gold_accuracy if dataset.min_gold_accuracy is not None else 'QC threshold'})",
+            ),
             ("Gold / repeats included", f"{dataset.include_gold} / {dataset.include_repeats}"),
-            ("Pairing", f"{dataset.get_pairing_display()}; {dataset.get_aggregation_display()}; ties: "
-                        f"{dataset.get_tie_rule_display()}; min votes {dataset.min_votes}"),
-            ("Splits", f"train {dataset.train_fraction:g} / validation {dataset.validation_fraction:g} / "
-                       f"test {dataset.test_fraction:g}, seed {dataset.split_seed}"),
-            ("Files", f"Parquet{''.join(', ' + f for f in dataset.formats)}"
-                      f"{', images embedded' if dataset.embed_images else ', images by storage URI'}"),
+            (
+                "Pairing",
+                f"{dataset.get_pairing_display()}; {dataset.get_aggregation_display()}; ties: "
+                f"{dataset.get_tie_rule_display()}; min votes {dataset.min_votes}",
+            ),
+            (
+                "Splits",
+                f"train {dataset.train_fraction:g} / validation {dataset.validation_fraction:g} / "
+                f"test {dataset.test_fraction:g}, seed {dataset.split_seed}",
+            ),
+            (
+                "Files",
+                f"Parquet{''.join(', ' + f for f in dataset.formats)}"
+                f"{', images embedded' if dataset.embed_images else ', images by storage URI'}",
+            ),
         ]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", lines))
 
@@ -134,8 +146,12 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
         if name not in stored_files(dataset):
             raise Http404("no such file in this dataset")
         suffix = name[name.rfind("."):]
-        response = stored_file_response(f"{dataset.storage_prefix}/{name}", CONTENT_TYPES.get(suffix, "application/octet-stream"))
-        response["Content-Disposition"] = f'attachment; filename="{dataset.name}-v{dataset.version}-{name.replace("/", "-")}"'
+        response = stored_file_response(
+            f"{dataset.storage_prefix}/{name}", CONTENT_TYPES.get(suffix, "application/octet-stream")
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="{dataset.name}-v{dataset.version}-{name.replace("/", "-")}"'
+        )
         return response
 
     def delete_model(self, request, obj):
@@ -164,7 +180,11 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
 
 def _options_of(dataset: PreferenceDataset) -> dict:
     """A version's options, to build another version with them."""
-    fields = [name for name in PreferenceDatasetForm.Meta.fields if name not in ("batches", "tasks", "dimensions", "annotators")]
+    fields = [
+        name
+        for name in PreferenceDatasetForm.Meta.fields
+        if name not in ("batches", "tasks", "dimensions", "annotators")
+    ]
     options = {name: getattr(dataset, name) for name in fields}
     options.update(batches=list(dataset.batches.all()), tasks=list(dataset.tasks.all()),
                    dimensions=list(dataset.dimensions.all()), annotators=list(dataset.annotators.all()))

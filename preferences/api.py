@@ -7,9 +7,9 @@ from rest_framework.response import Response
 
 from onereward.files import stored_file_response
 
-from .models import PreferenceDataset
 from .admin import CONTENT_TYPES
 from .export import delete_files, stored_files
+from .models import PreferenceDataset
 from .serializers import PreferenceDatasetCreateSerializer, PreferenceDatasetSerializer
 
 
@@ -54,7 +54,9 @@ class PreferenceDatasetViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin
         suffix = name[name.rfind("."):]
         response = stored_file_response(f"{dataset.storage_prefix}/{name}",
                                         CONTENT_TYPES.get(suffix, "application/octet-stream"))
-        response["Content-Disposition"] = f'attachment; filename="{dataset.name}-v{dataset.version}-{name.replace("/", "-")}"'
+        response["Content-Disposition"] = (
+            f'attachment; filename="{dataset.name}-v{dataset.version}-{name.replace("/", "-")}"'
+        )
         return response
 
 

@@ -5,6 +5,7 @@ from django.db import models
 
 from onereward.jobs import BackgroundJob
 
+
 class PairingPolicy(models.TextChoices):
     # One pair per (input, dimension): winner = best, loser = worst, as in the paper.
     BEST_WORST = "best_worst", "Best > worst (one pair)"
@@ -44,7 +45,9 @@ class PreferenceDataset(BackgroundJob):
     batches = models.ManyToManyField("generation.GenerationBatch", blank=True, related_name="preference_datasets",
                                      help_text="Empty = every batch.")
     tasks = models.ManyToManyField("inputs.Task", blank=True, related_name="+", help_text="Empty = every task.")
-    dimensions = models.ManyToManyField("inputs.Dimension", blank=True, related_name="+", help_text="Empty = every dimension.")
+    dimensions = models.ManyToManyField(
+        "inputs.Dimension", blank=True, related_name="+", help_text="Empty = every dimension."
+    )
     annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+",
                                         help_text="Empty = every annotator (in good standing, if asked).")
     submitted_from = models.DateTimeField(null=True, blank=True, help_text="Judgments submitted at or after this.")
@@ -52,7 +55,8 @@ class PreferenceDataset(BackgroundJob):
     good_standing_only = models.BooleanField(
         default=True, help_text="Leave out paused annotators and those whose gold accuracy is below the threshold.")
     min_gold_accuracy = models.FloatField(
-        null=True, blank=True, help_text="With good standing only: the gold accuracy needed; empty = the QC threshold.")
+        null=True, blank=True, help_text="With good standing only: the gold accuracy needed; empty = the QC threshold."
+    )
     include_gold = models.BooleanField(default=False, help_text="Also judgments on gold tasks.")
     include_repeats = models.BooleanField(default=False, help_text="Also repeat judgments (self-consistency checks).")
     # How pairs are made.
@@ -66,7 +70,9 @@ class PreferenceDataset(BackgroundJob):
     test_fraction = models.FloatField(default=0.05)
     split_seed = models.BigIntegerField(default=0)
     # What comes out.
-    embed_images = models.BooleanField(default=False, help_text="Put image bytes in the files instead of storage URIs.")
+    embed_images = models.BooleanField(
+        default=False, help_text="Put image bytes in the files instead of storage URIs."
+    )
     formats = models.JSONField(default=list, blank=True,
                                help_text='Files to write besides Parquet: any of "jsonl", "trl".')
     counts = models.JSONField(default=dict, blank=True, help_text="{task: {dimension: {split: pairs}}}.")
@@ -84,8 +90,8 @@ class PreferenceDataset(BackgroundJob):
         return f"{self.name} v{self.version}"
 
     def clean(self):
-        from .core.pairing import PairingError, check_fractions
         from .core.files import FORMATS
+        from .core.pairing import PairingError, check_fractions
 
         errors = {}
         try:

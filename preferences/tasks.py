@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from annotation.export import build
+
 from .models import PreferenceDataset
 
 

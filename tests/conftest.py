@@ -115,7 +115,9 @@ class WorkerProcess:
         self.process = fresh.process
 
 
-def start_worker(env_overrides: dict, log_path: Path, queues: str = "default,gpu", purge: bool = True) -> WorkerProcess:
+def start_worker(
+    env_overrides: dict, log_path: Path, queues: str = "default,gpu", purge: bool = True
+) -> WorkerProcess:
     env = {**os.environ, **env_overrides}
     with open(log_path, "a") as log:
         log.write("\n--- worker start ---\n")

@@ -52,7 +52,9 @@ def compose_command() -> tuple[str, ...] | None:
     return None
 
 
-def run_compose(*args: str, env: dict | None = None, files=(COMPOSE_FILE,), tmp_path: Path) -> subprocess.CompletedProcess:
+def run_compose(
+    *args: str, env: dict | None = None, files=(COMPOSE_FILE,), tmp_path: Path
+) -> subprocess.CompletedProcess:
     command = compose_command()
     if command is None:
         pytest.fail(f"Docker Compose v2 is not installed: `{INSTALL_HINT}` (or install the docker compose plugin)")
@@ -187,7 +189,9 @@ def test_second_gpu_file(tmp_path):
 
 def test_app_variables_are_read_by_the_settings(tmp_path):
     """A misspelt variable in compose would be silently ignored by Django."""
-    read = set(re.findall(r'env_(?:str|bool|int|list)\(\s*"([A-Z0-9_]+)"', (REPO / "onereward/settings.py").read_text()))
+    read = set(
+        re.findall(r'env_(?:str|bool|int|list)\(\s*"([A-Z0-9_]+)"', (REPO / "onereward/settings.py").read_text())
+    )
     services = compose_config(tmp_path)["services"]
     for name in APP_SERVICES:
         for variable in services[name]["environment"]:

@@ -173,14 +173,14 @@ def encode(outcomes: Iterable[tuple[Hashable, Hashable, Hashable]], players: Seq
     clusters, winners, losers = [], [], []
     for cluster, winner, loser in outcomes:
         try:
-            w, l = index[winner], index[loser]
+            w, lo = index[winner], index[loser]
         except KeyError as exc:
             raise ValueError(f"outcome names a player not in the list: {exc.args[0]!r}") from None
-        if w == l:
+        if w == lo:
             continue
         clusters.append(cluster_index.setdefault(cluster, len(cluster_index)))
         winners.append(w)
-        losers.append(l)
+        losers.append(lo)
     size = len(players)
     if not clusters:
         empty = np.zeros(0, dtype=np.int64)

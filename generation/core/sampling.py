@@ -5,7 +5,7 @@ Plain Python, no Django: the same ranges drive generation batches and RL rollout
 """
 import hashlib
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .backends.base import CandidateSettings
 

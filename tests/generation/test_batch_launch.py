@@ -4,9 +4,9 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from inputs.importing import import_inputs
-from inputs.demo_inputs import demo_specs
 from generation.models import CandidateSet, GenerationBatch, Generator
+from inputs.demo_inputs import demo_specs
+from inputs.importing import import_inputs
 
 pytestmark = pytest.mark.django_db
 
@@ -93,8 +93,16 @@ def test_command_launches_and_refuses(demo, baseline, capsys):
 def test_api_launches_lists_and_refuses(make_user, demo, baseline):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=make_user('boss', 'admin')).key}")
-    response = client.post("/api/generation-batches/", {"generator": "CPU baseline", "inputs": [demo[0].pk, demo[1].pk],
-                                                        "candidates_per_input": 2, "ranges": {"vary": "input"}}, format="json")
+    response = client.post(
+        "/api/generation-batches/",
+        {
+            "generator": "CPU baseline",
+            "inputs": [demo[0].pk, demo[1].pk],
+            "candidates_per_input": 2,
+            "ranges": {"vary": "input"},
+        },
+        format="json",
+    )
     assert response.status_code == 202, response.json()
     batch_id = response.json()["id"]
     assert client.get(f"/api/generation-batches/{batch_id}/").json()["candidate_sets"][0]["status"] == "pending"
@@ -126,5 +134,5 @@ def test_unknown_lora_file_is_named_when_the_generator_is_saved(client, make_use
     response = client.post("/admin/generation/generator/add/", {"name": "FLUX removal", "backend": "flux_fill",
                                                                 "settings": settings, "active": "on"})
     assert response.status_code == 200
-    assert f"removal.safetensors" in response.content.decode() and "no such file" in response.content.decode()
+    assert "removal.safetensors" in response.content.decode() and "no such file" in response.content.decode()
     assert Generator.objects.count() == 0

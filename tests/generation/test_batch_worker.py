@@ -6,11 +6,11 @@ import pytest
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from inputs.demo_inputs import demo_specs
-from inputs.importing import import_inputs
 from generation.core.backends.base import load_backend
 from generation.execution import requests_for
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
+from inputs.demo_inputs import demo_specs
+from inputs.importing import import_inputs
 from onereward.jobs import JobStatus
 from tests.conftest import stored_files, wait_for
 
@@ -58,7 +58,9 @@ def test_a_batch_from_the_admin_is_generated_and_browsable(celery_worker_process
             pixels = png_pixels(candidate.image.name)
             assert pixels.shape == source.shape
             assert candidate.settings == batch.settings_for(candidate_set.input, candidate.index).as_dict()
-    assert len(stored_files()) == 3 * len(inputs) + 2 * 3 * len(chosen)  # inputs' files + candidates' images and thumbnails
+    assert len(stored_files()) == 3 * len(inputs) + 2 * 3 * len(
+        chosen
+    )  # inputs' files + candidates' images and thumbnails
 
     # Regenerating a candidate from its record gives the same pixels (same hardware).
     candidate = Candidate.objects.order_by("pk").first()
@@ -142,7 +144,9 @@ def test_a_flux_fill_batch_from_the_command_line_with_wait(celery_worker_process
     batch = GenerationBatch.objects.get()
     for candidate_set in batch.candidate_sets.select_related("input"):
         first, second = candidate_set.candidates.order_by("index")
-        assert first.settings["steps"] == second.settings["steps"] and first.settings["seed"] != second.settings["seed"]
+        assert (
+            first.settings["steps"] == second.settings["steps"] and first.settings["seed"] != second.settings["seed"]
+        )
         a, b = png_pixels(first.image.name), png_pixels(second.image.name)
         assert a.shape == (candidate_set.input.height, candidate_set.input.width, 3)
         assert not np.array_equal(a, b)

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inputs.demo_inputs import demo_specs
-from inputs.core.images import CANVAS_FILL, build_canvas
 from generation.core.backends.base import (
     BackendConfigError,
     CandidateSettings,
@@ -20,6 +18,8 @@ from generation.core.backends.base import (
 )
 from generation.core.backends.cpu_baseline import METHODS, CpuBaselineBackend, describe, draw_choices
 from generation.core.backends.cpu_text import prompt_colour, prompt_text
+from inputs.core.images import CANVAS_FILL, build_canvas
+from inputs.demo_inputs import demo_specs
 
 N = 4
 SEEDS = range(N)  # consecutive seeds cycle through the four methods
@@ -110,7 +110,9 @@ def test_text_rendering_writes_words_that_stand_out(backend, candidates):
         hole = np.asarray(mask) >= 128
         for seed, image in zip(SEEDS, images):
             # A seed makes the same fill whatever the task; object removal is that fill, no words.
-            background = backend.generate([GenerationRequest(canvas, mask, "remove", "object_removal", CandidateSettings(seed=seed))])[0]
+            background = backend.generate(
+                [GenerationRequest(canvas, mask, "remove", "object_removal", CandidateSettings(seed=seed))]
+            )[0]
             ink = np.abs(np.asarray(image).astype(np.int16) - np.asarray(background).astype(np.int16)).max(axis=2) > 30
             assert not (ink & ~hole).any(), spec.entry
             share = ink[hole].mean()
@@ -161,7 +163,10 @@ def test_strength_keeps_that_much_of_the_canvas_under_the_mask(backend, candidat
 def test_edge_cases(backend):
     canvas = Image.new("RGB", (40, 30), (10, 120, 200))
     empty = Image.new("L", canvas.size, 0)
-    assert backend.generate([GenerationRequest(canvas, empty, "", "image_fill", CandidateSettings(seed=1))])[0].tobytes() == canvas.tobytes()
+    assert (
+        backend.generate([GenerationRequest(canvas, empty, "", "image_fill", CandidateSettings(seed=1))])[0].tobytes()
+        == canvas.tobytes()
+    )
     full = Image.new("L", canvas.size, 255)
     out = backend.generate([GenerationRequest(canvas, full, "", "image_fill", CandidateSettings(seed=1))])[0]
     assert out.size == canvas.size and out.mode == "RGB"
@@ -172,7 +177,9 @@ def test_edge_cases(backend):
         out = backend.generate([GenerationRequest(canvas, corner, "", "some_new_task", settings)])[0]
         assert np.array_equal(np.asarray(out)[:29], np.asarray(canvas)[:29])
     with pytest.raises(ValueError, match="mask is"):
-        backend.generate([GenerationRequest(canvas, Image.new("L", (10, 10), 255), "", "image_fill", CandidateSettings(seed=1))])
+        backend.generate(
+            [GenerationRequest(canvas, Image.new("L", (10, 10), 255), "", "image_fill", CandidateSettings(seed=1))]
+        )
 
 
 def test_words_come_from_the_prompt():

@@ -5,11 +5,11 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from inputs.demo_inputs import demo_specs
-from inputs.importing import import_inputs
 from annotation.models import AnnotationTask
 from generation.execution import generate_set
 from generation.models import Candidate, GenerationBatch, Generator
+from inputs.demo_inputs import demo_specs
+from inputs.importing import import_inputs
 from onereward.jobs import JobStatus
 from tests.generation.test_batch_launch import launch_data
 
@@ -63,8 +63,11 @@ def test_command_launches_an_evaluation_batch(demo, baseline, capsys):
 def test_api_launches_an_evaluation_batch(make_user, demo, baseline):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=make_user('boss', 'admin')).key}")
-    response = client.post("/api/generation-batches/", {"generator": "CPU baseline", "task": "image_fill",
-                                                        "candidates_per_input": 1, "for_annotation": False}, format="json")
+    response = client.post(
+        "/api/generation-batches/",
+        {"generator": "CPU baseline", "task": "image_fill", "candidates_per_input": 1, "for_annotation": False},
+        format="json",
+    )
     assert response.status_code == 202, response.json()
     assert response.json()["for_annotation"] is False
     assert client.get(f"/api/generation-batches/{response.json()['id']}/").json()["for_annotation"] is False

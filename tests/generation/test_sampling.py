@@ -8,7 +8,9 @@ def test_draws_stay_in_range_and_are_reproducible():
     ranges = Ranges.parse({"steps": [10, 20], "guidance": [2, 3], "true_cfg": [1, 4], "strength": [0.5, 1.0],
                            "negative_prompts": ["", "nsfw"]})
     draws = [ranges.draw(7, "input-hash", i) for i in range(200)]
-    assert all(10 <= d.steps <= 20 and 2 <= d.guidance <= 3 and 1 <= d.true_cfg <= 4 and 0.5 <= d.strength <= 1 for d in draws)
+    assert all(
+        10 <= d.steps <= 20 and 2 <= d.guidance <= 3 and 1 <= d.true_cfg <= 4 and 0.5 <= d.strength <= 1 for d in draws
+    )
     assert {d.negative_prompt for d in draws} == {"", "nsfw"}
     assert len({d.steps for d in draws}) > 5 and len({d.seed for d in draws}) == 200
     assert draws == [ranges.draw(7, "input-hash", i) for i in range(200)]

@@ -6,10 +6,19 @@ import sys
 
 import pytest
 
-from inputs.models import Input, InputImport
+from inputs.models import Input
 from onereward.celery import app as celery_app
+from tests.conftest import (
+    REPO,
+    box_mask,
+    database_url_of_test_db,
+    photo,
+    png_bytes,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
 from tests.inputs.test_archive_import_job import finished, zip_of
-from tests.conftest import REPO, box_mask, database_url_of_test_db, photo, png_bytes, start_worker, stop_worker, wait_for
 
 ENQUEUE = """
 import django; django.setup()
@@ -30,7 +39,9 @@ def test_filesystem_broker_hands_jobs_to_a_separate_worker(tmp_path, settings):
     }
     env_without_broker = {k: v for k, v in {**os.environ, **env}.items() if k != "CELERY_BROKER_URL"}
     archive_path = tmp_path / "inputs.zip"
-    archive_path.write_bytes(zip_of({"a.png": png_bytes(photo(seed=7)), "a_mask.png": png_bytes(box_mask()), "a.txt": b"a kite"}).getvalue())
+    archive_path.write_bytes(
+        zip_of({"a.png": png_bytes(photo(seed=7)), "a_mask.png": png_bytes(box_mask()), "a.txt": b"a kite"}).getvalue()
+    )
 
     worker = start_worker({**env, "CELERY_BROKER_URL": ""}, tmp_path / "worker.log", queues="default")
     try:

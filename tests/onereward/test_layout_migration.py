@@ -135,11 +135,18 @@ def test_old_layout_migrates_without_rewriting_a_table(scratch_database):
     input_ = new.get_model("inputs", "Input").objects.using(scratch_database.alias).get(pk=ids["input"])
     assert input_.prompt == "a red kite" and input_.task.slug == "image_fill"
     assert [t.name for t in input_.tags.all()] == ["demo"]
-    assert new.get_model("inputs", "InputImport").objects.using(scratch_database.alias).get().created_inputs.count() == 1
-    assert new.get_model("generation", "CandidateSet").objects.using(scratch_database.alias).get().input_id == input_.pk
+    assert (
+        new.get_model("inputs", "InputImport").objects.using(scratch_database.alias).get().created_inputs.count() == 1
+    )
+    assert (
+        new.get_model("generation", "CandidateSet").objects.using(scratch_database.alias).get().input_id == input_.pk
+    )
     dataset = new.get_model("preferences", "PreferenceDataset").objects.using(scratch_database.alias).get()
     assert dataset.pk == ids["dataset"] and [t.slug for t in dataset.tasks.all()] == ["image_fill"]
-    assert new.get_model("rewardmodel", "RewardModelRun").objects.using(scratch_database.alias).get().dataset_id == dataset.pk
+    assert (
+        new.get_model("rewardmodel", "RewardModelRun").objects.using(scratch_database.alias).get().dataset_id
+        == dataset.pk
+    )
     rl_run = new.get_model("rl", "RLRun").objects.using(scratch_database.alias).get()
     assert [t.name for t in rl_run.train_tags.all()] == ["demo"]
     study = new.get_model("evaluation", "Study").objects.using(scratch_database.alias).get()
@@ -148,7 +155,9 @@ def test_old_layout_migrates_without_rewriting_a_table(scratch_database):
         assert new.get_model("evaluation", model).objects.using(scratch_database.alias).count() == 1, model
     pick = new.get_model("annotation", "DimensionPick").objects.using(scratch_database.alias).get()
     assert pick.judgment_id == ids["judgment"] and pick.dimension.slug == "aesthetics"
-    assert new.get_model("inputs", "Dimension").objects.using(scratch_database.alias).filter(slug="aesthetics").exists()
+    assert (
+        new.get_model("inputs", "Dimension").objects.using(scratch_database.alias).filter(slug="aesthetics").exists()
+    )
 
     # Content types move with their models, so the groups keep their grants; `annotate` now sits on
     # annotation tasks.

@@ -21,8 +21,10 @@ def api_for(user):
 
 
 def test_role_groups_exist_with_their_permissions():
-    groups = {g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.select_related("content_type")}
-              for g in Group.objects.all()}
+    groups = {
+        g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.select_related("content_type")}
+        for g in Group.objects.all()
+    }
     assert groups["Annotators"] == {"annotation.annotate"}
     assert {"inputs.add_input", "inputs.change_task", "inputs.view_inputimport"} <= groups["Platform admins"]
     assert "annotation.annotate" in groups["Platform admins"]  # admins may try the annotation page

@@ -18,7 +18,9 @@ PRODUCTION_ENV = {
 def run_python(code: str, env: dict, unset=("DATABASE_URL", "CELERY_BROKER_URL", "ONEREWARD_S3_BUCKET")):
     clean = {k: v for k, v in os.environ.items() if k not in unset}
     clean.update(env)
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120
+    )
 
 
 SHOW = (
@@ -32,7 +34,9 @@ SHOW = (
 
 
 def settings_for(env: dict, tmp_path) -> dict:
-    result = run_python(SHOW, {"DJANGO_SETTINGS_MODULE": "onereward.settings", "ONEREWARD_DATA_DIR": str(tmp_path), **env})
+    result = run_python(
+        SHOW, {"DJANGO_SETTINGS_MODULE": "onereward.settings", "ONEREWARD_DATA_DIR": str(tmp_path), **env}
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -54,7 +58,9 @@ def test_database_url_switches_to_postgresql(tmp_path):
 
 
 def test_broker_and_storage_variables(tmp_path):
-    shown = settings_for({"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "ONEREWARD_S3_BUCKET": "media"}, tmp_path)
+    shown = settings_for(
+        {"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "ONEREWARD_S3_BUCKET": "media"}, tmp_path
+    )
     assert shown["broker"].startswith("amqp://")
     assert shown["storage"] == "S3Storage"
 
@@ -62,8 +68,15 @@ def test_broker_and_storage_variables(tmp_path):
 def test_production_mode_passes_the_deploy_check(tmp_path):
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**{k: v for k, v in os.environ.items() if k != "DJANGO_DEBUG"}, **PRODUCTION_ENV, "ONEREWARD_DATA_DIR": str(tmp_path)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "DJANGO_DEBUG"},
+            **PRODUCTION_ENV,
+            "ONEREWARD_DATA_DIR": str(tmp_path),
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
@@ -79,7 +92,9 @@ def test_production_mode_passes_the_deploy_check(tmp_path):
     ],
 )
 def test_production_mode_refuses_unsafe_settings(tmp_path, env, message):
-    result = run_python("import django; django.setup()", {**PRODUCTION_ENV, "ONEREWARD_DATA_DIR": str(tmp_path), **env})
+    result = run_python(
+        "import django; django.setup()", {**PRODUCTION_ENV, "ONEREWARD_DATA_DIR": str(tmp_path), **env}
+    )
     assert result.returncode != 0
     assert message in result.stderr
 

@@ -36,7 +36,11 @@ class CandidateSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CandidateSettings":
-        known = {k: data[k] for k in ("seed", "steps", "guidance", "true_cfg", "negative_prompt", "strength", "extra") if k in data}
+        known = {
+            k: data[k]
+            for k in ("seed", "steps", "guidance", "true_cfg", "negative_prompt", "strength", "extra")
+            if k in data
+        }
         return cls(**known)
 
 

@@ -88,7 +88,9 @@ class CpuBaselineConfig:
             raise BackendConfigError("cpu_baseline settings must be a JSON object")
         unknown = sorted(set(raw) - set(cls.KEYS))
         if unknown:
-            raise BackendConfigError(f"unknown cpu_baseline setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(cls.KEYS)}")
+            raise BackendConfigError(
+                f"unknown cpu_baseline setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(cls.KEYS)}"
+            )
         methods = raw.get("methods", cls.methods)
         if isinstance(methods, str):
             # Forms and command lines give "telea, patch".
@@ -97,7 +99,9 @@ class CpuBaselineConfig:
             raise BackendConfigError("methods must be a list of method names")
         bad = [m for m in methods if m not in METHODS]
         if bad:
-            raise BackendConfigError(f"methods: unknown method(s) {', '.join(map(repr, bad))}; known: {', '.join(METHODS)}")
+            raise BackendConfigError(
+                f"methods: unknown method(s) {', '.join(map(repr, bad))}; known: {', '.join(METHODS)}"
+            )
         if not methods:
             raise BackendConfigError(f"methods must name at least one of {', '.join(METHODS)}")
         return cls(
@@ -127,7 +131,8 @@ class CandidateChoices:
     method: the fill. radius: diffusion neighbourhood. patch_top_k: the copy is one of the k best
     matches; patch_locality: preference for near sources. mirror_blur: blur growth per pixel of
     distance. detail_reach: for diffusion fills of extend borders, how far from the edge the
-    mirrored texture laid over them reaches before it has faded out. tint: opacity of the prompt's colour over the fill (0 = none). detail: -1 (blur) to
+    mirrored texture laid over them reaches before it has faded out. tint: opacity of the prompt's
+    colour over the fill (0 = none). detail: -1 (blur) to
     +1 (sharpen). gain_r/g/b: channel gains; offset: added to every channel (0-255 levels);
     saturation: 1 = unchanged. grain: noise std as a share of 255. feather: width of the band
     over which the post-processing ramps in from the mask's edge. text_*: see cpu_text.TextStyle;
@@ -214,7 +219,10 @@ def _apply_overrides(choices: CandidateChoices, extra: dict) -> CandidateChoices
     known = {f.name: f.type for f in fields(CandidateChoices)}
     unknown = sorted(set(extra) - set(known))
     if unknown:
-        raise BackendConfigError(f"settings.extra: unknown cpu_baseline choice(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        raise BackendConfigError(
+            f"settings.extra: unknown cpu_baseline choice(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(known)}"
+        )
     extra = dict(extra)
     for name, value in extra.items():
         if known[name] in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -265,7 +273,9 @@ class CpuBaselineBackend:
         canvas = np.asarray(request.image.convert("RGB"))
         mask = request.mask.convert("L")
         if mask.size != request.image.size:
-            raise ValueError(f"mask is {mask.size[0]}x{mask.size[1]} but the canvas is {request.image.width}x{request.image.height}")
+            raise ValueError(
+                f"mask is {mask.size[0]}x{mask.size[1]} but the canvas is {request.image.width}x{request.image.height}"
+            )
         hole = np.asarray(mask) >= MASK_THRESHOLD
         if not hole.any():
             return Image.fromarray(canvas.copy())
@@ -286,7 +296,9 @@ class CpuBaselineBackend:
 
     # -- the steps, in order ------------------------------------------------------------------
 
-    def _edit(self, image: np.ndarray, hole: np.ndarray, request: GenerationRequest, choices: CandidateChoices) -> np.ndarray:
+    def _edit(
+        self, image: np.ndarray, hole: np.ndarray, request: GenerationRequest, choices: CandidateChoices
+    ) -> np.ndarray:
         """The edited image (H, W, 3) uint8 at working resolution; only hole pixels differ."""
         filled = self._fill(image, hole, request.task, choices, request.settings.seed)
         processed = filled.astype(np.float32)
@@ -305,10 +317,14 @@ class CpuBaselineBackend:
             result = self._write(result, hole, request.prompt, choices, achromatic)
         strength = float(np.clip(request.settings.strength, 0.0, 1.0))
         if strength < 1.0:
-            result = np.clip(result * strength + image.astype(np.float32) * (1.0 - strength) + 0.5, 0, 255).astype(np.uint8)
+            result = np.clip(result * strength + image.astype(np.float32) * (1.0 - strength) + 0.5, 0, 255).astype(
+                np.uint8
+            )
         return np.where(hole[..., None], result, image)
 
-    def _fill(self, image: np.ndarray, hole: np.ndarray, task: str, choices: CandidateChoices, seed: int) -> np.ndarray:
+    def _fill(
+        self, image: np.ndarray, hole: np.ndarray, task: str, choices: CandidateChoices, seed: int
+    ) -> np.ndarray:
         if hole.all():
             return no_known_pixels_fill(hole.shape, _rng(STREAM_PATCH, seed))
         if choices.method in DIFFUSION_METHODS:
@@ -323,7 +339,9 @@ class CpuBaselineBackend:
             top_k=choices.patch_top_k, locality=choices.patch_locality,
         )
 
-    def _write(self, image: np.ndarray, hole: np.ndarray, prompt: str, choices: CandidateChoices, achromatic: bool) -> np.ndarray:
+    def _write(
+        self, image: np.ndarray, hole: np.ndarray, prompt: str, choices: CandidateChoices, achromatic: bool
+    ) -> np.ndarray:
         """The prompt's words drawn into the hole's bounding box."""
         ys, xs = np.nonzero(hole)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
@@ -349,7 +367,9 @@ class CpuBaselineBackend:
         return np.where(hole[..., None], written, image)
 
 
-def text_colour(background: float, named: tuple[int, int, int] | None, hue: float, saturation: float = 1.0) -> tuple[int, int, int]:
+def text_colour(
+    background: float, named: tuple[int, int, int] | None, hue: float, saturation: float = 1.0
+) -> tuple[int, int, int]:
     """RGB of the words: the named colour if given, else a light tint on a dark background (luma
     `background` < 128) or a deep one on a light background; `hue` in [0, 1) picks the tint,
     `saturation` scales it (0 = grey, for black-and-white photographs)."""
@@ -394,7 +414,9 @@ def post_process(image: np.ndarray, choices: CandidateChoices, rng: np.random.Ge
         h, w = image.shape[:2]
         sigma = choices.grain * 255.0
         # Mostly luminance grain with a little colour, slightly clumped like film grain.
-        noise = rng.standard_normal((h, w, 1), dtype=np.float32) + 0.3 * rng.standard_normal((h, w, 3), dtype=np.float32)
+        noise = rng.standard_normal((h, w, 1), dtype=np.float32) + 0.3 * rng.standard_normal(
+            (h, w, 3), dtype=np.float32
+        )
         noise = cv2.GaussianBlur(noise, (0, 0), 0.6) * (sigma * 1.6)
         image = image + noise
     return image

@@ -72,7 +72,9 @@ def diffusion_fill(image: np.ndarray, hole: np.ndarray, method: str, radius: int
         if small_hole.all():
             small_hole = _resize(hole.astype(np.uint8), size, cv2.INTER_NEAREST) > 0
         small = _resize(image, size, cv2.INTER_AREA)
-        filled_small = cv2.inpaint(small, small_hole.astype(np.uint8) * 255, max(1, round(radius * scale * 2)), DIFFUSION_METHODS[method])
+        filled_small = cv2.inpaint(
+            small, small_hole.astype(np.uint8) * 255, max(1, round(radius * scale * 2)), DIFFUSION_METHODS[method]
+        )
         coarse = _resize(filled_small, (w, h), cv2.INTER_CUBIC)
         # The upsampled fill is soft right at the edge; a thin band there is inpainted again at full
         # resolution, with the coarse fill standing in as known pixels for the hole's interior.
@@ -179,7 +181,9 @@ def patch_fill(
     def source_means(th: int, tw: int) -> np.ndarray:
         """(positions, 3): mean colour of every template-sized window of the search crop."""
         if (th, tw) not in mean_cache:
-            means = cv2.boxFilter(search_smooth, -1, (tw, th), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_REPLICATE)
+            means = cv2.boxFilter(
+                search_smooth, -1, (tw, th), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_REPLICATE
+            )
             mean_cache[th, tw] = means[: search_smooth.shape[0] - th + 1, : search_smooth.shape[1] - tw + 1]
         return mean_cache[th, tw]
 
@@ -187,7 +191,9 @@ def patch_fill(
         """Bool (sy1-sy0-th+1, sx1-sx0-tw+1): template-sized windows (in the search crop) that are all safe."""
         if (th, tw) not in valid_cache:
             crop = safe[sy0:sy1, sx0:sx1]
-            eroded = cv2.erode(crop, np.ones((th, tw), np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            eroded = cv2.erode(
+                crop, np.ones((th, tw), np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT, borderValue=0
+            )
             valid_cache[th, tw] = eroded[: crop.shape[0] - th + 1, : crop.shape[1] - tw + 1] > 0
         return valid_cache[th, tw]
 
@@ -228,7 +234,12 @@ def patch_fill(
             vy, vx = 0, 0
         else:
             if template_known.any():
-                cost = cv2.matchTemplate(work[sy0:sy1, sx0:sx1], template, cv2.TM_SQDIFF, mask=np.repeat(template_known[..., None], 3, axis=2))
+                cost = cv2.matchTemplate(
+                    work[sy0:sy1, sx0:sx1],
+                    template,
+                    cv2.TM_SQDIFF,
+                    mask=np.repeat(template_known[..., None], 3, axis=2),
+                )
                 cost = cost / max(int(template_known.sum()), 1)
             else:
                 cost = rng.uniform(0.0, 1.0, size=valid.shape).astype(np.float32)
@@ -305,7 +316,9 @@ def _render_patches(
             continue
         usable = (~hole[y0 + dy : y1 + dy, x0 + dx : x1 + dx]) & hole[y0:y1, x0:x1]
         for layer, band, total, weight_sum in zip(layers, bands, totals, weights):
-            weight = np.outer(_core_weight(wy1 - wy0, overlap * factor, band), _core_weight(wx1 - wx0, overlap * factor, band))
+            weight = np.outer(
+                _core_weight(wy1 - wy0, overlap * factor, band), _core_weight(wx1 - wx0, overlap * factor, band)
+            )
             tile_weight = weight[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] * usable
             total[y0:y1, x0:x1] += layer[y0 + dy : y1 + dy, x0 + dx : x1 + dx] * tile_weight[..., None]
             weight_sum[y0:y1, x0:x1] += tile_weight
@@ -334,5 +347,7 @@ def add_mirrored_detail(filled: np.ndarray, image: np.ndarray, hole: np.ndarray,
     depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
     amplitude = np.clip(1.0 - depth / max(reach, 1.0), 0.0, 1.0)
     out = image.copy()
-    out[hole] = np.clip(filled[hole].astype(np.float32) + detail[hole] * amplitude[hole][:, None] + 0.5, 0, 255).astype(np.uint8)
+    out[hole] = np.clip(
+        filled[hole].astype(np.float32) + detail[hole] * amplitude[hole][:, None] + 0.5, 0, 255
+    ).astype(np.uint8)
     return out

@@ -121,8 +121,18 @@ def draw_text(
     bbox = draw.multiline_textbbox((0, 0), laid_out, font=font, stroke_width=outer, align="center")
     origin = (pad - bbox[0], pad - bbox[1])
     if outer > bold:
-        draw.multiline_text(origin, laid_out, font=font, fill=(*outline, 255), align="center", stroke_width=outer, stroke_fill=(*outline, 255))
-    draw.multiline_text(origin, laid_out, font=font, fill=(*colour, 255), align="center", stroke_width=bold, stroke_fill=(*colour, 255))
+        draw.multiline_text(
+            origin,
+            laid_out,
+            font=font,
+            fill=(*outline, 255),
+            align="center",
+            stroke_width=outer,
+            stroke_fill=(*outline, 255),
+        )
+    draw.multiline_text(
+        origin, laid_out, font=font, fill=(*colour, 255), align="center", stroke_width=bold, stroke_fill=(*colour, 255)
+    )
     layer = layer.rotate(style.angle, resample=Image.Resampling.BICUBIC, expand=True)
     if style.softness > 0:
         layer = layer.filter(ImageFilter.GaussianBlur(style.softness))

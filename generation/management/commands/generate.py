@@ -4,8 +4,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.models import GenerationBatch, Generator
 from generation.core.sampling import Ranges
+from generation.models import GenerationBatch, Generator
 from generation.selection import select_inputs
 
 
@@ -35,7 +35,9 @@ class Command(BaseCommand):
                             help='a negative prompt of the pool (repeatable; "" = none)')
         parser.add_argument("--vary", choices=["candidate", "input"], help="draw settings per candidate or per input")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("-k", "--judgments", type=int, default=1, help="judgments per candidate set (annotation overlap)")
+        parser.add_argument(
+            "-k", "--judgments", type=int, default=1, help="judgments per candidate set (annotation overlap)"
+        )
         parser.add_argument("--evaluation", action="store_true",
                             help="a batch for a human evaluation study: no annotation tasks, -n 1 allowed")
         parser.add_argument("--name", default="")
@@ -63,15 +65,24 @@ class Command(BaseCommand):
             raise CommandError("--inputs takes ids separated by commas, e.g. 3,7,12") from None
         try:
             inputs = select_inputs(task=options["task"], tag=options["tag"], ids=ids)
-            batch = GenerationBatch.launch(generator=generator, inputs=inputs, candidates_per_input=options["candidates"],
-                                           ranges=ranges, seed=options["seed"], name=options["name"], user=user,
-                                           annotation_overlap=options["judgments"],
-                                           for_annotation=not options["evaluation"])
+            batch = GenerationBatch.launch(
+                generator=generator,
+                inputs=inputs,
+                candidates_per_input=options["candidates"],
+                ranges=ranges,
+                seed=options["seed"],
+                name=options["name"],
+                user=user,
+                annotation_overlap=options["judgments"],
+                for_annotation=not options["evaluation"],
+            )
         except ValidationError as error:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
         purpose = "" if batch.for_annotation else " for evaluation (no annotation tasks)"
-        self.stdout.write(f"Batch #{batch.pk} queued{purpose}: {batch.progress_total} inputs x {batch.candidates_per_input} "
-                          f"candidates with {generator.name} (ranges {Ranges.parse(batch.ranges).as_dict()}).")
+        self.stdout.write(
+            f"Batch #{batch.pk} queued{purpose}: {batch.progress_total} inputs x {batch.candidates_per_input} "
+            f"candidates with {generator.name} (ranges {Ranges.parse(batch.ranges).as_dict()})."
+        )
         if options["wait"]:
             self._follow(batch)
 
@@ -79,7 +90,10 @@ class Command(BaseCommand):
         last = None
         while True:
             batch.refresh_from_db()
-            line = f"{batch.get_status_display()}: {batch.progress_done}/{batch.progress_total} done, {batch.progress_failed} failed"
+            line = (
+                f"{batch.get_status_display()}: {batch.progress_done}/{batch.progress_total} done, "
+                f"{batch.progress_failed} failed"
+            )
             if line != last:
                 self.stdout.write(line)
                 last = line

@@ -1,4 +1,5 @@
-from datetime import datetime, time as day_start
+from datetime import datetime
+from datetime import time as day_start
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -7,12 +8,12 @@ from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from inputs.models import Dimension, Task
-from preferences.models import PairingPolicy, PreferenceDataset, TieRule, VoteAggregation
-from preferences.export import build, create_dataset, stored_files
-from preferences.core.files import SPLITS
 from generation.models import GenerationBatch
+from inputs.models import Dimension, Task
 from onereward.jobs import follow
+from preferences.core.files import SPLITS
+from preferences.export import build, create_dataset, stored_files
+from preferences.models import PairingPolicy, TieRule, VoteAggregation
 
 
 def _moment(text: str) -> datetime:
@@ -30,7 +31,9 @@ def _fractions(text: str) -> tuple[float, float, float]:
     try:
         train, validation, test = (float(part) for part in text.split(","))
     except ValueError:
-        raise CommandError(f"--split takes three fractions TRAIN,VALIDATION,TEST, e.g. 0.9,0.05,0.05; got {text!r}") from None
+        raise CommandError(
+            f"--split takes three fractions TRAIN,VALIDATION,TEST, e.g. 0.9,0.05,0.05; got {text!r}"
+        ) from None
     return train, validation, test
 
 
@@ -51,7 +54,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True, help="dataset name (a slug); the next version is built")
         parser.add_argument("--description", default="")
-        parser.add_argument("--batch", type=int, action="append", dest="batches", help="generation batch id (repeatable)")
+        parser.add_argument(
+            "--batch", type=int, action="append", dest="batches", help="generation batch id (repeatable)"
+        )
         parser.add_argument("--task", action="append", dest="tasks", help="task slug (repeatable)")
         parser.add_argument("--dimension", action="append", dest="dimensions", help="dimension slug (repeatable)")
         parser.add_argument("--annotator", action="append", dest="annotators", help="username (repeatable)")
@@ -59,14 +64,18 @@ class Command(BaseCommand):
         parser.add_argument("--until", dest="submitted_until", type=_moment, help="judgments submitted before")
         parser.add_argument("--all-annotators", action="store_true",
                             help="keep paused annotators and those under the gold accuracy bar")
-        parser.add_argument("--min-gold-accuracy", type=float, help="the bar for good standing (default: QC threshold)")
+        parser.add_argument(
+            "--min-gold-accuracy", type=float, help="the bar for good standing (default: QC threshold)"
+        )
         parser.add_argument("--include-gold", action="store_true", help="also judgments on gold tasks")
         parser.add_argument("--include-repeats", action="store_true", help="also repeat judgments")
         parser.add_argument("--pairing", choices=PairingPolicy.values, default=PairingPolicy.BEST_WORST)
         parser.add_argument("--aggregation", choices=VoteAggregation.values, default=VoteAggregation.MAJORITY)
         parser.add_argument("--tie-rule", choices=TieRule.values, default=TieRule.DROP)
         parser.add_argument("--min-votes", type=int, default=1)
-        parser.add_argument("--split", type=_fractions, default=(0.9, 0.05, 0.05), help="TRAIN,VALIDATION,TEST fractions")
+        parser.add_argument(
+            "--split", type=_fractions, default=(0.9, 0.05, 0.05), help="TRAIN,VALIDATION,TEST fractions"
+        )
         parser.add_argument("--seed", type=int, default=0, help="split seed")
         parser.add_argument("--embed-images", action="store_true", help="put image bytes in the files")
         parser.add_argument("--format", action="append", dest="formats", choices=["jsonl", "trl"],
@@ -75,7 +84,9 @@ class Command(BaseCommand):
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--here", action="store_true", help="build in this process instead of on a worker")
         where.add_argument("--wait", action="store_true", help="queue on a worker and follow the build")
-        parser.add_argument("--out", type=Path, help="copy the built files into this folder (implies --wait or --here)")
+        parser.add_argument(
+            "--out", type=Path, help="copy the built files into this folder (implies --wait or --here)"
+        )
 
     def handle(self, *args, **options):
         user = None
@@ -110,7 +121,11 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"{dataset} queued (id {dataset.pk}).")
             if options["wait"] or options["out"]:
-                follow(dataset, lambda d: f"{d.get_status_display()}: {d.progress_done}/{d.progress_total} candidate sets", self.stdout.write)
+                follow(
+                    dataset,
+                    lambda d: f"{d.get_status_display()}: {d.progress_done}/{d.progress_total} candidate sets",
+                    self.stdout.write,
+                )
         dataset.refresh_from_db()
         if dataset.status != "done":
             if options["here"] or options["wait"] or options["out"]:
@@ -120,12 +135,17 @@ class Command(BaseCommand):
                           f"content hash {dataset.content_hash}")
         for task, per_dimension in sorted(dataset.counts.items()):
             for dimension, counts in sorted(per_dimension.items()):
-                self.stdout.write(f"  {task} / {dimension}: " + ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS))
+                self.stdout.write(
+                    f"  {task} / {dimension}: " + ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS)
+                )
         if options["out"]:
             for name in stored_files(dataset):
                 target = options["out"] / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with default_storage.open(f"{dataset.storage_prefix}/{name}", "rb") as source, open(target, "wb") as sink:
+                with (
+                    default_storage.open(f"{dataset.storage_prefix}/{name}", "rb") as source,
+                    open(target, "wb") as sink,
+                ):
                     for block in iter(lambda: source.read(1 << 20), b""):
                         sink.write(block)
             self.stdout.write(f"Files copied to {options['out']}")
