@@ -15,6 +15,7 @@ from onereward.jobs import BackgroundJob, JobStatus
 
 from .core.backends.base import BACKENDS, BackendConfigError, CandidateSettings, check_backend_config
 from .core.sampling import RangeError, Ranges
+from .events import batch_finished
 
 MIN_CANDIDATES = 2
 
@@ -157,8 +158,6 @@ class GenerationBatch(BackgroundJob):
             )
             # Only a running batch finishes: a cancelled one stays cancelled.
             if self.finish(only_from=JobStatus.RUNNING, error=error):
-                from .events import batch_finished
-
                 batch_finished.send(sender=type(self), batch=self)
 
 

@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from onereward.files import stored_file_response
 
-from .export import delete_files, stored_files
+from .export import create_dataset, delete_files, stored_files
 from .forms import PreferenceDatasetForm
 from .models import PreferenceDataset
 
@@ -165,8 +165,6 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
 
     @admin.action(description="Build again as a new version (same options, current judgments)", permissions=["add"])
     def rebuild_as_new_version(self, request, queryset):
-        from .export import create_dataset
-
         for dataset in queryset:
             options = _options_of(dataset)
             created = create_dataset(user=request.user, **options)

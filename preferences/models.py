@@ -5,6 +5,9 @@ from django.db import models
 
 from onereward.jobs import BackgroundJob
 
+from .core.files import FORMATS
+from .core.pairing import PairingError, check_fractions
+
 
 class PairingPolicy(models.TextChoices):
     # One pair per (input, dimension): winner = best, loser = worst, as in the paper.
@@ -90,9 +93,6 @@ class PreferenceDataset(BackgroundJob):
         return f"{self.name} v{self.version}"
 
     def clean(self):
-        from .core.files import FORMATS
-        from .core.pairing import PairingError, check_fractions
-
         errors = {}
         try:
             check_fractions(self.train_fraction, self.validation_fraction, self.test_fraction)
