@@ -3,7 +3,7 @@ quality-control settings.
 
 The quality-control page and the batch annotation progress hang off the annotation tasks' admin
 (its change list links to them), so they follow that model's permissions: platform admins edit,
-ML engineers view, annotators never reach the admin. Charts are inline SVG drawn here.
+ML engineers view, annotators never reach the admin. Charts are drawn by onereward.charts.
 """
 from datetime import timedelta
 
@@ -15,7 +15,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+
+from onereward import charts
 
 from . import quality
 from .models import AnnotationTask, AnnotatorStatus, QualityControlSettings, SlotKind
@@ -38,89 +39,30 @@ def _percent(value) -> str:
 def accuracy_chart(rows: list[quality.AnnotatorQuality], threshold: float, min_picks: int) -> str:
     """Horizontal bars: gold accuracy per annotator, the pausing threshold as a dashed line. Bars of
     annotators under the threshold with enough gold picks are red; with too few picks, pale."""
-    rows = [row for row in rows if row.gold.total]
-    if not rows:
-        return ""
-    label_w, plot_w, bar_h, gap, top = 150, 440, 18, 6, 28
-    height = top + len(rows) * (bar_h + gap) + 24
-    width = label_w + plot_w + 120
-    parts = [format_html(
-        '<svg class="qc-chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
-        'aria-label="Gold accuracy per annotator"><title>Gold accuracy per annotator</title>', width, height, width, height)]
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        x = label_w + tick * plot_w
-        parts.append(format_html(
-            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/><text x="{}" y="{}" font-size="11" text-anchor="middle" '
-            'fill="#666">{}</text>', x, top - 6, x, height - 20, x, height - 6, f"{tick:.0%}"))
-    for i, row in enumerate(rows):
-        y = top + i * (bar_h + gap)
-        share = row.gold.share or 0.0
-        enough = row.gold.total >= min_picks
-        colour = WARN_COLOUR if row.below_threshold else OK_COLOUR
-        parts.append(format_html(
-            '<text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">{}</text>'
-            '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" fill-opacity="{}"><title>{}: {} of {} ({})</title></rect>'
-            '<text x="{}" y="{}" font-size="11" fill="#333">{} · {}/{}</text>',
-            label_w - 8, y + bar_h - 5, row.username,
-            label_w, y, round(share * plot_w, 1), bar_h, colour, "1" if enough else "0.35",
-            row.username, row.gold.correct, row.gold.total, _percent(row.gold.share),
-            label_w + share * plot_w + 6, y + bar_h - 5, _percent(row.gold.share), row.gold.correct, row.gold.total))
-    x = label_w + threshold * plot_w
-    parts.append(format_html(
-        '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2" stroke-dasharray="5 4"/>'
-        '<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="{}">threshold {}</text>',
-        x, top - 4, x, height - 20, WARN_COLOUR, x, top - 12, WARN_COLOUR, f"{threshold:.0%}"))
-    parts.append(mark_safe("</svg>"))
-    return mark_safe("".join(parts))
-
-
-def _position_panel(x0: int, y0: int, title: str, counts: quality.PositionCounts, width: int, height: int) -> list[str]:
-    """One annotator's best and worst picks per screen position, as share x n (1 = chance)."""
-    best, worst = counts.best_ratios or [0.0] * counts.n, counts.worst_ratios or [0.0] * counts.n
-    top_value = max(2.0, *best, *worst)
-    plot_top, plot_bottom = y0 + 20, y0 + height - 18
-    scale = (plot_bottom - plot_top) / top_value
-    slot = (width - 20) / counts.n
-    bar = max(3.0, slot / 2 - 3)
-    parts = [format_html('<text x="{}" y="{}" font-size="12" fill="#333">{} <tspan fill="#777">({} picks, n={})</tspan></text>',
-                         x0, y0 + 12, title, counts.total, counts.n),
-             format_html('<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999"/>', x0 + 10, plot_bottom, x0 + width - 10, plot_bottom)]
-    for position in range(counts.n):
-        left = x0 + 10 + position * slot + slot / 2 - bar
-        for offset, ratio, colour, label in ((0, best[position], BEST_COLOUR, "best"), (bar, worst[position], WORST_COLOUR, "worst")):
-            h = ratio * scale
-            parts.append(format_html(
-                '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>position {}: {} x{}</title></rect>',
-                round(left + offset, 1), round(plot_bottom - h, 1), round(bar, 1), round(h, 1), colour, position + 1, label,
-                f"{ratio:.2f}"))
-        parts.append(format_html('<text x="{}" y="{}" font-size="10" text-anchor="middle" fill="#666">{}</text>',
-                                 round(left + bar, 1), plot_bottom + 12, position + 1))
-    chance = plot_bottom - scale
-    parts.append(format_html('<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#555" stroke-dasharray="3 3"/>',
-                             x0 + 10, round(chance, 1), x0 + width - 10, round(chance, 1)))
-    return parts
+    bars = [charts.Bar(
+        label=row.username, value=row.gold.share or 0.0, colour=WARN_COLOUR if row.below_threshold else OK_COLOUR,
+        note=f"{_percent(row.gold.share)} · {row.gold.correct}/{row.gold.total}",
+        tip=f"{row.username}: {row.gold.correct} of {row.gold.total} ({_percent(row.gold.share)})",
+        faded=row.gold.total < min_picks) for row in rows if row.gold.total]
+    return charts.bar_chart(bars, title="Gold accuracy per annotator", css_class="qc-chart",
+                            ticks=(0, 0.25, 0.5, 0.75, 1.0),
+                            marker=charts.Marker(threshold, f"threshold {threshold:.0%}", WARN_COLOUR))
 
 
 def position_chart(rows: list[quality.AnnotatorQuality], per_row: int = 4) -> str:
     """Small multiples: per annotator, best (green) and worst (red) picks per screen position,
     relative to chance (dashed line = every position equally often)."""
-    panels = [(row.username, row.position.main) for row in rows if row.position and row.position.main and row.position.picks]
-    if not panels:
-        return ""
-    panel_w, panel_h, legend = 230, 130, 24
-    lines = (len(panels) + per_row - 1) // per_row
-    width, height = panel_w * min(per_row, len(panels)), legend + panel_h * lines
-    parts = [format_html(
-        '<svg class="qc-chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
-        'aria-label="Screen position of best and worst picks per annotator"><title>Screen position of picks</title>'
-        '<rect x="0" y="4" width="10" height="10" fill="{}"/><text x="14" y="13" font-size="11">best</text>'
-        '<rect x="54" y="4" width="10" height="10" fill="{}"/><text x="68" y="13" font-size="11">worst</text>'
-        '<text x="112" y="13" font-size="11" fill="#555">dashed: chance (share x n = 1); positions left to right</text>',
-        width, height, width, height, BEST_COLOUR, WORST_COLOUR)]
-    for i, (name, counts) in enumerate(panels):
-        parts.extend(_position_panel((i % per_row) * panel_w, legend + (i // per_row) * panel_h, name, counts, panel_w - 10, panel_h))
-    parts.append(mark_safe("</svg>"))
-    return mark_safe("".join(parts))
+    panels = [charts.ColumnPanel(
+        title=row.username, subtitle=f"({counts.total} picks, n={counts.n})",
+        values=[counts.best_ratios or [0.0] * counts.n, counts.worst_ratios or [0.0] * counts.n])
+        for row in rows if row.position and row.position.picks and (counts := row.position.main)]
+    # share x n is 1 for an annotator who ignores position; the axis reaches 2 at least, so small
+    # deviations do not fill the panel.
+    return charts.column_panels(
+        panels, series=(("best", BEST_COLOUR), ("worst", WORST_COLOUR)), title="Screen position of picks",
+        label="Screen position of best and worst picks per annotator", css_class="qc-chart",
+        note="dashed: chance (share x n = 1); positions left to right", reference=1.0, floor=2.0,
+        tip="position {column}: {series} x{value:.2f}", per_row=per_row)
 
 
 # --- table cells ------------------------------------------------------------------------------------

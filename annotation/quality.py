@@ -11,7 +11,6 @@ Conventions shared by the functions below:
   the position-bias figures, which are about screen positions (0 = leftmost).
 - Shares are None where their denominator is 0, so "no data" never reads as 0 %.
 """
-import math
 import statistics
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
@@ -22,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Aggregate, Count, Exists, F, FloatField, Func, IntegerField, Max, Min, OuterRef, Q, Sum
 from django.db.models.functions import Least, TruncDate
 from django.utils import timezone
+from scipy import stats
 
 from .models import AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
 
@@ -211,25 +211,10 @@ def self_consistency(since: datetime | None = None) -> dict[int, SelfConsistency
 # --- screen-position bias ------------------------------------------------------------------------
 
 
-def chi2_sf(x: float, dof: int) -> float:
-    """P(X >= x) for X ~ chi-square with `dof` (a whole number >= 1) degrees of freedom: the
-    closed forms of the regularised upper incomplete gamma function for whole and half-whole shapes."""
-    if dof < 1:
-        raise ValueError("a chi-square distribution needs at least one degree of freedom")
-    if x <= 0:
-        return 1.0
-    half = x / 2.0
-    if dof % 2 == 0:
-        term, total = 1.0, 1.0
-        for i in range(1, dof // 2):
-            term *= half / i
-            total += term
-        return min(1.0, math.exp(-half) * total)
-    total, term = 0.0, 1.0
-    for i in range(1, (dof - 1) // 2 + 1):
-        term = 1.0 if i == 1 else term * x / (2 * i - 1)
-        total += term
-    return min(1.0, math.erfc(math.sqrt(half)) + math.sqrt(2 * x / math.pi) * math.exp(-half) * total)
+def uniform_p_value(statistic: float, dof: int) -> float | None:
+    """P(X >= statistic) for X ~ chi-square with `dof` degrees of freedom: how likely picks at least
+    this uneven are from an annotator who ignores screen position. None when there is nothing to test."""
+    return float(stats.chi2.sf(statistic, dof)) if dof else None
 
 
 def chi_square_uniform(counts: Sequence[int]) -> tuple[float, int]:
@@ -326,13 +311,11 @@ class PositionBias:
 
     @property
     def best_p(self) -> float | None:
-        statistic, dof = self.best_chi2
-        return chi2_sf(statistic, dof) if dof else None
+        return uniform_p_value(*self.best_chi2)
 
     @property
     def worst_p(self) -> float | None:
-        statistic, dof = self.worst_chi2
-        return chi2_sf(statistic, dof) if dof else None
+        return uniform_p_value(*self.worst_chi2)
 
     @property
     def best_max_deviation(self):
@@ -611,7 +594,6 @@ def agreement(since: datetime | None = None) -> list[AgreementRow]:
     alpha and percent agreement need, per taxonomy task x dimension, in the database.
     """
     from generation.models import CandidateSet, GenerationBatch
-
     from inputs.models import Dimension, Input, Task
 
     n_max = GenerationBatch.objects.aggregate(n=Max("candidates_per_input"))["n"] or 0

@@ -2,19 +2,18 @@
 evaluation.studies.create_study), and the report as JSON."""
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
+from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from django.urls import path
-
 from generation.models import GenerationBatch
 
 from .leaderboard_api import LeaderboardView
-from .studies import create_study, study_report
 from .models import Study, StudyArm
+from .studies import create_study, study_report
 
 
 class StudyArmSerializer(serializers.ModelSerializer):
@@ -59,15 +58,17 @@ class StudyCreateSerializer(serializers.Serializer):
                 description=validated_data["description"],
             )
         except DjangoValidationError as error:
-            raise serializers.ValidationError(
-                getattr(error, "message_dict", {"non_field_errors": error.messages})) from None
+            # create_study checks every rule and builds the study in one call, so its problems can
+            # only be reported from here.
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
 
     def to_representation(self, instance):
         return StudySerializer(_with_counts(Study.objects.filter(pk=instance.pk)).get(), context=self.context).data
 
 
 def _with_counts(queryset):
-    return (queryset.annotate(item_total=Count("items", distinct=True), judgment_total=Count("items__judgments", distinct=True))
+    return (queryset.annotate(item_total=Count("items", distinct=True),
+                              judgment_total=Count("items__judgments", distinct=True))
             .prefetch_related("arms__batch__generator"))
 
 

@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from generation.models import Generator
+from inputs.models import Dimension, Task, TaskDimension
 
 from .core import bradley_terry
-from inputs.models import Dimension, Task, TaskDimension
 from .studies import study_outcomes
 
 ALL_DIMENSIONS = "all"

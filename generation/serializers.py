@@ -6,10 +6,6 @@ from .models import Candidate, CandidateSet, GenerationBatch, Generator
 from .selection import select_inputs
 
 
-def _as_api_error(error: DjangoValidationError) -> serializers.ValidationError:
-    return serializers.ValidationError(getattr(error, "message_dict", {"non_field_errors": error.messages}))
-
-
 class GeneratorSerializer(serializers.ModelSerializer):
     class Meta:
         model = Generator
@@ -19,10 +15,7 @@ class GeneratorSerializer(serializers.ModelSerializer):
         instance = Generator(**{**({f: getattr(self.instance, f) for f in attrs} if self.instance else {}), **attrs})
         if self.instance is not None:
             instance.pk = self.instance.pk
-        try:
-            instance.clean()
-        except DjangoValidationError as error:
-            raise _as_api_error(error) from None
+        instance.clean()  # the model's rules: DRF turns their ValidationError into field errors
         attrs["settings"] = instance.settings
         return attrs
 
@@ -54,9 +47,9 @@ class GenerationBatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GenerationBatch
-        fields = ["id", "name", "generator", "candidates_per_input", "annotation_overlap", "for_annotation", "ranges", "seed",
-                  "status", "progress",
-                  "progress_done", "progress_failed", "progress_total", "error", "created_at", "started_at", "finished_at"]
+        fields = ["id", "name", "generator", "candidates_per_input", "annotation_overlap", "for_annotation", "ranges",
+                  "seed", "status", "progress", "progress_done", "progress_failed", "progress_total", "error",
+                  "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
 
@@ -84,19 +77,19 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
     ranges = serializers.JSONField(required=False, default=dict)
     seed = serializers.IntegerField(default=0, min_value=0)
 
+    def validate(self, attrs):
+        # The selection's rules (unknown task, tag or id); DRF turns their ValidationError into field errors.
+        attrs["inputs"] = list(select_inputs(task=attrs.pop("task", None), tag=attrs.pop("tag", None),
+                                             ids=attrs.get("inputs")))
+        return attrs
+
     def create(self, validated_data):
         try:
-            inputs = select_inputs(task=validated_data.get("task"), tag=validated_data.get("tag"),
-                                   ids=validated_data.get("inputs"))
-            return GenerationBatch.launch(
-                generator=validated_data["generator"], inputs=inputs,
-                candidates_per_input=validated_data["candidates_per_input"], ranges=validated_data["ranges"],
-                seed=validated_data["seed"], name=validated_data["name"], user=self.context["request"].user,
-                annotation_overlap=validated_data["annotation_overlap"],
-                for_annotation=validated_data["for_annotation"],
-            )
+            return GenerationBatch.launch(user=self.context["request"].user, **validated_data)
         except DjangoValidationError as error:
-            raise _as_api_error(error) from None
+            # launch checks the batch as it creates it (an empty selection, an inactive generator,
+            # the batch's fields), so those rules can only be reported from here.
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
 
     def to_representation(self, instance):
         return GenerationBatchSerializer(instance, context=self.context).data

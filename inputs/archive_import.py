@@ -2,11 +2,12 @@
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from .importing import ImportRejected, find_problems, import_inputs
+from onereward.jobs import JobStatus
+
 from .core.images import CanvasSpec, InputProblem
 from .core.sources import ImportDefaults, ZipTree, specs_from_tree
+from .importing import ImportRejected, find_problems, import_inputs
 from .models import InputImport
-from onereward.jobs import JobStatus
 
 
 def defaults_of(job: InputImport) -> ImportDefaults:

@@ -7,8 +7,8 @@ import io
 
 from PIL import Image, ImageDraw
 
-from .importing import InputSpec
 from .core.images import CanvasSpec
+from .importing import InputSpec
 
 # name, task, region (box or ellipse, in the photograph's pixels) or canvas, prompt
 DEMO_INPUTS = [

@@ -1,8 +1,8 @@
 """Forms shared by the admin and the pages: one input, or a zip imported in the background."""
 from django import forms
 
-from .importing import ImportRejected, import_inputs, parse_tags, spec_from_upload
 from .core.images import CanvasSpec, InputProblem
+from .importing import ImportRejected, import_inputs, parse_tags, spec_from_upload
 from .models import InputImport, Task
 
 

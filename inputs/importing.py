@@ -5,13 +5,14 @@ InputSpec objects and hand them to `import_inputs`, which is the one place the r
 """
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
+from .core import taxonomy
 from .core.images import (
     CanvasSpec,
     InputProblem,
@@ -26,7 +27,7 @@ from .core.images import (
     to_rgb,
 )
 from .core.sources import InputSpec
-from .models import Input, InputKind, PromptMode, Tag, Task
+from .models import Input, InputKind, Tag, Task
 
 MAX_TAG_LENGTH = 64
 NO_INPUTS = InputProblem("(import)", "no inputs found")
@@ -70,11 +71,10 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
         raise InputProblem(spec.entry, "metadata must be a JSON object")
     if "\x00" in spec.prompt or any("\x00" in str(t) for t in spec.tags) or "\\u0000" in json.dumps(spec.metadata):
         raise InputProblem(spec.entry, "prompt, tags or metadata contain a NUL character")
-    prompt = spec.prompt.strip()
-    if task.prompt_mode == PromptMode.REQUIRED and not prompt:
-        raise InputProblem(spec.entry, f"task {task.slug!r} needs a prompt and none was given")
-    if task.prompt_mode == PromptMode.FIXED:
-        prompt = ""  # the task's fixed prompt applies; a user prompt would only split duplicates
+    try:
+        prompt = taxonomy.input_prompt(task.prompt_mode, spec.prompt)
+    except taxonomy.PromptMissing:
+        raise InputProblem(spec.entry, f"task {task.slug!r} needs a prompt and none was given") from None
     for tag in spec.tags:
         if not isinstance(tag, str) or not tag.strip() or len(tag.strip()) > MAX_TAG_LENGTH:
             raise InputProblem(spec.entry, f"tag {tag!r} must be a non-empty text of at most {MAX_TAG_LENGTH} characters")
@@ -144,7 +144,13 @@ def import_inputs(specs: list[InputSpec], user=None, on_progress=None, skip_exis
     prepared, problems = find_problems(specs, skip_existing=skip_existing)
     if problems:
         raise ImportRejected(problems)
+    return store_inputs(prepared, user=user, on_progress=on_progress, skip_existing=skip_existing)
 
+
+def store_inputs(prepared: list[PreparedInput], user=None, on_progress=None, skip_existing: bool = False
+                 ) -> list[Input]:
+    """Store inputs that find_problems found no problem with. Raises ImportRejected, storing
+    nothing, when another import stored the same content in the meantime."""
     written: list[str] = []
     try:
         staged = []
@@ -185,7 +191,7 @@ def import_inputs(specs: list[InputSpec], user=None, on_progress=None, skip_exis
     except IntegrityError:
         _remove(written)
         # Another import stored the same content between our check and our write.
-        _, problems = find_problems(specs, skip_existing=skip_existing)
+        _, problems = find_problems([item.spec for item in prepared], skip_existing=skip_existing)
         raise ImportRejected(problems or [InputProblem("(import)", "an input was imported concurrently")]) from None
     except BaseException:
         _remove(written)

@@ -9,11 +9,13 @@ from django.db import models
 
 from onereward.jobs import BackgroundJob
 
+from .core import taxonomy
+
 
 class PromptMode(models.TextChoices):
-    REQUIRED = "required", "The user gives a prompt"
-    OPTIONAL = "optional", "A prompt may be given; otherwise the task's default prompt is used"
-    FIXED = "fixed", "Always the task's default prompt"
+    REQUIRED = taxonomy.REQUIRED, "The user gives a prompt"
+    OPTIONAL = taxonomy.OPTIONAL, "A prompt may be given; otherwise the task's default prompt is used"
+    FIXED = taxonomy.FIXED, "Always the task's default prompt"
 
 
 class InputKind(models.TextChoices):
@@ -61,8 +63,6 @@ class Task(models.Model):
         return self.name
 
     def clean(self):
-        from django.core.exceptions import ValidationError
-
         if self.prompt_mode == PromptMode.FIXED and not self.default_prompt.strip():
             raise ValidationError({"default_prompt": "A task with a fixed prompt needs its default prompt."})
         if not 0.0 <= self.rl_probability <= 1.0:
@@ -70,14 +70,13 @@ class Task(models.Model):
 
     def effective_prompt(self, prompt: str) -> str:
         """The prompt the generator and the reward query see for a user prompt (maybe empty)."""
-        if self.prompt_mode == PromptMode.FIXED:
-            return self.default_prompt
-        return prompt.strip() or self.default_prompt
+        return taxonomy.effective_prompt(self.prompt_mode, self.default_prompt, prompt)
 
     def judged_dimensions(self, prompt_given: bool) -> list[Dimension]:
         """The dimensions an input of this task is judged on, in order."""
-        links = self.task_dimensions.select_related("dimension").order_by("order", "dimension__order")
-        return [link.dimension for link in links if prompt_given or not link.only_with_prompt]
+        links = list(self.task_dimensions.select_related("dimension").order_by("order", "dimension__order"))
+        return taxonomy.judged_dimensions([link.dimension for link in links],
+                                          {link.dimension for link in links if link.only_with_prompt}, prompt_given)
 
 
 class TaskDimension(models.Model):
@@ -143,7 +142,7 @@ class Input(models.Model):
 
     @property
     def prompt_given(self) -> bool:
-        return bool(self.prompt.strip())
+        return taxonomy.prompt_given(self.prompt)
 
     def judged_dimensions(self) -> list[Dimension]:
         return self.task.judged_dimensions(self.prompt_given)

@@ -1,10 +1,9 @@
 """The API's one validation layer for inputs; the rules themselves live in `importing`."""
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from rest_framework import serializers
 
 from .core.images import CanvasSpec, InputProblem
-from .importing import ImportRejected, import_inputs, spec_from_upload
+from .importing import ImportRejected, find_problems, spec_from_upload, store_inputs
 from .models import Dimension, Input, InputImport, Tag, Task
 
 
@@ -93,25 +92,35 @@ class InputCreateSerializer(serializers.Serializer):
     source = serializers.FileField()
     mask = serializers.FileField(required=False)
     prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    canvas = CanvasField(required=False, help_text='Extend only: {"padding": [l, t, r, b]} | {"size": [w, h]} | {"ratio": "16:9"}')
+    canvas = CanvasField(required=False,
+                         help_text='Extend only: {"padding": [l, t, r, b]} | {"size": [w, h]} | {"ratio": "16:9"}')
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
     metadata = serializers.JSONField(required=False, default=dict)
 
-    def create(self, validated_data):
+    def validate(self, attrs):
+        # Every import rule (decoding, sizes, prompt, duplicates) runs here, as for the other entry points.
         try:
             spec = spec_from_upload(
-                task=validated_data["task"].slug,
-                source=validated_data["source"],
-                mask=validated_data.get("mask"),
-                prompt=validated_data.get("prompt", ""),
-                canvas=validated_data.get("canvas"),
-                tags=validated_data.get("tags"),
-                metadata=validated_data.get("metadata"),
+                task=attrs["task"].slug,
+                source=attrs["source"],
+                mask=attrs.get("mask"),
+                prompt=attrs.get("prompt", ""),
+                canvas=attrs.get("canvas"),
+                tags=attrs.get("tags"),
+                metadata=attrs.get("metadata"),
             )
-            return import_inputs([spec], user=self.context["request"].user)[0]
         except InputProblem as problem:
             raise _problems_error([problem]) from None
+        prepared, problems = find_problems([spec])
+        if problems:
+            raise _problems_error(problems)
+        return {"prepared": prepared}
+
+    def create(self, validated_data):
+        try:
+            return store_inputs(validated_data["prepared"], user=self.context["request"].user)[0]
         except ImportRejected as rejected:
+            # The same content was stored by another import after validate() checked it.
             raise _problems_error(rejected.problems) from None
 
     def to_representation(self, instance):

@@ -23,13 +23,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from annotation.models import AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
+from inputs.core import taxonomy as taxonomy_rules
+from inputs.models import Dimension, Task
 from onereward.jobs import JobStatus
 
 from .core import pairing
-from annotation.models import AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
-from inputs.models import Dimension, Task
-from .models import PreferenceDataset
 from .core.files import FORMATS, SCHEMA_VERSION, SPLITS, DatasetWriter, file_sha256
+from .models import PreferenceDataset
 
 STREAM_CHUNK = 10000
 SETS_PER_BUFFER = 500
@@ -133,7 +134,7 @@ def _set_details(set_ids: list[int], embed: bool, tasks: dict[int, Task]) -> dic
         task = tasks[task_id]
         details[pk] = SetDetails(
             input_id=input_id, input_hash=content_hash, task=task.slug, prompt=task.effective_prompt(prompt),
-            prompt_given=bool(prompt.strip()), source=_image(source, embed), mask=_image(mask, embed),
+            prompt_given=taxonomy_rules.prompt_given(prompt), source=_image(source, embed), mask=_image(mask, embed),
             batch_id=batch_id, generator_id=generator_id, generator=generator, candidates={})
     for set_id, index, public_id, image, settings in Candidate.objects.filter(candidate_set_id__in=set_ids).values_list(
             "candidate_set_id", "index", "public_id", "image", "settings").order_by():
@@ -196,18 +197,18 @@ def _rows(set_id: int, dimension: str, votes: list[pairing.Vote], set_details: S
 
 def taxonomy() -> dict:
     """Tasks and dimensions as the ML core reads them (no database there): names, definitions,
-    prompt rules, RL probabilities and each task's judged dimensions in order."""
+    prompt rules, RL probabilities and each task's judged dimensions in order (inputs.core.taxonomy
+    gives a task entry's shape)."""
     from inputs.models import TaskDimension
 
-    tasks = {task.slug: {"name": task.name, "description": task.description, "default_prompt": task.default_prompt,
-                         "prompt_mode": task.prompt_mode, "rl_probability": task.rl_probability,
-                         "dimensions": [], "dimensions_with_prompt_only": []}
-             for task in Task.objects.all()}
-    for task, dimension, only_with_prompt in TaskDimension.objects.order_by("task", "order", "dimension__order") \
-            .values_list("task__slug", "dimension__slug", "only_with_prompt"):
-        tasks[task]["dimensions"].append(dimension)
-        if only_with_prompt:
-            tasks[task]["dimensions_with_prompt_only"].append(dimension)
+    links: dict[int, list[tuple[str, bool]]] = {}
+    for task_id, dimension, only_with_prompt in TaskDimension.objects.order_by("task", "order", "dimension__order") \
+            .values_list("task_id", "dimension__slug", "only_with_prompt"):
+        links.setdefault(task_id, []).append((dimension, only_with_prompt))
+    tasks = {task.slug: taxonomy_rules.task_entry(
+        name=task.name, description=task.description, default_prompt=task.default_prompt,
+        prompt_mode=task.prompt_mode, rl_probability=task.rl_probability, dimensions=links.get(task.pk, []))
+        for task in Task.objects.all()}
     dimensions = {slug: {"name": name, "definition": definition, "uses_prompt": uses_prompt}
                   for slug, name, definition, uses_prompt in
                   Dimension.objects.values_list("slug", "name", "definition", "query_includes_prompt")}
@@ -347,8 +348,22 @@ def create_dataset(*, name: str, user=None, batches=(), tasks=(), dimensions=(),
                    **fields) -> PreferenceDataset:
     """Validate the options, save the next version of `name` with them and queue its build.
     Raises ValidationError naming what is wrong (admin, API and command line alike)."""
+    return save_dataset(checked_dataset(name=name, user=user, **fields), batches=batches, tasks=tasks,
+                        dimensions=dimensions, annotators=annotators, queue=queue)
+
+
+def checked_dataset(*, name: str, user=None, **fields) -> PreferenceDataset:
+    """A dataset version with these options, validated and not yet saved (its version number is
+    given when it is saved). Raises ValidationError naming what is wrong."""
     dataset = PreferenceDataset(name=name, created_by=user, version=0, **fields)
     dataset.full_clean(exclude=["created_by", "version"])
+    return dataset
+
+
+def save_dataset(dataset: PreferenceDataset, *, batches=(), tasks=(), dimensions=(), annotators=(), queue=True
+                 ) -> PreferenceDataset:
+    """Save a checked dataset as the next version of its name, with its selections, and queue its build."""
+    name = dataset.name
     for _ in range(5):
         try:
             with transaction.atomic():

@@ -1,14 +1,15 @@
 """The API's validation layer for preference dataset versions."""
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from rest_framework import serializers
 
 from generation.models import GenerationBatch
 from inputs.models import Dimension, Task
 
-from .export import create_dataset, stored_files
+from .export import checked_dataset, save_dataset, stored_files
 from .models import PreferenceDataset
+
+SELECTIONS = ("batches", "tasks", "dimensions", "annotators")
 
 
 class PreferenceDatasetSerializer(serializers.ModelSerializer):
@@ -60,12 +61,14 @@ class PreferenceDatasetCreateSerializer(serializers.ModelSerializer):
                   "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction",
                   "test_fraction", "split_seed", "embed_images", "formats"]
 
-    def create(self, validated_data):
+    def validate(self, attrs):
+        # The model's own rules; DRF turns the ValidationError they raise into field errors.
         request = self.context.get("request")
-        try:
-            return create_dataset(user=request.user if request else None, **validated_data)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
+        selections = {key: attrs.pop(key) for key in SELECTIONS if key in attrs}
+        return {"dataset": checked_dataset(user=request.user if request else None, **attrs), **selections}
+
+    def create(self, validated_data):
+        return save_dataset(**validated_data)
 
     def to_representation(self, instance):
         return PreferenceDatasetSerializer(instance, context=self.context).data

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from annotation.export import build
+from .export import build
 
 from .models import PreferenceDataset
 

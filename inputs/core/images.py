@@ -39,7 +39,8 @@ def check_entry_name(name: str) -> None:
     if not name or name.strip() != name:
         raise InputProblem(name or "(no name)", "file name is empty or has leading/trailing spaces")
     if "\\" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in name.split("/"):
-        raise InputProblem(name, "file name carries a path outside its folder (absolute, '..' or '\\'); give a plain relative name")
+        raise InputProblem(name, "file name carries a path outside its folder (absolute, '..' or '\\'); "
+                                 "give a plain relative name")
     if "\x00" in name:
         raise InputProblem(name, "file name contains a NUL character")
 
@@ -51,28 +52,39 @@ def _pixels(count: int) -> str:
 # The formats an input may come in; anything else Pillow could parse is refused.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 
-# Pillow's own bomb check uses one process-wide limit that would override ours (refusing images
-# under ONEREWARD_MAX_IMAGE_PIXELS, or warning instead of refusing). open_image() checks the size
-# read from the header before any pixel is decoded, so it takes over that job.
-Image.MAX_IMAGE_PIXELS = None
+def allow_pixels(limit: int) -> None:
+    """Raise Pillow's process-wide decompression-bomb limit to `limit` pixels when it is lower, so
+    images the platform accepts are not refused by Pillow first. Called once at start-up; the
+    guard stays on (never None) and is never lowered, since other code in the process relies on it."""
+    if limit > (Image.MAX_IMAGE_PIXELS or 0):
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _over_limit(name: str, width: int, height: int, max_pixels: int) -> InputProblem:
+    return InputProblem(
+        name,
+        f"image is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)} "
+        "(ONEREWARD_MAX_IMAGE_PIXELS); refused before decoding (decompression bomb guard)",
+    )
 
 
 def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode image bytes fully, refusing bombs, truncation and unreadable data; EXIF rotation applied."""
+    """Decode image bytes fully, refusing bombs (over `max_pixels` pixels, read from the header
+    before any pixel is decoded), truncation and unreadable data; EXIF rotation applied."""
     if not data:
         raise InputProblem(name, "file is empty")
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         width, height = image.size
         if width * height > max_pixels:
-            raise InputProblem(
-                name,
-                f"image is {width}x{height} = {_pixels(width * height)}, over the limit of {_pixels(max_pixels)} "
-                "(ONEREWARD_MAX_IMAGE_PIXELS); refused before decoding (decompression bomb guard)",
-            )
+            raise _over_limit(name, width, height, max_pixels)
         image.load()
     except InputProblem:
         raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (twice its limit) fired before the size could be read back.
+        raise InputProblem(name, f"image is over the limit of {_pixels(max_pixels)} (ONEREWARD_MAX_IMAGE_PIXELS); "
+                                 f"refused before decoding (decompression bomb guard: {exc})") from None
     except UnidentifiedImageError:
         raise InputProblem(name, f"not an image (not one of {', '.join(ACCEPTED_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -208,7 +220,8 @@ def _round_up(value: int, multiple: int = FLUX_MULTIPLE) -> int:
     return -(-value // multiple) * multiple
 
 
-def build_canvas(source: Image.Image, spec: CanvasSpec, name: str, max_pixels: int) -> tuple[Image.Image, Image.Image, dict]:
+def build_canvas(source: Image.Image, spec: CanvasSpec, name: str, max_pixels: int
+                 ) -> tuple[Image.Image, Image.Image, dict]:
     """Place an RGB source on a larger canvas for outpainting.
 
     Returns (canvas RGB, mask L with 255 on the new border, placement {left, top, width, height}).

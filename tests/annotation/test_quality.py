@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from annotation import quality
+from annotation.admin import unpause
 from annotation.assignment import AnnotatorPaused, next_slot
 from annotation.models import (
     AnnotationTask,
@@ -22,9 +23,8 @@ from annotation.models import (
     SlotKind,
     SlotState,
 )
-from inputs.models import Dimension, Input, Task
-from annotation.admin import unpause
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
+from inputs.models import Dimension, Input, Task
 from onereward.jobs import JobStatus
 
 pytestmark = pytest.mark.django_db
@@ -175,9 +175,10 @@ def test_alpha_edge_cases_and_percent_agreement():
 def test_chi_square_against_table_values():
     # Critical values at the 5 % level from any chi-square table.
     for statistic, dof in [(3.841, 1), (5.991, 2), (7.815, 3), (9.488, 4), (11.070, 5), (18.307, 10)]:
-        assert quality.chi2_sf(statistic, dof) == pytest.approx(0.05, abs=2e-4)
-    assert quality.chi2_sf(6.635, 1) == pytest.approx(0.01, abs=1e-4)
-    assert quality.chi2_sf(0, 3) == 1.0
+        assert quality.uniform_p_value(statistic, dof) == pytest.approx(0.05, abs=2e-4)
+    assert quality.uniform_p_value(6.635, 1) == pytest.approx(0.01, abs=1e-4)
+    assert quality.uniform_p_value(0, 3) == 1.0
+    assert quality.uniform_p_value(4.0, 0) is None
     assert quality.chi_square_uniform([6, 1, 1, 0]) == (11.0, 3)
 
 

@@ -9,8 +9,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from evaluation import leaderboard as board
-from inputs.models import Dimension, Input, Task
-from evaluation.studies import study_outcomes
 from evaluation.models import (
     Study,
     StudyArm,
@@ -21,7 +19,9 @@ from evaluation.models import (
     StudySlot,
     StudySlotState,
 )
+from evaluation.studies import study_outcomes
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
+from inputs.models import Dimension, Input, Task
 from onereward.jobs import JobStatus
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inputs.importing import ImportRejected, InputSpec, find_problems, import_inputs
 from inputs.core.images import CanvasSpec, InputProblem
+from inputs.importing import ImportRejected, InputSpec, find_problems, import_inputs
 from inputs.models import Input, Tag
 from tests.conftest import box_mask, photo, png_bytes, stored_files
 
@@ -203,11 +203,15 @@ def test_decompression_bomb_png_is_refused_before_decoding(width, height, words)
     assert words in line
 
 
-def test_pixel_limit_raised_above_pillows_default_is_honoured(settings):
-    """ONEREWARD_MAX_IMAGE_PIXELS is the limit: raised to 200 MP, a 100 MP image is within it and is
-    decoded (this one is cut short, so decoding finds it truncated), not refused as a bomb by Pillow's
-    own, lower default (89.5 MP)."""
+def test_pixel_limit_raised_above_pillows_default_is_honoured(settings, monkeypatch):
+    """ONEREWARD_MAX_IMAGE_PIXELS is the limit: raised to 200 MP (applied at start-up), a 100 MP
+    image is within it and is decoded (this one is cut short, so decoding finds it truncated), not
+    refused as a bomb by Pillow's own, lower default (89.5 MP)."""
+    from django.apps import apps
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
     settings.ONEREWARD_MAX_IMAGE_PIXELS = 200_000_000
+    apps.get_app_config("inputs").ready()
     data = huge_png(10000, 10000)
     line = only_problem([fill_spec("pano.png", source=data[: len(data) // 2])])
     assert line.startswith("pano.png: ")

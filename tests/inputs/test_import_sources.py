@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from inputs.importing import ImportRejected, find_problems, import_inputs
 from inputs.core.images import CanvasSpec
 from inputs.core.sources import ImportDefaults, specs_from_path
+from inputs.importing import ImportRejected, find_problems, import_inputs
 from inputs.models import Input
 from tests.conftest import box_mask, photo, stored_files
 

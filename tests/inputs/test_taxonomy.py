@@ -1,9 +1,9 @@
 """The taxonomy is seeded as METHOD.md §1 says and stays data the admin edits."""
 import pytest
 
-from inputs.models import Dimension, Task
+from inputs.core import taxonomy
+from inputs.models import Dimension, Task, TaskDimension
 from inputs.taxonomy_seed import seed
-from inputs.models import TaskDimension
 
 pytestmark = pytest.mark.django_db
 
@@ -13,7 +13,8 @@ def dimension_slugs(task_slug, prompt_given=True):
 
 
 def test_tasks_and_their_dimensions():
-    assert list(Task.objects.values_list("slug", flat=True)) == ["image_fill", "image_extend", "object_removal", "text_rendering"]
+    slugs = list(Task.objects.values_list("slug", flat=True))
+    assert slugs == ["image_fill", "image_extend", "object_removal", "text_rendering"]
     assert dimension_slugs("image_fill") == ["text_alignment", "consistency", "structure", "aesthetics"]
     assert dimension_slugs("image_extend") == ["text_alignment", "consistency", "structure", "aesthetics"]
     assert dimension_slugs("image_extend", prompt_given=False) == ["consistency", "structure", "aesthetics"]
@@ -78,3 +79,34 @@ def test_fixed_prompt_task_needs_its_prompt():
     task = Task(slug="x", name="X", prompt_mode="fixed", default_prompt=" ")
     with pytest.raises(ValidationError, match="needs its default prompt"):
         task.full_clean()
+
+
+def test_prompt_rules_over_plain_values():
+    assert taxonomy.effective_prompt("fixed", "remove", "a cat") == "remove"
+    assert taxonomy.effective_prompt("optional", " high-definition ", "  ") == "high-definition"
+    assert taxonomy.effective_prompt("optional", "high-definition", " a beach ") == "a beach"
+    assert taxonomy.effective_prompt("required", "", "a red car") == "a red car"
+    assert taxonomy.input_prompt("fixed", "a cat") == ""  # the fixed prompt applies anyway
+    assert taxonomy.input_prompt("optional", "  ") == "" and taxonomy.input_prompt("required", " a car ") == "a car"
+    with pytest.raises(taxonomy.PromptMissing):
+        taxonomy.input_prompt("required", "  ")
+    assert taxonomy.judged_dimensions(["text", "structure", "looks"], {"text"}, False) == ["structure", "looks"]
+    assert taxonomy.judged_dimensions(["text", "structure", "looks"], {"text"}, True) == ["text", "structure", "looks"]
+
+
+def test_the_exported_taxonomy_judges_and_prompts_as_the_models_do():
+    from preferences.export import taxonomy as exported
+    from rewardmodel.core.query import effective_prompt as query_prompt
+
+    manifest = exported()["tasks"]
+    extend = manifest["image_extend"]
+    assert extend["dimensions"] == ["text_alignment", "consistency", "structure", "aesthetics"]
+    assert extend["dimensions_with_prompt_only"] == ["text_alignment"]
+    assert taxonomy.entry_judged_dimensions(extend, " ") == ["consistency", "structure", "aesthetics"]
+    assert query_prompt(extend, "") == "high-definition, perfect composition"
+    assert query_prompt(manifest["object_removal"], "a cat") == "remove"
+    for task in Task.objects.all():
+        for prompt in ("", "a lake at dawn"):
+            judged = taxonomy.entry_judged_dimensions(manifest[task.slug], prompt)
+            assert judged == dimension_slugs(task.slug, bool(prompt))
+            assert query_prompt(manifest[task.slug], prompt) == task.effective_prompt(prompt)

@@ -4,15 +4,15 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from django.core.management import CommandError, call_command
 from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from preferences.models import PreferenceDataset
 from preferences.export import build
-from tests.preferences.preference_world import judge
+from preferences.models import PreferenceDataset
 from tests.annotation.world import make_tasks
 from tests.conftest import stored_files, wait_for
+from tests.preferences.preference_world import judge
 
 FILL_DIMS = ("text_alignment", "consistency", "structure", "aesthetics")
 

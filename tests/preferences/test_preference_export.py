@@ -12,11 +12,11 @@ from django.utils import timezone
 
 from annotation.models import AnnotatorStatus, SlotKind
 from inputs.models import Dimension, Task
-from preferences.models import PreferenceDataset
 from preferences.export import build, create_dataset, write_dataset
-from tests.preferences.preference_world import judge
+from preferences.models import PreferenceDataset
 from tests.annotation.world import make_tasks
 from tests.conftest import photo, png_bytes
+from tests.preferences.preference_world import judge
 
 pytestmark = pytest.mark.django_db
 

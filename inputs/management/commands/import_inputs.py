@@ -4,9 +4,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from inputs.importing import NO_INPUTS, ImportRejected, find_problems, import_inputs, parse_tags
 from inputs.core.images import CanvasSpec, InputProblem
 from inputs.core.sources import ImportDefaults, specs_from_path
+from inputs.importing import NO_INPUTS, ImportRejected, find_problems, import_inputs, parse_tags
 
 
 class Command(BaseCommand):
