@@ -7,7 +7,7 @@ settings and seed that made it. Unique keys (batch, input) and (set, index) make
 import uuid
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, Q
 
 from inputs.models import Input
@@ -103,9 +103,22 @@ class GenerationBatch(BackgroundJob):
         """Validate, create the batch and one CandidateSet per input in one transaction, and queue
         it. Raises ValidationError naming what is wrong (admin, API and command line alike).
         `for_annotation=False` launches an evaluation batch: no annotation tasks, N may be 1."""
-        from django.db import transaction
-
         inputs = list(inputs)
+        batch = cls.checked(generator=generator, inputs=inputs, candidates_per_input=candidates_per_input,
+                            ranges=ranges, seed=seed, name=name, user=user, annotation_overlap=annotation_overlap,
+                            for_annotation=for_annotation)
+        with transaction.atomic():
+            batch.save()
+            CandidateSet.objects.bulk_create([CandidateSet(batch=batch, input=item) for item in inputs])
+            batch.enqueue()
+        return batch
+
+    @classmethod
+    def checked(cls, *, generator: Generator, inputs, candidates_per_input: int = 4, ranges: dict | None = None,
+                seed: int = 0, name: str = "", user=None, annotation_overlap: int = 1,
+                for_annotation: bool = True) -> "GenerationBatch":
+        """The batch `launch` would create, validated and not saved: every rule, for forms and
+        serializers to report before anything is stored."""
         if not inputs:
             raise ValidationError({"inputs": "no input matches the selection"})
         if not generator.active:
@@ -114,10 +127,6 @@ class GenerationBatch(BackgroundJob):
                     seed=seed, name=name, created_by=user, progress_total=len(inputs),
                     annotation_overlap=annotation_overlap, for_annotation=for_annotation)
         batch.full_clean(exclude=["created_by"])
-        with transaction.atomic():
-            batch.save()
-            CandidateSet.objects.bulk_create([CandidateSet(batch=batch, input=item) for item in inputs])
-            batch.enqueue()
         return batch
 
     def resume(self) -> bool:

@@ -1,4 +1,3 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -81,15 +80,11 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
         # The selection's rules (unknown task, tag or id); DRF turns their ValidationError into field errors.
         attrs["inputs"] = list(select_inputs(task=attrs.pop("task", None), tag=attrs.pop("tag", None),
                                              ids=attrs.get("inputs")))
+        GenerationBatch.checked(**attrs)  # the batch's own rules, reported by DRF with their fields
         return attrs
 
     def create(self, validated_data):
-        try:
-            return GenerationBatch.launch(user=self.context["request"].user, **validated_data)
-        except DjangoValidationError as error:
-            # launch checks the batch as it creates it (an empty selection, an inactive generator,
-            # the batch's fields), so those rules can only be reported from here.
-            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
+        return GenerationBatch.launch(user=self.context["request"].user, **validated_data)
 
     def to_representation(self, instance):
         return GenerationBatchSerializer(instance, context=self.context).data
