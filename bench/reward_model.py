@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rewardmodel.core.judge import Judge  # noqa: E402
 from rewardmodel.core.preprocessing import VisionGeometry  # noqa: E402
 from rewardmodel.core.query import build_query  # noqa: E402
-from rewardmodel.core.training import TrainingConfig, both_orders, pair_loss, train  # noqa: E402
+from rewardmodel.core.config import TrainingConfig  # noqa: E402
+from rewardmodel.core.training import both_orders, pair_loss, train  # noqa: E402
 from tests.rewardmodel.synthetic_pairs import brightness_pairs, taxonomy  # noqa: E402
 from tests.rewardmodel.tiny_qwen import build_tokenizer, save_tiny_qwen  # noqa: E402
 

@@ -96,7 +96,8 @@ def child(args) -> None:
     """Run one variant and print its figures as one JSON line."""
     import psutil
 
-    from rl.core.onereward import OneRewardConfig, OneRewardTrainer
+    from rl.core.config import OneRewardConfig
+    from rl.core.onereward import OneRewardTrainer
 
     quiet()
     work = Path(args.work)
@@ -182,7 +183,8 @@ def full_size_components(dry: bool, judge_max_pixels: int):
 
 
 def bench_full_size(args) -> None:
-    from rl.core.onereward import OneRewardConfig, OneRewardTrainer, _activate_judge_checkpointing
+    from rl.core.config import OneRewardConfig
+    from rl.core.onereward import OneRewardTrainer, _activate_judge_checkpointing
 
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     from .evaluation import evaluate, format_table
     from .judge import Judge
-    from .pairs import read_manifest, split_shards
+    from .layout import read_manifest, split_shards
 
     try:
         read_manifest(args.dataset)

@@ -16,7 +16,6 @@ Plain Python + torch + pyarrow: no Django.
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -30,30 +29,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from preferences.core.files import SPLITS  # plain Python: the export's file layout, no Django
-
+from .layout import read_manifest, split_shards
 from .query import build_query
 
 IMAGE_COLUMNS = ("winner_image", "loser_image")
 # Read for every row up front: small per row, and needed to build queries and weights.
 NARROW_COLUMNS = ("pair_id", "input_id", "task", "dimension", "prompt", "candidate_set_id", "soft_label", "weight",
                   "votes_for", "votes_against")
-
-
-def read_manifest(dataset_dir) -> dict:
-    path = Path(dataset_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {dataset_dir} is not an exported preference dataset")
-    manifest = json.loads(path.read_text())
-    if not isinstance(manifest.get("taxonomy"), dict):
-        raise ValueError(f"{path} has no taxonomy: export the dataset again with a current platform")
-    return manifest
-
-
-def split_shards(dataset_dir, split: str) -> list[Path]:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    return sorted((Path(dataset_dir) / "data").glob(f"{split}-*.parquet"))
 
 
 class ImageReader:

@@ -10,6 +10,8 @@ here branches on a particular slug.
 """
 from __future__ import annotations
 
+from inputs.core import taxonomy
+
 TEMPLATE_VERSION = 1
 
 # The answer is read as the next token after the assistant turn opens, so the question ends by
@@ -27,10 +29,7 @@ _QUESTION = (
 def effective_prompt(task: dict, prompt: str) -> str:
     """The prompt a task's result is judged against: a fixed-prompt task always uses its default
     prompt; otherwise the user's prompt, or the default one when the user gave none."""
-    default = (task.get("default_prompt") or "").strip()
-    if task.get("prompt_mode") == "fixed":
-        return default
-    return (prompt or "").strip() or default
+    return taxonomy.entry_effective_prompt(task, prompt)
 
 
 def build_query(taxonomy: dict, task: str, dimension: str, prompt: str) -> str:

@@ -29,178 +29,27 @@ Plain Python + torch + accelerate: no Django.
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
-import math
 import os
-import shutil
 import time
-import types
-import typing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .pairs import PreferencePairs, collate_pairs, read_manifest, split_shards
+from mlcore.rundir import RunDirectory, check_resumable, write_json_atomic
+
+from .config import TRAJECTORY_FIELDS, ConfigError, TrainingConfig
+from .evaluation import evaluate, format_table
+from .judge import Judge
+from .layout import split_shards
+from .pairs import PreferencePairs, collate_pairs
+from .query import TEMPLATE_VERSION
 
 log = logging.getLogger(__name__)
-
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-MODEL_DTYPES = ("float32", "bfloat16")
-STATE_FILE = "trainer_state.json"
-# Fields that change the trajectory: a resumed run must have the same values as the checkpoint.
-# The others (logging, saving, evaluation cadence, process layout, precision) may change between
-# the interrupted call and the one that resumes it, e.g. on another machine.
-TRAJECTORY_FIELDS = ("base_model", "adapter_rank", "adapter_alpha", "adapter_dropout", "learning_rate", "batch_size",
-                     "epochs", "max_steps", "warmup_steps", "weight_decay", "max_grad_norm", "weighted_loss", "seed",
-                     "model_dtype", "max_pixels")
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot run; the message says which option and why."""
-
-
-@dataclass
-class TrainingConfig:
-    """What `train` needs; the paper's batch (16) and learning rate (1e-6) by default.
-
-    dataset_dir: an exported preference dataset folder. output_dir: checkpoints, metrics, the model.
-    base_model: a Qwen2-VL family model (directory or hub id).
-    adapter_rank: None = full fine-tune, else the LoRA rank (alpha defaults to 2 x rank).
-    batch_size: the global batch in pairs = per_device_batch_size x processes x accumulation steps;
-    per_device_batch_size None = batch_size / processes (no accumulation).
-    max_steps: when set, train exactly this many optimizer steps (epochs is then ignored).
-    mixed_precision: "auto" = bf16 on a CUDA device that supports it, else none.
-    model_dtype: the weights' dtype; "bfloat16" halves weight and optimizer memory (pure bf16).
-    stop_at_step: save a checkpoint and return once this step is done, without the final model
-    and evaluation (a run split over several job slots; the next call resumes).
-    max_pixels: the judge's resize bound per image (None: the model's processor default).
-    """
-
-    dataset_dir: str
-    output_dir: str
-    base_model: str
-    adapter_rank: int | None = None
-    adapter_alpha: float | None = None
-    adapter_dropout: float = 0.0
-    learning_rate: float = 1e-6
-    batch_size: int = 16
-    per_device_batch_size: int | None = None
-    epochs: int = 1
-    max_steps: int | None = None
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    weighted_loss: bool = False
-    mixed_precision: str = "auto"
-    model_dtype: str = "float32"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int | None = None
-    eval_batch_size: int = 16
-    save_every: int = 200
-    keep_checkpoints: int | None = 2
-    stop_at_step: int | None = None
-    zero_shot_eval: bool = True
-    max_pixels: int | None = None
-    num_workers: int = 0
-
-    def __post_init__(self):
-        errors = []
-        hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            problem = _type_problem(value, hints[field.name])
-            if problem:
-                errors.append(f"{field.name}: {problem}")
-        if errors:
-            raise ConfigError("invalid training config: " + "; ".join(errors))
-        for name in ("dataset_dir", "output_dir", "base_model"):
-            setattr(self, name, os.fspath(getattr(self, name)))  # paths are kept as text (JSON, comparisons)
-            if not str(getattr(self, name)).strip():
-                errors.append(f"{name}: must not be empty")
-        positive = ["batch_size", "epochs", "log_every", "save_every", "eval_batch_size", "per_device_batch_size",
-                    "max_steps", "eval_every", "adapter_rank", "keep_checkpoints", "stop_at_step", "max_pixels"]
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                errors.append(f"{name}: must be at least 1, got {value}")
-        for name in ("warmup_steps", "weight_decay", "num_workers", "adapter_dropout"):
-            if getattr(self, name) < 0:
-                errors.append(f"{name}: must not be negative, got {getattr(self, name)}")
-        if not (0 < self.learning_rate < 1) or not math.isfinite(self.learning_rate):
-            errors.append(f"learning_rate: must lie in (0, 1), got {self.learning_rate}")
-        if self.adapter_dropout >= 1:
-            errors.append(f"adapter_dropout: must be below 1, got {self.adapter_dropout}")
-        if self.adapter_alpha is not None and self.adapter_alpha <= 0:
-            errors.append(f"adapter_alpha: must be positive, got {self.adapter_alpha}")
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            errors.append(f"max_grad_norm: must be positive (or null for no clipping), got {self.max_grad_norm}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            errors.append(f"mixed_precision: one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
-        if self.model_dtype not in MODEL_DTYPES:
-            errors.append(f"model_dtype: one of {', '.join(MODEL_DTYPES)}, got {self.model_dtype!r}")
-        if self.per_device_batch_size is not None and self.per_device_batch_size >= 1:
-            if self.batch_size % self.per_device_batch_size:
-                errors.append(f"per_device_batch_size: {self.per_device_batch_size} does not divide the batch "
-                              f"of {self.batch_size} pairs")
-        if errors:
-            raise ConfigError("invalid training config: " + "; ".join(errors))
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainingConfig":
-        """From a JSON object; unknown or missing options are errors (ConfigError)."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"a training config is a JSON object, got {type(values).__name__}")
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; "
-                              f"known options: {', '.join(sorted(known))}")
-        required = [field.name for field in dataclasses.fields(cls)
-                    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
-        missing = [name for name in required if values.get(name) in (None, "")]
-        if missing:
-            raise ConfigError(f"missing training option(s): {', '.join(missing)}")
-        return cls(**values)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def check_inputs(self) -> dict:
-        """The dataset's manifest, after checking that the dataset can be trained on."""
-        try:
-            manifest = read_manifest(self.dataset_dir)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"dataset_dir: {exc}") from None
-        if not split_shards(self.dataset_dir, "train"):
-            raise ConfigError(f"dataset_dir: {self.dataset_dir} has no train split (data/train-*.parquet)")
-        return manifest
-
-
-def _type_problem(value, hint) -> str | None:
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        return None if type(None) in options else "must be set"
-    for option in options:
-        if option is type(None):
-            continue
-        if option is bool and isinstance(value, bool):
-            return None
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return None
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return None
-        if option is str and isinstance(value, (str, os.PathLike)):
-            return None
-    names = " or ".join("null" if option is type(None) else option.__name__ for option in options)
-    return f"must be {names}, got {value!r}"
-
 
 # --- layout of the steps -----------------------------------------------------------------------------
 
@@ -223,15 +72,16 @@ class BatchLayout:
         per_device = config.per_device_batch_size
         if per_device is None:
             if config.batch_size % processes:
-                raise ConfigError(f"batch_size: {config.batch_size} pairs cannot be split evenly over {processes} "
-                                  "processes; set per_device_batch_size or change the batch")
+                raise ConfigError("batch_size", f"{config.batch_size} pairs cannot be split evenly over {processes} "
+                                                "processes; set per_device_batch_size or change the batch")
             per_device = config.batch_size // processes
         if config.batch_size % (per_device * processes):
-            raise ConfigError(f"batch_size: {config.batch_size} is not a multiple of per_device_batch_size x processes "
-                              f"({per_device} x {processes})")
+            raise ConfigError("batch_size", f"{config.batch_size} is not a multiple of per_device_batch_size x "
+                                            f"processes ({per_device} x {processes})")
         steps_per_epoch = pairs // config.batch_size
         if steps_per_epoch < 1:
-            raise ConfigError(f"the train split has {pairs} pairs, fewer than one batch of {config.batch_size}")
+            raise ConfigError("batch_size", f"the train split has {pairs} pairs, fewer than one batch of "
+                                            f"{config.batch_size}")
         total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
         return cls(config.batch_size, per_device, processes, config.batch_size // (per_device * processes),
                    steps_per_epoch, total)
@@ -281,39 +131,6 @@ def both_orders(batch: dict) -> tuple[list, list, list]:
     return winners + losers, losers + winners, queries + queries
 
 
-# --- files ---------------------------------------------------------------------------------------------
-
-
-def write_json_atomic(path: Path, data) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(partial, path)
-
-
-def latest_checkpoint(output_dir) -> Path | None:
-    pointer = Path(output_dir) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = Path(output_dir) / "checkpoints" / pointer.read_text().strip()
-    return path if (path / STATE_FILE).is_file() else None
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the lines an interrupted call wrote after its last checkpoint: they are trained again."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except ValueError:
-            continue  # a line cut by a crash
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(line + "\n" for line in kept))
-    os.replace(partial, path)
-
-
 # --- the trainer ----------------------------------------------------------------------------------------
 
 
@@ -330,11 +147,9 @@ def train(config: TrainingConfig, progress=None) -> dict:
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType, set_seed
 
-    from .judge import Judge
-    from .query import TEMPLATE_VERSION
-
     manifest = config.check_inputs()
     output = Path(config.output_dir)
+    run_dir = RunDirectory(output)
     # Processes started by `accelerate launch --multi_gpu` on a host without CUDA: gloo on CPU.
     cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
@@ -347,8 +162,8 @@ def train(config: TrainingConfig, progress=None) -> dict:
     if main:
         (output / "checkpoints").mkdir(parents=True, exist_ok=True)
 
-    resume_from = latest_checkpoint(output)
-    saved_state = json.loads((resume_from / STATE_FILE).read_text()) if resume_from else None
+    resume_from = run_dir.latest_checkpoint()
+    saved_state = run_dir.read_state(resume_from) if resume_from else None
     if saved_state:
         _check_resumable(config, saved_state, manifest)
 
@@ -385,7 +200,7 @@ def train(config: TrainingConfig, progress=None) -> dict:
 
     tensorboard = None
     if main:
-        _truncate_metrics(output / "metrics.jsonl", step)
+        run_dir.truncate_metrics(step)
         from torch.utils.tensorboard import SummaryWriter
 
         tensorboard = SummaryWriter(str(output / "tensorboard"), purge_step=step + 1 if step else None)
@@ -395,26 +210,20 @@ def train(config: TrainingConfig, progress=None) -> dict:
              "mixed_precision": accelerator.mixed_precision}, indent=2))
 
     def save_checkpoint(at_step: int) -> None:
-        directory = output / "checkpoints" / f"step-{at_step}"
+        directory = run_dir.checkpoint(at_step)
         accelerator.save_state(str(directory))
         if main:
-            write_json_atomic(directory / STATE_FILE, {
+            run_dir.commit_checkpoint(directory, {
                 "step": at_step, "elapsed": elapsed, "pending_log": pending, "last_loss": last_loss,
                 "config": config.as_dict(),
                 "content_hash": manifest.get("content_hash"), "total_steps": layout.total_steps,
-            })
-            pointer = output / "checkpoints" / "latest"
-            partial = pointer.with_name(".latest.partial")
-            partial.write_text(directory.name)
-            os.replace(partial, pointer)
-            _prune_checkpoints(output / "checkpoints", config.keep_checkpoints, keep=directory.name)
+            }, config.keep_checkpoints)
         accelerator.wait_for_everyone()
 
     def report(values: dict) -> None:
         if not main:
             return
-        with open(output / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(values) + "\n")
+        run_dir.append_metrics(values)
         for key, value in values.items():
             if key != "step" and isinstance(value, (int, float)) and value is not None:
                 tensorboard.add_scalar(key if "/" in key else f"train/{key}", value, values["step"])
@@ -491,7 +300,7 @@ def train(config: TrainingConfig, progress=None) -> dict:
                     update = {"step": step, "total_steps": layout.total_steps, "loss": values["loss"],
                               "eta_seconds": seconds_per_step * (layout.total_steps - step),
                               "samples_per_second": values["samples_per_second"]}
-                    write_json_atomic(output / "progress.json", {**update, "phase": "training"})
+                    run_dir.write_progress({**update, "phase": "training"})
                     if progress is not None:
                         progress(update)
             if config.eval_every and step % config.eval_every == 0:
@@ -519,32 +328,19 @@ def train(config: TrainingConfig, progress=None) -> dict:
     accelerator.free_memory()
     if not main:
         return {"main_process": False}
-    write_json_atomic(output / "progress.json", {"step": step, "total_steps": layout.total_steps, "loss": last_loss,
-                                                 "eta_seconds": 0.0, "samples_per_second": None, "phase": "evaluating"})
-    result = _evaluate_and_record(final, accelerator, config, output, step, last_loss, TEMPLATE_VERSION, layout)
+    run_dir.write_progress({"step": step, "total_steps": layout.total_steps, "loss": last_loss, "eta_seconds": 0.0,
+                            "samples_per_second": None, "phase": "evaluating"})
+    result = _evaluate_and_record(final, accelerator, config, run_dir, step, last_loss, TEMPLATE_VERSION, layout)
     tensorboard.close()
     return result
 
 
 def _check_resumable(config: TrainingConfig, saved: dict, manifest: dict) -> None:
-    before = saved.get("config", {})
-    changed = [name for name in TRAJECTORY_FIELDS if before.get(name) != getattr(config, name)]
-    if saved.get("content_hash") and manifest.get("content_hash") and saved["content_hash"] != manifest["content_hash"]:
-        changed.append("dataset (content hash)")
-    if changed:
-        raise ConfigError(
-            f"output_dir {config.output_dir} holds a checkpoint of a run with other {', '.join(changed)}; "
-            "resume it with the same options, or train into a new output_dir")
-
-
-def _prune_checkpoints(directory: Path, keep_count: int | None, keep: str) -> None:
-    if keep_count is None:
-        return
-    steps = sorted((int(path.name.split("-", 1)[1]), path) for path in directory.glob("step-*")
-                   if path.name.split("-", 1)[1].isdigit())
-    old = [path for _, path in steps if path.name != keep][: max(0, len(steps) - keep_count)]
-    for path in old:
-        shutil.rmtree(path, ignore_errors=True)
+    other = {}
+    before, now = saved.get("content_hash"), manifest.get("content_hash")
+    if before and now and before != now:
+        other["dataset_dir"] = "dataset (content hash)"
+    check_resumable(saved.get("config", {}), config.as_dict(), TRAJECTORY_FIELDS, config.output_dir, other)
 
 
 @torch.no_grad()
@@ -583,8 +379,6 @@ def _validate(model, accelerator, config: TrainingConfig) -> dict:
 def _final_judge(accelerator, model, judge, config: TrainingConfig, sharded: bool):
     """The trained judge, saved into output_dir/model; the in-memory one on the main process, or,
     for a sharded model (FSDP, DeepSpeed ZeRO-3), a fresh copy given the gathered weights."""
-    from .judge import Judge
-
     directory = Path(config.output_dir) / "model"
     if not sharded:
         accelerator.wait_for_everyone()
@@ -608,10 +402,9 @@ def _final_judge(accelerator, model, judge, config: TrainingConfig, sharded: boo
     return fresh.to(accelerator.device).eval()
 
 
-def _evaluate_and_record(judge, accelerator, config, output: Path, step: int, last_loss, template_version, layout):
-    from .evaluation import evaluate, format_table
-    from .judge import Judge
-
+def _evaluate_and_record(judge, accelerator, config, run_dir: RunDirectory, step: int, last_loss, template_version,
+                         layout):
+    output = run_dir.path
     with accelerator.autocast():
         evaluation = evaluate(judge, config.dataset_dir, "test", batch_size=config.eval_batch_size,
                               scores_path=output / "test_scores.parquet", num_workers=config.num_workers)
@@ -642,7 +435,7 @@ def _evaluate_and_record(judge, accelerator, config, output: Path, step: int, la
         "processes": layout.processes,
         "accumulation_steps": layout.accumulation,
     }
-    write_json_atomic(output / "result.json", result)
-    write_json_atomic(output / "progress.json", {"step": step, "total_steps": layout.total_steps, "loss": last_loss,
-                                                 "eta_seconds": 0.0, "samples_per_second": None, "phase": "done"})
+    run_dir.write_result(result)
+    run_dir.write_progress({"step": step, "total_steps": layout.total_steps, "loss": last_loss, "eta_seconds": 0.0,
+                            "samples_per_second": None, "phase": "done"})
     return result

@@ -1,6 +1,7 @@
 """The condition pool of an RL run: inputs (source, mask, prompt) grouped by task, sampled per step.
 
-A conditions directory is what the platform writes for a run (and what `write_conditions` writes):
+A conditions directory, written by `write_conditions` (for the platform's runs, the benchmarks and
+the tests alike) and read by `ConditionPool`:
 
     manifest.json
         {"format": 1,
@@ -26,10 +27,12 @@ Plain Python: no Django, no torch.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -152,7 +155,8 @@ class ConditionPool:
             for slug, value in overrides.items():
                 number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                 if not number or value < 0:
-                    raise ConditionsError(f"task_probabilities[{slug!r}]: must be a non-negative number, got {value!r}")
+                    raise ConditionsError(f"task_probabilities[{slug!r}]: must be a non-negative number, "
+                                          f"got {value!r}")
                 if value > 0 and slug not in self.by_task:
                     raise ConditionsError(f"task_probabilities[{slug!r}] = {value} but the pool has no input "
                                           "of that task")
@@ -213,35 +217,48 @@ def check_taxonomy(taxonomy) -> dict:
     return taxonomy
 
 
-def write_conditions(directory, taxonomy: dict, inputs: list[dict]) -> Path:
+def write_conditions(directory, taxonomy: dict, inputs: Iterable[dict]) -> Path:
     """Write a conditions directory (manifest.json + inputs/*.png); returns the directory.
 
-    taxonomy: as in the module docstring. inputs: [{"id", "task", "prompt", "source", "mask"}] where
-    source is an RGB PIL image, a uint8 (H, W, 3) array or a path to an image file, and mask is a
-    PIL image, a uint8 / bool (H, W) array (white / True = generate) or a path.
+    taxonomy: as in the module docstring. inputs: {"id", "task", "prompt", "source", "mask"} each,
+    read one at a time (a generator keeps one input's images in memory). source: an RGB PIL image,
+    a uint8 (H, W, 3) array, a path to an image file, or the bytes of an image file (copied as they
+    are); mask: the same kinds, greyscale, white / True = generate. id: an int or a plain file-name
+    part, kept as given in the manifest. The manifest is written last, atomically, and read back.
     """
     directory = Path(directory)
     (directory / "inputs").mkdir(parents=True, exist_ok=True)
     check_taxonomy(taxonomy)
     entries = []
     for entry in inputs:
-        identifier = str(entry["id"])
-        if not identifier or any(c in identifier for c in "/\\") or identifier.startswith("."):
+        identifier = entry["id"]
+        text = str(identifier)
+        if not text or any(c in text for c in "/\\") or text.startswith("."):
             raise ConditionsError(f"input id {identifier!r}: must be a plain file-name part")
-        source = _image(entry["source"], "RGB")
-        mask = _image(entry["mask"], "L")
-        if source.size != mask.size:
-            raise ConditionsError(f"input {identifier}: source is {source.size} but its mask is {mask.size}")
-        names = {"source": f"inputs/{identifier}-source.png", "mask": f"inputs/{identifier}-mask.png"}
-        source.save(directory / names["source"])
-        mask.save(directory / names["mask"])
-        entries.append({"id": identifier, "task": entry["task"], "prompt": entry.get("prompt") or "", **names})
+        names = {"source": f"inputs/{text}-source.png", "mask": f"inputs/{text}-mask.png"}
+        sizes = [_save(entry[key], mode, directory / names[key])
+                 for key, mode in (("source", "RGB"), ("mask", "L"))]
+        if sizes[0] != sizes[1]:
+            raise ConditionsError(f"input {text}: source is {sizes[0]} but its mask is {sizes[1]}")
+        entries.append({"id": identifier if isinstance(identifier, int) else text, "task": entry["task"],
+                        "prompt": entry.get("prompt") or "", **names})
     manifest = {"format": FORMAT, "taxonomy": taxonomy, "inputs": entries}
     partial = directory / f".{MANIFEST}.partial"
     partial.write_text(json.dumps(manifest, indent=2) + "\n")
     partial.replace(directory / MANIFEST)
     ConditionPool(directory)  # what was written must read back
     return directory
+
+
+def _save(value, mode: str, path: Path) -> tuple[int, int]:
+    """Write one image of an input to `path`; returns its (width, height)."""
+    if isinstance(value, (bytes, bytearray)):
+        path.write_bytes(value)
+        with Image.open(io.BytesIO(value)) as image:
+            return image.size
+    image = _image(value, mode)
+    image.save(path)
+    return image.size
 
 
 def _image(value, mode: str) -> Image.Image:

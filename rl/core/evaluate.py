@@ -3,7 +3,7 @@
     python -m rl.core.evaluate --policy RESULT_OR_SETTINGS.json --base SETTINGS.json --judge DIR \
         --conditions DIR [--samples-per-input 1] [--seed 0] [--output evaluation.json]
 
-For every input of a conditions directory (rl/conditions.py) and every sample k, the policy and the
+For every input of a conditions directory (rl/core/conditions.py) and every sample k, the policy and the
 base generate from the same seed with the same settings; for each dimension the task is judged on,
 the judge is asked in both orders:
 
@@ -32,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mlcore.rundir import write_json_atomic
+
 from .conditions import ConditionPool, ConditionsError
+from .config import RolloutSettings
 
 ALL = "all"
 
@@ -49,10 +52,9 @@ def evaluate_policy(generator_settings: dict, base_settings: dict, judge_dir, co
     JSON (evaluation.json). Returns {"inputs", "samples", "comparisons", "rows": [...], "settings"}.
     """
     import torch
+
     from generation.core.backends.base import CandidateSettings, GenerationRequest
     from rewardmodel.core.judge import Judge
-
-    from .onereward import RolloutSettings
 
     rollout = RolloutSettings.from_dict(rollout if rollout is not None else {})
     pool = ConditionPool(conditions_dir)
@@ -106,15 +108,14 @@ def evaluate_policy(generator_settings: dict, base_settings: dict, judge_dir, co
     if output is not None:
         output = Path(output)
         output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(f".{output.name}.partial")
-        partial.write_text(json.dumps(result, indent=2) + "\n")
-        partial.replace(output)
+        write_json_atomic(output, result)
     return result
 
 
 def _generate(settings: dict, requests) -> list[np.ndarray]:
     """Float (H, W, 3) arrays in [0, 1]; one generator in memory at a time."""
     import torch
+
     from generation.core.backends.flux_fill import FluxFillBackend
 
     backend = FluxFillBackend.from_config(settings)
@@ -198,7 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rollout", help="JSON object: steps, guidance, true_cfg, negative_prompt (default: the "
                                           "result.json's rollout, else RL's defaults)")
-    parser.add_argument("--no-composite", action="store_true", help="judge whole decodes, not composited on the source")
+    parser.add_argument("--no-composite", action="store_true",
+                        help="judge whole decodes, not composited on the source")
     parser.add_argument("--output", default="evaluation.json", help="where to write the evaluation (JSON)")
     args = parser.parse_args(argv)
     if args.samples_per_input < 1:

@@ -150,7 +150,8 @@ def trained_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     """Train the tiny judge on the brightness set once per test session (CPU, fixed seeds):
     batch 16, lr 1e-3 (the tiny random model needs far more than the paper's 1e-6 for a 7B one),
     10 warmup steps, 120 steps (about 4 epochs of 512 pairs). Returns (output_dir, result)."""
-    from rewardmodel.core.training import TrainingConfig, train
+    from rewardmodel.core.config import TrainingConfig
+    from rewardmodel.core.training import train
 
     from .tiny_qwen import save_tiny_qwen
 
@@ -188,7 +189,8 @@ def trained_rl_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     0.97 (0.2 and more). Batch 16, lr 3e-3, 10 warmup steps, 120 steps (about 12 s on 2 cores);
     no zero-shot evaluation.
     Returns (output_dir, result)."""
-    from rewardmodel.core.training import TrainingConfig, train
+    from rewardmodel.core.config import TrainingConfig
+    from rewardmodel.core.training import train
 
     from .tiny_qwen import save_tiny_qwen
 

@@ -12,7 +12,9 @@ from rewardmodel.core import train as train_cli
 from rewardmodel.core.judge import Judge
 from rewardmodel.core.pairs import PreferencePairs, collate_pairs
 from rewardmodel.core.query import TEMPLATE_VERSION
-from rewardmodel.core.training import ConfigError, TrainingConfig, latest_checkpoint, train
+from mlcore.rundir import RunDirectory
+from rewardmodel.core.config import ConfigError, TrainingConfig
+from rewardmodel.core.training import train
 
 from .synthetic_pairs import brightness_pairs
 from .tiny_qwen import save_tiny_qwen
@@ -148,7 +150,7 @@ def test_an_interrupted_run_resumes_on_the_same_loss_curve(tmp_path, dataset, ti
     with pytest.raises(Interrupted):
         train(config(dataset, tiny, tmp_path / "resumed", **common), progress=crash_at_step_5)
     assert [line["step"] for line in metrics(tmp_path / "resumed")] == [1, 2, 3, 4, 5]
-    assert latest_checkpoint(tmp_path / "resumed").name == "step-4"
+    assert RunDirectory(tmp_path / "resumed").latest_checkpoint().name == "step-4"
     resumed = train(config(dataset, tiny, tmp_path / "resumed", **common))
 
     before, after = metrics(tmp_path / "whole"), metrics(tmp_path / "resumed")
@@ -158,7 +160,7 @@ def test_an_interrupted_run_resumes_on_the_same_loss_curve(tmp_path, dataset, ti
     assert resumed["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-6)
     # Only the last `keep_checkpoints` are kept; `latest` points at the final one.
     assert sorted(path.name for path in (tmp_path / "resumed" / "checkpoints").glob("step-*")) == ["step-6", "step-7"]
-    assert latest_checkpoint(tmp_path / "resumed").name == "step-7"
+    assert RunDirectory(tmp_path / "resumed").latest_checkpoint().name == "step-7"
 
 
 def test_stop_at_step_checkpoints_and_the_next_call_finishes(tmp_path, dataset, tiny):

@@ -77,7 +77,7 @@ def base_generator(flux_dir, **overrides) -> dict:
 
 def rl_config(flux_dir, judge_dir, conditions_dir, output_dir, **overrides):
     """A small, fast OneRewardConfig on the tiny models: 2 rollout steps, plain guidance."""
-    from rl.core.onereward import OneRewardConfig
+    from rl.core.config import OneRewardConfig
 
     values = dict(
         conditions_dir=str(conditions_dir), output_dir=str(output_dir), base_generator=base_generator(flux_dir),

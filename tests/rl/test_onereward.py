@@ -18,17 +18,8 @@ import torch
 
 from generation.core.backends.base import CandidateSettings, GenerationRequest
 from generation.core.backends.flux_fill import FluxFillBackend
-from rl.core.onereward import (
-    ConfigError,
-    OneRewardConfig,
-    OneRewardTrainer,
-    decode,
-    denoise,
-    initial_latents,
-    make_scheduler,
-    predict_clean,
-    prepare_canvas,
-)
+from rl.core.config import ConfigError, OneRewardConfig
+from rl.core.onereward import OneRewardTrainer, predict_clean
 from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora
 from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 
@@ -71,18 +62,16 @@ def rollout_of(trainer: OneRewardTrainer, condition_index: int, seed: int, refer
     """Full sampling by the reference (or the current policy), decoded without compositing: (H, W, 3)."""
     condition = trainer.pool.inputs[condition_index]
     image, mask = condition.load()
-    canvas = prepare_canvas(trainer.backend, image, mask)
+    canvas = trainer.backend.prepare_canvas(image, mask)
     text = trainer.text(trainer.pool.prompt(condition))
-    steps = trainer.rollout.steps
     with torch.no_grad():
-        scheduler = make_scheduler(trainer.backend, canvas, steps)
-        latents, conditioning = initial_latents(trainer.backend, canvas, seed)
+        scheduler, timesteps, latents, conditioning = trainer.start(canvas, seed)
         if reference:
             with trainer.reference() as backend:
-                latents = denoise(backend, scheduler, latents, conditioning, text, canvas, steps)
+                latents = backend.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
         else:
-            latents = denoise(trainer.backend, scheduler, latents, conditioning, text, canvas, steps)
-        return decode(trainer.backend, canvas, latents, composite=False).permute(1, 2, 0).numpy()
+            latents = trainer.backend.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
+        return trainer.backend.decode_latents(latents, canvas)[0].permute(1, 2, 0).numpy()
 
 
 CFG_ROLLOUT = {"steps": 2, "guidance": 3.5, "true_cfg": 2.0, "negative_prompt": "blurry, low quality, nsfw"}
@@ -182,8 +171,8 @@ def test_no_gradient_once_the_reward_reaches_the_cap(world, tmp_path):
 def test_x0_prediction_matches_the_schedulers_formula(world, tmp_path):
     run = trainer(world, tmp_path / "a", rollout={"steps": 6, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""})
     image, mask = run.pool.inputs[1].load()
-    canvas = prepare_canvas(run.backend, image, mask)
-    scheduler = make_scheduler(run.backend, canvas, 6)
+    canvas = run.backend.prepare_canvas(image, mask)
+    scheduler, _ = run.backend.prepare_timesteps(canvas, 6)
     sigmas, timesteps = scheduler.sigmas, scheduler.timesteps
     assert len(timesteps) == 6 and sigmas[0] == 1.0 and sigmas[-1] == 0.0
     torch.testing.assert_close(timesteps, sigmas[:-1] * 1000)
@@ -199,7 +188,7 @@ def test_x0_prediction_matches_the_schedulers_formula(world, tmp_path):
     # From the last step (sigma_next = 0) the prediction is the scheduler's own Euler step.
     x_t = scheduler.scale_noise(clean, timesteps[-1:], noise)
     v = torch.randn(1, 6, 16, generator=generator)
-    last = make_scheduler(run.backend, canvas, 6)
+    last, _ = run.backend.prepare_timesteps(canvas, 6)
     last.set_begin_index(5)
     assert torch.equal(predict_clean(x_t, v, sigmas[5]), last.step(v, timesteps[5], x_t, return_dict=False)[0])
 

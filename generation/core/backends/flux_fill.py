@@ -231,6 +231,52 @@ class EncodedPrompt:
 
 
 @dataclass
+class TextConditioning:
+    """The transformer's text inputs for a batch of B samples, K of which use true CFG.
+
+    prompt_embeds (B + K, L, D) and pooled (B + K, Dp): the B positive rows, then the negative rows
+    of the samples listed in cfg_rows (indices into B); text_ids (L, 3); guidance (B,) float32
+    embedded guidance; true_cfg (K,) float32 scales of the cfg_rows.
+    """
+
+    prompt_embeds: "torch.Tensor"
+    pooled: "torch.Tensor"
+    text_ids: "torch.Tensor"
+    guidance: "torch.Tensor"
+    cfg_rows: list[int]
+    true_cfg: "torch.Tensor"
+
+
+@dataclass
+class Canvas:
+    """One canvas prepared for FLUX Fill, padded (never resized) to multiples of 16 pixels.
+
+    width, height: the input's size, to crop back to; padded_width, padded_height: the canvas's.
+    source: (1, 3, Hp, Wp) float32 pixels in [0, 1]; mask: (1, 1, Hp, Wp) float32, binarised as the
+    pipeline's mask processor does, 1 = generate. image_latents / masked_latents: the VAE's latent
+    distributions of the canvas and of the canvas with the hole blanked (unscaled). latent_ids:
+    (S, 3) positions of the S packed latent tokens. dtype: the latents' dtype.
+    """
+
+    width: int
+    height: int
+    padded_width: int
+    padded_height: int
+    source: "torch.Tensor"
+    mask: "torch.Tensor"
+    image_latents: object
+    masked_latents: object
+    latent_ids: "torch.Tensor"
+    dtype: "torch.dtype"
+
+    def composite(self, images: "torch.Tensor") -> "torch.Tensor":
+        """images (B, 3, height, width) in [0, 1]: the generated pixels where the mask is 1, the
+        source's elsewhere (differentiable in `images`)."""
+        mask = self.mask[..., :self.height, :self.width]
+        return mask * images + (1 - mask) * self.source[..., :self.height, :self.width]
+
+
+@dataclass
 class _Batch:
     """Candidates of one canvas denoised together; index: positions in the caller's list."""
 
@@ -242,6 +288,10 @@ class FluxFillBackend:
     """Generates candidates with a FLUX.1 Fill pipeline (see the module docstring).
 
     pipeline: the loaded diffusers FluxFillPipeline; its components are what an RL trainer trains.
+    The sampling steps are methods named after the step (as in diffusers' FluxFillPipeline), which
+    generate() composes and an RL trainer calls one by one: prepare_text, prepare_canvas,
+    prepare_timesteps, prepare_latents + prepare_mask_latents, denoise (denoise_step,
+    predict_velocity), decode_latents.
     """
 
     def __init__(self, pipeline, config: FluxFillConfig):
@@ -288,26 +338,9 @@ class FluxFillBackend:
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, config)
 
-    # -- text --
-
     @property
     def device(self) -> "torch.device":
         return self.pipeline._execution_device
-
-    def encode_prompt(self, text: str) -> EncodedPrompt:
-        """One prompt through CLIP (pooled) and T5 (padded to max_sequence_length), batch of one,
-        as FluxFillPipeline encodes it."""
-        embeds, pooled, _ = self.pipeline.encode_prompt(
-            prompt=text, prompt_2=None, device=self.device, num_images_per_prompt=1,
-            max_sequence_length=self.config.max_sequence_length,
-        )
-        return EncodedPrompt(embeds=embeds, pooled=pooled)
-
-    def encode(self, prompt: str, negative_prompt: str | None = None) -> tuple[EncodedPrompt, EncodedPrompt | None]:
-        """The positive conditioning and, when negative_prompt is not None, the negative one
-        ("" encodes the empty prompt: plain classifier-free guidance)."""
-        negative = None if negative_prompt is None else self.encode_prompt(negative_prompt)
-        return self.encode_prompt(prompt), negative
 
     # -- generation --
 
@@ -319,7 +352,8 @@ class FluxFillBackend:
         callers see what the model made; compositing is the platform's choice.
         """
         # The rounding of VaeImageProcessor.numpy_to_pil, which FluxFillPipeline's "pil" output uses.
-        return [Image.fromarray((array * 255).round().astype("uint8"), "RGB") for array in self.generate_arrays(requests)]
+        arrays = self.generate_arrays(requests)
+        return [Image.fromarray((array * 255).round().astype("uint8"), "RGB") for array in arrays]
 
     def generate_arrays(self, requests: Sequence[GenerationRequest]) -> list[np.ndarray]:
         """As generate, before rounding to 8 bits: float32 arrays (H, W, 3) in [0, 1]."""
@@ -349,7 +383,8 @@ class FluxFillBackend:
         for position, request in enumerate(requests):
             _check_request(request)
             s = request.settings
-            key = (request.image.size, fingerprint(request.image), fingerprint(request.mask), s.steps, float(s.strength))
+            key = (request.image.size, fingerprint(request.image), fingerprint(request.mask), s.steps,
+                   float(s.strength))
             group = groups.setdefault(key, _Batch(index=[]))
             group.index.append(position)
             group.requests.append(request)
@@ -367,38 +402,105 @@ class FluxFillBackend:
 
     def _generate_batch(self, requests: list[GenerationRequest], text_cache: dict) -> list[np.ndarray]:
         import torch
-        from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift, retrieve_timesteps
-        from diffusers.utils.torch_utils import randn_tensor
+
+        first = requests[0]
+        # 1. Text: each distinct prompt encoded once per generate call, alone (as the pipeline does).
+        text = self.prepare_text(
+            positives=[self._text(r.prompt, text_cache) for r in requests],
+            negatives=[self._text(r.settings.negative_prompt, text_cache) if r.settings.true_cfg != 1.0 else None
+                       for r in requests],
+            guidance=[r.settings.guidance for r in requests],
+            true_cfg=[r.settings.true_cfg for r in requests],
+        )
+        # 2. Canvas, padded (never resized) to the 2x2-packed latent grid, encoded by the VAE once.
+        canvas = self.prepare_canvas(first.image, first.mask, dtype=text.prompt_embeds.dtype)
+        # 3. Timesteps.
+        scheduler, timesteps = self.prepare_timesteps(canvas, first.settings.steps, first.settings.strength)
+        # 4. Latents: each candidate's numbers from its own CPU generator, in the pipeline's order.
+        generators = [torch.Generator("cpu").manual_seed(r.settings.seed) for r in requests]
+        latents = self.prepare_latents(canvas, generators, scheduler, timesteps[:1])
+        conditioning = self.prepare_mask_latents(canvas, generators)
+        # 5. Denoising.
+        latents = self.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
+        # 6. Decoding.
+        return [image.permute(1, 2, 0).cpu().numpy() for image in self.decode_latents(latents, canvas)]
+
+    # -- the sampling steps --
+
+    def encode_prompt(self, text: str) -> EncodedPrompt:
+        """One prompt through CLIP (pooled) and T5 (padded to max_sequence_length), batch of one,
+        as FluxFillPipeline encodes it."""
+        embeds, pooled, _ = self.pipeline.encode_prompt(
+            prompt=text, prompt_2=None, device=self.device, num_images_per_prompt=1,
+            max_sequence_length=self.config.max_sequence_length,
+        )
+        return EncodedPrompt(embeds=embeds, pooled=pooled)
+
+    def encode(self, prompt: str, negative_prompt: str | None = None) -> tuple[EncodedPrompt, EncodedPrompt | None]:
+        """The positive conditioning and, when negative_prompt is not None, the negative one
+        ("" encodes the empty prompt: plain classifier-free guidance)."""
+        negative = None if negative_prompt is None else self.encode_prompt(negative_prompt)
+        return self.encode_prompt(prompt), negative
+
+    def prepare_text(self, positives: Sequence[EncodedPrompt], negatives: Sequence[EncodedPrompt | None],
+                     guidance: Sequence[float], true_cfg: Sequence[float]) -> TextConditioning:
+        """The text inputs of a batch of B samples: per sample its positive prompt, its negative
+        prompt (None: no true CFG for it), its embedded guidance and its true CFG scale (read only
+        where a negative is given). Encoded prompts may sit on any device."""
+        import torch
+
+        device = self.device
+        cfg_rows = [i for i, negative in enumerate(negatives) if negative is not None]
+        rows = list(positives) + [negatives[i] for i in cfg_rows]
+        prompt_embeds = torch.cat([row.embeds for row in rows]).to(device)
+        pooled = torch.cat([row.pooled for row in rows]).to(device)
+        text_ids = torch.zeros(prompt_embeds.shape[1], 3).to(device=device, dtype=self.pipeline.text_encoder.dtype)
+        return TextConditioning(
+            prompt_embeds=prompt_embeds, pooled=pooled, text_ids=text_ids,
+            guidance=torch.tensor([float(g) for g in guidance], device=device, dtype=torch.float32),
+            cfg_rows=cfg_rows,
+            true_cfg=torch.tensor([float(true_cfg[i]) for i in cfg_rows], device=device, dtype=torch.float32),
+        )
+
+    def prepare_canvas(self, image: Image.Image, mask: Image.Image, dtype: "torch.dtype | None" = None) -> Canvas:
+        """image: RGB PIL canvas; mask: mode "L" PIL mask of the same size (255 = generate).
+        dtype: of the latents (default: the VAE's). The VAE encodes the canvas and the canvas with
+        the hole blanked once; every sample of the canvas then draws from those distributions."""
+        import torch
 
         pipe = self.pipeline
         device = self.device
-        first = requests[0]
-        width, height = first.image.size
-        steps, strength = first.settings.steps, first.settings.strength
-        batch = len(requests)
-
-        # 1. Text: each distinct prompt encoded once per generate call, alone (as the pipeline does).
-        positives = [self._text(r.prompt, text_cache) for r in requests]
-        cfg_rows = [i for i, r in enumerate(requests) if r.settings.true_cfg != 1.0]
-        negatives = [self._text(requests[i].settings.negative_prompt, text_cache) for i in cfg_rows]
-        prompt_embeds = torch.cat([p.embeds for p in positives + negatives])
-        pooled_embeds = torch.cat([p.pooled for p in positives + negatives])
-        dtype = prompt_embeds.dtype
-        text_ids = torch.zeros(prompt_embeds.shape[1], 3).to(device=device, dtype=pipe.text_encoder.dtype)
-
-        # 2. Canvas, padded (never resized) to the 2x2-packed latent grid.
+        dtype = dtype or pipe.vae.dtype
+        width, height = image.size
         multiple = pipe.vae_scale_factor * 2
-        image, mask = pad_canvas(first.image.convert("RGB"), first.mask.convert("L"), multiple)
+        image, mask = pad_canvas(image.convert("RGB"), mask.convert("L"), multiple)
         padded_w, padded_h = image.size
-        init_image = pipe.image_processor.preprocess(image, height=padded_h, width=padded_w).to(dtype=torch.float32)
-        mask_image = pipe.mask_processor.preprocess(mask, height=padded_h, width=padded_w)
-        masked_image = (init_image * (1 - mask_image)).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            init_image = pipe.image_processor.preprocess(image, height=padded_h, width=padded_w)
+            init_image = init_image.to(dtype=torch.float32)
+            mask_image = pipe.mask_processor.preprocess(mask, height=padded_h, width=padded_w)
+            masked_image = (init_image * (1 - mask_image)).to(device=device, dtype=dtype)
+            image_dist = pipe.vae.encode(init_image.to(device=device, dtype=dtype)).latent_dist
+            masked_dist = pipe.vae.encode(masked_image).latent_dist
+        source = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        latent_ids = pipe._prepare_latent_image_ids(1, padded_h // multiple, padded_w // multiple, device, dtype)
+        return Canvas(width=width, height=height, padded_width=padded_w, padded_height=padded_h,
+                      source=source.to(device), mask=mask_image.to(device=device, dtype=torch.float32),
+                      image_latents=image_dist, masked_latents=masked_dist, latent_ids=latent_ids, dtype=dtype)
 
-        # 3. Timesteps: the pipeline's schedule on a scheduler of our own (the pipeline's one keeps
-        # state between calls, and an RL trainer may be using it).
+    def prepare_timesteps(self, canvas: Canvas, steps: int, strength: float = 1.0):
+        """(scheduler, timesteps): a fresh scheduler with the pipeline's schedule for this canvas
+        size (sigmas linspace(1, 1/steps) shifted by mu(sequence length); `.sigmas` (steps + 1,)
+        ending at 0, timestep = 1000 * sigma) and the timesteps left to run at this strength.
+
+        A scheduler of our own: the pipeline's keeps state between calls, and an RL trainer may be
+        sampling with another one meanwhile."""
+        from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift, retrieve_timesteps
+
+        pipe = self.pipeline
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        sigmas = np.linspace(1.0, 1 / steps, steps)
-        image_seq_len = (padded_h // pipe.vae_scale_factor // 2) * (padded_w // pipe.vae_scale_factor // 2)
+        cell = pipe.vae_scale_factor * 2
+        image_seq_len = (canvas.padded_height // cell) * (canvas.padded_width // cell)
         mu = calculate_shift(
             image_seq_len,
             scheduler.config.get("base_image_seq_len", 256),
@@ -406,92 +508,94 @@ class FluxFillBackend:
             scheduler.config.get("base_shift", 0.5),
             scheduler.config.get("max_shift", 1.15),
         )
-        timesteps, steps = retrieve_timesteps(scheduler, steps, device, sigmas=sigmas, mu=mu)
-        # FluxFillPipeline.get_timesteps, on our scheduler: strength < 1 skips the first steps (at
-        # least one step is always left, as strength > 0).
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        _, steps = retrieve_timesteps(scheduler, steps, self.device, sigmas=sigmas, mu=mu)
+        # FluxFillPipeline.get_timesteps: strength < 1 skips the first steps (at least one step is
+        # always left, as strength > 0).
         t_start = int(max(steps - min(steps * strength, steps), 0))
-        timesteps = scheduler.timesteps[t_start * scheduler.order:]
         scheduler.set_begin_index(t_start * scheduler.order)
-        latent_timestep = timesteps[:1].repeat(batch)
+        return scheduler, scheduler.timesteps[t_start * scheduler.order:]
 
-        # 4. Latents. The VAE encoder runs once per canvas; each candidate then draws, from its own
-        # CPU generator and in the pipeline's order, the image-latent sample, the initial noise and
-        # the masked-image-latent sample: the same numbers FluxFillPipeline draws for a batch of one.
-        channels = pipe.vae.config.latent_channels
-        latent_h, latent_w = 2 * (padded_h // multiple), 2 * (padded_w // multiple)
+    def prepare_latents(self, canvas: Canvas, generators: Sequence["torch.Generator"], scheduler,
+                        timestep: "torch.Tensor") -> "torch.Tensor":
+        """The initial packed latents (B, S, 4C) of B samples, one CPU generator each: from each,
+        the canvas latent sample, then the noise, mixed at the first timestep (1,) as the pipeline's
+        scale_noise does (at strength 1: the noise). Call prepare_mask_latents with the same
+        generators next: it draws the third number of each, in FluxFillPipeline's order, so that
+        a sample's numbers are those of the pipeline's batch of one with that generator."""
+        import torch
+        from diffusers.utils.torch_utils import randn_tensor
+
+        pipe = self.pipeline
+        device, dtype = self.device, canvas.dtype
         shift, scale = pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor
-        image_dist = pipe.vae.encode(init_image.to(device=device, dtype=dtype)).latent_dist
-        masked_dist = pipe.vae.encode(masked_image).latent_dist
-        image_latents, noise, masked_latents = [], [], []
-        for request in requests:
-            generator = torch.Generator("cpu").manual_seed(request.settings.seed)
-            image_latents.append((image_dist.sample(generator) - shift) * scale)
-            noise.append(randn_tensor((1, channels, latent_h, latent_w), generator=generator, device=device, dtype=dtype))
-            masked_latents.append(((masked_dist.sample(generator) - shift) * scale).to(device=device, dtype=dtype))
-        latents = scheduler.scale_noise(torch.cat(image_latents), latent_timestep, torch.cat(noise))
-        latents = pipe._pack_latents(latents, batch, channels, latent_h, latent_w)
-        latent_image_ids = pipe._prepare_latent_image_ids(batch, latent_h // 2, latent_w // 2, device, dtype)
-        conditioning = self.fill_conditioning(torch.cat(masked_latents), mask_image, batch)
+        channels = pipe.vae.config.latent_channels
+        multiple = pipe.vae_scale_factor * 2
+        latent_h, latent_w = 2 * (canvas.padded_height // multiple), 2 * (canvas.padded_width // multiple)
+        batch = len(generators)
+        with torch.no_grad():
+            image_latents, noise = [], []
+            for generator in generators:
+                image_latents.append((canvas.image_latents.sample(generator) - shift) * scale)
+                noise.append(randn_tensor((1, channels, latent_h, latent_w), generator=generator, device=device,
+                                          dtype=dtype))
+            latents = scheduler.scale_noise(torch.cat(image_latents), timestep.repeat(batch), torch.cat(noise))
+        return pipe._pack_latents(latents, batch, channels, latent_h, latent_w)
 
-        guidance = torch.tensor([float(r.settings.guidance) for r in requests], device=device, dtype=torch.float32)
-        true_cfg = torch.tensor([float(requests[i].settings.true_cfg) for i in cfg_rows], device=device, dtype=torch.float32)
-
-        # 5. Denoising.
-        for t in timesteps:
-            velocity = self.predict_velocity(
-                latents, conditioning, t.expand(batch).to(latents.dtype) / 1000, guidance,
-                prompt_embeds, pooled_embeds, text_ids, latent_image_ids, cfg_rows, true_cfg,
-            )
-            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
-
-        # 6. Decode one candidate at a time: a batch of 1024x1024 decodes needs several GB of
-        # activations, and decoding alone keeps a candidate's pixels independent of its batch.
-        latents = pipe._unpack_latents(latents, padded_h, padded_w, pipe.vae_scale_factor)
-        latents = (latents / scale) + shift
-        images = []
-        for row in range(batch):
-            decoded = pipe.vae.decode(latents[row:row + 1], return_dict=False)[0]
-            images.append(pipe.image_processor.postprocess(decoded, output_type="np")[0][:height, :width])
-        return images
-
-    def fill_conditioning(self, masked_image_latents: "torch.Tensor", mask: "torch.Tensor", batch: int) -> "torch.Tensor":
-        """The Fill model's extra input channels, as FluxFillPipeline.prepare_mask_latents builds them.
-
-        masked_image_latents: (B, C, h, w) scaled VAE latents of the canvas with the hole blanked;
-        mask: (1, 1, H, W) binarised, 1 = generate, H = h * vae_scale_factor.
-        Returns (B, h/2 * w/2, 4*C + 4*s*s) with s the VAE scale factor: packed latents, then the
-        mask folded into s*s channels per latent cell and packed.
-        """
+    def prepare_mask_latents(self, canvas: Canvas, generators: Sequence["torch.Generator"]) -> "torch.Tensor":
+        """The Fill model's extra input channels (B, S, 4C + 4s^2), s the VAE scale factor, as
+        FluxFillPipeline.prepare_mask_latents builds them: a sample of the masked canvas's latents
+        from each generator, packed, then the mask folded into s*s channels per latent cell and
+        packed."""
         import torch
 
         pipe = self.pipeline
+        device, dtype = self.device, canvas.dtype
+        shift, scale = pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor
         s = pipe.vae_scale_factor
-        _, channels, latent_h, latent_w = masked_image_latents.shape
-        packed_latents = pipe._pack_latents(masked_image_latents, batch, channels, latent_h, latent_w)
-        mask = mask[:, 0].repeat(batch, 1, 1)
-        mask = mask.view(batch, latent_h, s, latent_w, s).permute(0, 2, 4, 1, 3)
-        mask = mask.reshape(batch, s * s, latent_h, latent_w)
-        mask = pipe._pack_latents(mask, batch, s * s, latent_h, latent_w)
-        mask = mask.to(device=packed_latents.device, dtype=packed_latents.dtype)
+        batch = len(generators)
+        with torch.no_grad():
+            masked = torch.cat([((canvas.masked_latents.sample(generator) - shift) * scale)
+                                .to(device=device, dtype=dtype) for generator in generators])
+            _, channels, latent_h, latent_w = masked.shape
+            packed_latents = pipe._pack_latents(masked, batch, channels, latent_h, latent_w)
+            mask = canvas.mask[:, 0].repeat(batch, 1, 1)
+            mask = mask.view(batch, latent_h, s, latent_w, s).permute(0, 2, 4, 1, 3)
+            mask = mask.reshape(batch, s * s, latent_h, latent_w)
+            mask = pipe._pack_latents(mask, batch, s * s, latent_h, latent_w)
+            mask = mask.to(device=packed_latents.device, dtype=packed_latents.dtype)
         return torch.cat((packed_latents, mask), dim=-1)
 
-    def predict_velocity(self, latents, conditioning, timestep, guidance, prompt_embeds, pooled_embeds,
-                         text_ids, latent_image_ids, cfg_rows: list[int], true_cfg) -> "torch.Tensor":
-        """The flow velocity for a batch, with true CFG on the rows that ask for it, in one
-        transformer call.
+    def denoise(self, scheduler, timesteps, latents, conditioning, text: TextConditioning,
+                canvas: Canvas) -> "torch.Tensor":
+        """Euler steps over `timesteps` from `latents` (B, S, 4C): the latents after the last."""
+        for t in timesteps:
+            latents = self.denoise_step(scheduler, t, latents, conditioning, text, canvas)
+        return latents
+
+    def denoise_step(self, scheduler, t, latents, conditioning, text: TextConditioning,
+                     canvas: Canvas) -> "torch.Tensor":
+        """One Euler step at timestep t (the schedule's, 0..1000) with true CFG: the next latents."""
+        velocity = self.predict_velocity(latents, conditioning, t, text, canvas)
+        return scheduler.step(velocity, t, latents, return_dict=False)[0]
+
+    def predict_velocity(self, latents, conditioning, t, text: TextConditioning, canvas: Canvas) -> "torch.Tensor":
+        """The flow velocity of a batch at timestep t (the schedule's, 0..1000), with true CFG on
+        text.cfg_rows, in one transformer call.
 
         latents: (B, S, 4C) packed noisy latents; conditioning: (B, S, 4C + 4s^2) from
-        fill_conditioning; timestep: (B,) sigma in [0, 1]; guidance: (B,) float32 embedded guidance.
-        prompt_embeds: (B + K, L, D) and pooled_embeds: (B + K, Dp): the B positive rows, then the
-        negative rows of the K candidates listed in cfg_rows (indices into B), whose scales are
-        true_cfg: (K,). Returns (B, S, 4C): v_pos, or v_neg + true_cfg * (v_pos - v_neg) on cfg_rows.
+        prepare_mask_latents. Returns (B, S, 4C): v_pos, or v_neg + true_cfg * (v_pos - v_neg) on
+        the cfg rows.
         """
         import torch
 
         transformer = self.pipeline.transformer
+        batch = latents.shape[0]
+        timestep = t.expand(batch).to(latents.dtype) / 1000
+        guidance = text.guidance
         hidden = torch.cat((latents, conditioning), dim=2)
-        if cfg_rows:
-            rows = torch.tensor(cfg_rows, device=hidden.device)
+        if text.cfg_rows:
+            rows = torch.tensor(text.cfg_rows, device=hidden.device)
             hidden = torch.cat((hidden, hidden[rows]))
             timestep = torch.cat((timestep, timestep[rows]))
             guidance = torch.cat((guidance, guidance[rows]))
@@ -499,20 +603,36 @@ class FluxFillBackend:
             hidden_states=hidden,
             timestep=timestep,
             guidance=guidance if transformer.config.guidance_embeds else None,
-            pooled_projections=pooled_embeds,
-            encoder_hidden_states=prompt_embeds,
-            txt_ids=text_ids,
-            img_ids=latent_image_ids,
+            pooled_projections=text.pooled,
+            encoder_hidden_states=text.prompt_embeds,
+            txt_ids=text.text_ids,
+            img_ids=canvas.latent_ids,
             return_dict=False,
         )[0]
-        batch = latents.shape[0]
         velocity = output[:batch]
-        if cfg_rows:
+        if text.cfg_rows:
             # Rows without CFG keep v_pos untouched: v_neg + 1 * (v_pos - v_neg) is not bit-equal to v_pos.
             positive, negative = velocity[rows].float(), output[batch:].float()
             velocity = velocity.clone()
-            velocity[rows] = (negative + true_cfg[:, None, None] * (positive - negative)).to(velocity.dtype)
+            velocity[rows] = (negative + text.true_cfg[:, None, None] * (positive - negative)).to(velocity.dtype)
         return velocity
+
+    def decode_latents(self, latents: "torch.Tensor", canvas: Canvas) -> "torch.Tensor":
+        """Packed latents (B, S, 4C) -> images float32 (B, 3, height, width) in [0, 1] at the
+        input's size, differentiable. One sample at a time: a batch of 1024x1024 decodes needs
+        several GB of activations, and decoding alone keeps a sample's pixels independent of its
+        batch."""
+        import torch
+
+        pipe = self.pipeline
+        scale, shift = pipe.vae.config.scaling_factor, pipe.vae.config.shift_factor
+        latents = pipe._unpack_latents(latents, canvas.padded_height, canvas.padded_width, pipe.vae_scale_factor)
+        latents = (latents / scale) + shift
+        images = []
+        for row in range(latents.shape[0]):
+            decoded = pipe.vae.decode(latents[row:row + 1].to(pipe.vae.dtype), return_dict=False)[0]
+            images.append(pipe.image_processor.postprocess(decoded, output_type="pt").float())
+        return torch.cat(images)[:, :, :canvas.height, :canvas.width]
 
 
 def _check_request(request: GenerationRequest) -> None:
