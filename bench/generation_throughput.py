@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.timing import timed_alternately  # noqa: E402
 from generation.core.backends.base import CandidateSettings, GenerationRequest  # noqa: E402
 from generation.core.backends.flux_fill import FluxFillBackend, FluxFillConfig  # noqa: E402
 from tests.generation.tiny_flux import build_pipeline, save_tiny_flux_fill  # noqa: E402
@@ -45,27 +45,6 @@ def make_input(width: int, height: int) -> tuple[Image.Image, Image.Image]:
     mask = Image.new("L", (width, height), 0)
     mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
     return image, mask
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_alternately(functions: dict, device, repeats: int, warm_up: bool = True) -> dict:
-    """Median seconds per call of each function and its last result. One warm-up call each (unless
-    already warm), then the functions take turns, so that a load change on a shared machine hits both
-    alike."""
-    results = {name: fn() for name, fn in functions.items()} if warm_up else {}
-    seconds = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            synchronize(device)
-            start = time.perf_counter()
-            results[name] = fn()
-            synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: (float(np.median(seconds[name])), results[name]) for name in functions}
 
 
 def main() -> None:
@@ -131,7 +110,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
             fn()
             peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30
-    timings = timed_alternately({"batched": batched, "one_by_one": one_by_one}, device, repeats,
+    seconds, images = timed_alternately({"batched": batched, "one_by_one": one_by_one}, device, repeats,
                                 warm_up=device.type != "cuda")
     labels = {"batched": "FluxFillBackend.generate, batched", "one_by_one": "FluxFillPipeline, one call per candidate"}
 
@@ -146,15 +125,15 @@ def main() -> None:
     )
     print(f"input: {width}x{height}, N={args.candidates} candidates, steps={steps}, guidance={args.guidance}, "
           f"true_cfg=1, seeds {seeds[0]}..{seeds[-1]}; median of {repeats} alternating runs after a warm-up")
-    for name, (seconds, _) in timings.items():
+    for name, median in seconds.items():
         line = (
-            f"{labels[name]:42s} {args.candidates / seconds:8.2f} candidates/s   {seconds / args.candidates:8.4f} "
+            f"{labels[name]:42s} {args.candidates / median:8.2f} candidates/s   {median / args.candidates:8.4f} "
             "s/candidate"
         )
         if device.type == "cuda":
             line += f"   peak GPU memory {peaks[name]:.1f} GiB"
         print(line)
-    (ours, ours_images), (base, base_images) = timings["batched"], timings["one_by_one"]
+    (ours, ours_images), (base, base_images) = ((seconds[k], images[k]) for k in ("batched", "one_by_one"))
     print(f"ratio (batched / one-by-one candidates per second): {base / ours:.2f}x")
     if width % 16 or height % 16:
         print(

@@ -26,7 +26,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -34,10 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.timing import timed_alternately  # noqa: E402
+from rewardmodel.core.config import TrainingConfig  # noqa: E402
 from rewardmodel.core.judge import Judge  # noqa: E402
 from rewardmodel.core.preprocessing import VisionGeometry  # noqa: E402
 from rewardmodel.core.query import build_query  # noqa: E402
-from rewardmodel.core.config import TrainingConfig  # noqa: E402
 from rewardmodel.core.training import both_orders, pair_loss, train  # noqa: E402
 from tests.rewardmodel.synthetic_pairs import brightness_pairs, taxonomy  # noqa: E402
 from tests.rewardmodel.tiny_qwen import build_tokenizer, save_tiny_qwen  # noqa: E402
@@ -45,31 +45,11 @@ from tests.rewardmodel.tiny_qwen import build_tokenizer, save_tiny_qwen  # noqa:
 QUERY = build_query(taxonomy(), "image_fill", "aesthetics", "")
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def random_pairs(count: int, size: int, device="cpu", seed: int = 0) -> tuple[list, list, list]:
     generator = torch.Generator().manual_seed(seed)
     winners = [torch.rand(3, size, size, generator=generator).to(device) for _ in range(count)]
     losers = [torch.rand(3, size, size, generator=generator).to(device) for _ in range(count)]
     return winners, losers, [QUERY] * count
-
-
-def timed_alternately(functions: dict, device, repeats: int) -> tuple[dict, dict]:
-    """Median seconds per call of each function and its last result; one warm-up call each, then the
-    functions take turns, so that a load change on a shared machine hits both alike."""
-    results = {name: fn() for name, fn in functions.items()}
-    seconds = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            synchronize(device)
-            start = time.perf_counter()
-            results[name] = fn()
-            synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}, results
 
 
 # --- tiny model, CPU ----------------------------------------------------------------------------------

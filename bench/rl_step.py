@@ -155,12 +155,13 @@ def bench_tiny(args) -> None:
 def full_size_components(dry: bool, judge_max_pixels: int):
     """(backend, judge) built in memory: FLUX.1 Fill and Qwen2.5-VL-7B layouts in bf16 on CUDA,
     or (dry) the tiny ones on CPU through the same code."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
     from generation.core.backends.flux_fill import FluxFillBackend, FluxFillConfig
     from rewardmodel.core.judge import Judge
     from rewardmodel.core.preprocessing import VisionGeometry
     from tests.generation.tiny_flux import build_pipeline
     from tests.rewardmodel.tiny_qwen import build_tokenizer
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
     sys.path.insert(0, str(ROOT / "bench"))
     from reward_model import qwen25_vl_7b_config

@@ -37,6 +37,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from inputs.core import taxonomy
+
 MANIFEST = "manifest.json"
 FORMAT = 1
 
@@ -121,18 +123,12 @@ class ConditionPool:
     def dimensions(self, condition: Condition) -> list[str]:
         """The dimensions judged for this input, in the task's order; those listed as
         dimensions_with_prompt_only only when the input has a prompt of its own."""
-        task = self.tasks[condition.task]
-        prompt_only = set(task.get("dimensions_with_prompt_only") or [])
-        return [d for d in task["dimensions"] if d not in prompt_only or condition.prompt]
+        return taxonomy.entry_judged_dimensions(self.tasks[condition.task], condition.prompt)
 
     def prompt(self, condition: Condition) -> str:
         """The prompt the generator gets (and a prompt-quoting query quotes): a fixed-prompt task's
-        default, else the input's prompt, else the task's default (rewardmodel.core.query.effective_prompt)."""
-        task = self.tasks[condition.task]
-        default = (task.get("default_prompt") or "").strip()
-        if task.get("prompt_mode") == "fixed":
-            return default
-        return condition.prompt or default
+        default, else the input's prompt, else the task's default."""
+        return taxonomy.entry_effective_prompt(self.tasks[condition.task], condition.prompt)
 
     # --- sampling -------------------------------------------------------------------------------
 
