@@ -5,14 +5,13 @@ Permissions follow the models: ML engineers start and manage runs; platform admi
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from onereward.charts import line_chart
+from onereward.runs import TrainingRunAdmin
 
-from .execution import resume
-from .forms import RewardModelRunForm, SendBackForm
+from .forms import RUN_FIELDS, RewardModelRunForm, SendBackForm
 from .models import ReannotationRequest, RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 
@@ -58,35 +57,22 @@ def evaluation_table(evaluation: dict, zero_shot: dict | None = None) -> str:
 
 
 @admin.register(RewardModelRun)
-class RewardModelRunAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "dataset", "base_model", "status", "progress_figure", "loss", "created_by", "created_at"]
-    list_filter = ["status"]
+class RewardModelRunAdmin(TrainingRunAdmin):
+    add_form = RewardModelRunForm
+    add_title = "Train a reward model"
+    list_display = ["__str__", "dataset", "base_model", "status", "progress_figure", "loss", "created_by",
+                    "created_at"]
     search_fields = ["name", "base_model"]
-    readonly_fields = ["name", "dataset", "base_model", "adapter_rank", "learning_rate", "batch_size",
-                       "per_device_batch_size", "epochs", "max_steps", "warmup_steps", "gradient_checkpointing",
-                       "mixed_precision", "seed", "save_every", "processes", "accelerate_config", "zero_shot_eval",
-                       "eval_every", "extra", "status", "progress_figure", "loss", "samples_per_second", "eta", "loss_plot_view",
+    readonly_fields = [*RUN_FIELDS, "status", "progress_figure", "loss", "samples_per_second", "eta", "loss_plot_view",
                        "version_link", "output_directory", "worker", "error", "created_by", "created_at",
                        "started_at", "finished_at"]
     fields = readonly_fields
-    actions = ["cancel_runs", "resume_runs"]
-    change_form_template = "admin/rewardmodel/rewardmodelrun/change_form.html"
 
-    def has_change_permission(self, request, obj=None):
-        # Runs are started, watched, cancelled and resumed; never edited.
-        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+    def progress_figures(self, run) -> list[str]:
+        return [f"{run.samples_per_second:.1f} samples/s"] if run.samples_per_second else []
 
-    @admin.display(description="Progress")
-    def progress_figure(self, run):
-        return f"step {run.step} of {run.total_steps or '?'}"
-
-    @admin.display(description="ETA")
-    def eta(self, run):
-        if run.eta_seconds is None or run.is_finished:
-            return "–"
-        minutes, seconds = divmod(int(run.eta_seconds), 60)
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours}:{minutes:02d}:{seconds:02d}"
+    def progress_plot(self, run) -> str:
+        return loss_plot(run.loss_history)
 
     @admin.display(description="Loss")
     def loss_plot_view(self, run):
@@ -97,76 +83,18 @@ class RewardModelRunAdmin(admin.ModelAdmin):
         version = RewardModelVersion.objects.filter(run=run).first()
         if version is None:
             return "–"
-        return format_html('<a href="{}">{}</a>', reverse("admin:rewardmodel_rewardmodelversion_change", args=[version.pk]),
-                           version)
-
-    @admin.display(description="Directory on the GPU host")
-    def output_directory(self, run):
-        return str(run.output_dir)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path("<int:pk>/progress/", view(self.progress_view), name="rewardmodel_rewardmodelrun_progress"),
-            path("<int:pk>/cancel/", view(self.cancel_view), name="rewardmodel_rewardmodelrun_cancel"),
-            path("<int:pk>/resume/", view(self.resume_view), name="rewardmodel_rewardmodelrun_resume"),
-            *super().get_urls(),
-        ]
-
-    def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = RewardModelRunForm(request.POST or None, initial={"dataset": request.GET.get("dataset")})
-        if request.method == "POST" and form.is_valid():
-            run = form.save(user=request.user)
-            if run is not None:
-                self.message_user(request, f"{run} is queued on the GPU workers.", messages.SUCCESS)
-                return redirect("admin:rewardmodel_rewardmodelrun_change", run.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Train a reward model", "form": form, "multipart": False}
-        return TemplateResponse(request, "admin/form_page.html", context)
-
-    def _run(self, request, pk) -> RewardModelRun:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        return get_object_or_404(RewardModelRun, pk=pk)
-
-    def progress_view(self, request, pk):
-        run = self._run(request, pk)
-        return TemplateResponse(request, "admin/rewardmodel/rewardmodelrun/_progress.html",
-                                {"run": run, "eta": self.eta(run), "plot": loss_plot(run.loss_history)})
-
-    def cancel_view(self, request, pk):
-        run = self._run(request, pk)
-        if request.method != "POST" or not self.has_add_permission(request):
-            raise PermissionDenied
-        if run.cancel():
-            self.message_user(request, f"{run} is cancelled; its checkpoints are kept for a resume.", messages.SUCCESS)
-        return redirect("admin:rewardmodel_rewardmodelrun_change", run.pk)
-
-    def resume_view(self, request, pk):
-        run = self._run(request, pk)
-        if request.method != "POST" or not self.has_add_permission(request):
-            raise PermissionDenied
-        if resume(run):
-            self.message_user(request, f"{run} is queued again; it continues from its last checkpoint.", messages.SUCCESS)
-        return redirect("admin:rewardmodel_rewardmodelrun_change", run.pk)
-
-    @admin.action(description="Cancel the selected runs", permissions=["add"])
-    def cancel_runs(self, request, queryset):
-        self.message_user(request, f"{sum(run.cancel() for run in queryset)} run(s) cancelled.")
-
-    @admin.action(description="Resume the selected runs from their last checkpoint", permissions=["add"])
-    def resume_runs(self, request, queryset):
-        self.message_user(request, f"{sum(resume(run) for run in queryset)} run(s) queued again.")
+        return format_html('<a href="{}">{}</a>', reverse("admin:rewardmodel_rewardmodelversion_change",
+                                                          args=[version.pk]), version)
 
 
 @admin.register(RewardModelVersion)
 class RewardModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "run", "base_model", "template_version", "steps", "final_loss", "mean_accuracy", "created_at"]
+    list_display = ["name", "run", "base_model", "template_version", "steps", "final_loss", "mean_accuracy",
+                    "created_at"]
     search_fields = ["name", "base_model"]
     readonly_fields = ["name", "run", "model_path", "base_model", "template_version", "steps", "final_loss",
-                       "evaluation_view", "loss_plot_view", "accuracy_plot_view", "dataset_link", "requests_view", "created_at"]
+                       "evaluation_view", "loss_plot_view", "accuracy_plot_view", "dataset_link", "requests_view",
+                       "created_at"]
     fields = readonly_fields
     change_form_template = "admin/rewardmodel/rewardmodelversion/change_form.html"
 
@@ -211,7 +139,8 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         view = self.admin_site.admin_view
-        return [path("<int:pk>/send-back/", view(self.send_back_view), name="rewardmodel_rewardmodelversion_send_back"),
+        return [path("<int:pk>/send-back/", view(self.send_back_view),
+                     name="rewardmodel_rewardmodelversion_send_back"),
                 *super().get_urls()]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

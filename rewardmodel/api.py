@@ -2,13 +2,13 @@
 candidate sets back to annotation."""
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from onereward.permissions import ModelPermissionsWithView
+from onereward.runs import TrainingRunViewSet
 
-from .execution import resume
 from .models import RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 from .serializers import (
@@ -19,40 +19,11 @@ from .serializers import (
 )
 
 
-class RunPermission(ModelPermissionsWithView):
-    """Cancel and resume need the right to start (add) runs."""
-
-    def has_permission(self, request, view):
-        if getattr(view, "action", None) in ("cancel", "resume"):
-            return request.user.is_authenticated and request.user.has_perm("rewardmodel.add_rewardmodelrun")
-        return super().has_permission(request, view)
-
-
-class RewardModelRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class RewardModelRunViewSet(TrainingRunViewSet):
     """Runs. POST starts one on the GPU workers (202); GET one for its step, loss and ETA."""
 
     queryset = RewardModelRun.objects.select_related("dataset", "version")
     serializer_class = RewardModelRunSerializer
-    permission_classes = [RunPermission]
-
-    def create(self, request, *args, **kwargs):
-        response = super().create(request, *args, **kwargs)
-        response.status_code = status.HTTP_202_ACCEPTED
-        return response
-
-    @extend_schema(request=None, responses=RewardModelRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        run = self.get_object()
-        run.cancel()
-        return Response(self.get_serializer(run).data)
-
-    @extend_schema(request=None, responses=RewardModelRunSerializer)
-    @action(detail=True, methods=["post"])
-    def resume(self, request, pk=None):
-        run = self.get_object()
-        resume(run)
-        return Response(self.get_serializer(run).data)
 
 
 class SendBackPermission(ModelPermissionsWithView):

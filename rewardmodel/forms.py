@@ -1,9 +1,8 @@
 """The one rule set for starting a reward model run and for sending sets back to annotation
-(admin, API and command line)."""
+(admin, API and command line): the run's rules live on the model, with the trainer's config."""
 from django import forms
-from django.core.exceptions import ValidationError
-from django.db import transaction
 
+from onereward.runs import start
 from preferences.models import PreferenceDataset
 
 from .models import ReannotationRequest, RewardModelRun
@@ -15,15 +14,12 @@ RUN_FIELDS = ["name", "dataset", "base_model", "adapter_rank", "learning_rate", 
 
 def start_run(*, user=None, **fields) -> RewardModelRun:
     """Validate, save and queue a run; raises ValidationError naming what is wrong."""
-    run = RewardModelRun(created_by=user, **fields)
-    run.full_clean(exclude=["created_by"])
-    with transaction.atomic():
-        run.save()
-        run.enqueue()
-    return run
+    return start(RewardModelRun, user=user, **fields)
 
 
 class RewardModelRunForm(forms.ModelForm):
+    """The model's rules, the trainer's config among them, run in its clean() (ModelForm's full_clean)."""
+
     class Meta:
         model = RewardModelRun
         fields = RUN_FIELDS
@@ -31,13 +27,6 @@ class RewardModelRunForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = PreferenceDataset.objects.filter(status="done").order_by("name", "-version")
-
-    def save(self, user=None, commit=True):
-        try:
-            return start_run(user=user, **self.cleaned_data)
-        except ValidationError as exc:
-            self._update_errors(exc)
-            return None
 
 
 class SendBackForm(forms.Form):

@@ -1,92 +1,90 @@
 """Reward model runs and the reward model versions they register.
 
-A run trains the judge (rewardmodel/judge.py, rewardmodel/training.py) on one preference dataset
+A run trains the judge (rewardmodel/core/judge.py, rewardmodel/core/training.py) on one preference dataset
 version, on a GPU worker, in a directory of its own under ONEREWARD_TRAINING_DIR; a finished run
 registers a RewardModelVersion with its evaluation table. Links go back to the data: version ->
 run -> dataset version -> judgments.
 """
+from pathlib import Path
+
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 
-from onereward.jobs import BackgroundJob
+from onereward.runs import TrainingRun, config_default, thin
+
+from .core.config import MIXED_PRECISION, TrainingConfig
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 ACCELERATE_CONFIGS = ["", "ddp", "fsdp", "deepspeed_zero3"]
 
 
-class RewardModelRun(BackgroundJob):
+def default(name: str):
+    return config_default(TrainingConfig, name)
+
+
+class RewardModelRun(TrainingRun):
     """Training of the VLM judge on a dataset version, with the paper's defaults (batch 16, lr 1e-6)."""
 
     task_name = "rewardmodel.core.train"
+    trainer_module = "rewardmodel.core.train"
+    config_class = TrainingConfig
+    accelerate_dir = Path(__file__).resolve().parent / "core" / "accelerate"
+    runs_folder = "reward-models"
 
-    name = models.CharField(max_length=200, blank=True)
-    dataset = models.ForeignKey("preferences.PreferenceDataset", on_delete=models.PROTECT, related_name="reward_model_runs")
+    dataset = models.ForeignKey("preferences.PreferenceDataset", on_delete=models.PROTECT,
+                                related_name="reward_model_runs")
     base_model = models.CharField(max_length=500, default=DEFAULT_BASE_MODEL,
                                   help_text="A Qwen2-VL family model: a directory on the GPU hosts or a hub id.")
     adapter_rank = models.PositiveSmallIntegerField(null=True, blank=True,
                                                     help_text="LoRA rank; empty = full fine-tune.")
-    learning_rate = models.FloatField(default=1e-6)
-    batch_size = models.PositiveIntegerField(default=16, help_text="Global batch: per device x processes x accumulation.")
-    per_device_batch_size = models.PositiveIntegerField(null=True, blank=True,
-                                                        help_text="Empty = batch / processes (accumulation makes up the rest).")
-    epochs = models.PositiveIntegerField(default=1)
+    learning_rate = models.FloatField(default=default("learning_rate"))
+    batch_size = models.PositiveIntegerField(default=default("batch_size"),
+                                             help_text="Global batch: per device x processes x accumulation.")
+    per_device_batch_size = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty = batch / processes (accumulation makes up the rest).")
+    epochs = models.PositiveIntegerField(default=default("epochs"))
     max_steps = models.PositiveIntegerField(null=True, blank=True, help_text="Stop after this many steps.")
-    warmup_steps = models.PositiveIntegerField(default=0)
-    gradient_checkpointing = models.BooleanField(default=False)
-    mixed_precision = models.CharField(max_length=8, default="auto", choices=[(v, v) for v in ("auto", "no", "bf16", "fp16")])
-    seed = models.BigIntegerField(default=0)
-    save_every = models.PositiveIntegerField(default=200, help_text="Checkpoint every this many steps (resume point).")
+    warmup_steps = models.PositiveIntegerField(default=default("warmup_steps"))
+    gradient_checkpointing = models.BooleanField(default=default("gradient_checkpointing"))
+    mixed_precision = models.CharField(max_length=8, default=default("mixed_precision"),
+                                       choices=[(v, v) for v in MIXED_PRECISION])
+    seed = models.BigIntegerField(default=default("seed"))
+    save_every = models.PositiveIntegerField(default=default("save_every"),
+                                             help_text="Checkpoint every this many steps (resume point).")
     processes = models.PositiveSmallIntegerField(default=1, help_text="Processes for `accelerate launch` (GPUs).")
     accelerate_config = models.CharField(
         max_length=32, blank=True, choices=[(v, v or "default (DDP)") for v in ACCELERATE_CONFIGS],
         help_text="A config of rewardmodel/accelerate/ for several processes (FSDP or DeepSpeed for 7B).")
-    zero_shot_eval = models.BooleanField(default=True, help_text="Also evaluate the base model before training.")
+    zero_shot_eval = models.BooleanField(default=default("zero_shot_eval"),
+                                         help_text="Also evaluate the base model before training.")
     eval_every = models.PositiveIntegerField(null=True, blank=True,
                                              help_text="Validation loss and accuracy every this many steps.")
     extra = models.JSONField(default=dict, blank=True, help_text="More TrainingConfig fields (JSON object).")
-    # Live progress, copied from the trainer's progress file.
-    step = models.PositiveIntegerField(default=0)
-    total_steps = models.PositiveIntegerField(default=0)
-    loss = models.FloatField(null=True, blank=True)
-    eta_seconds = models.FloatField(null=True, blank=True)
+    # Live progress beyond the shared figures, copied from the trainer's progress file.
     samples_per_second = models.FloatField(null=True, blank=True)
     loss_history = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...] for the plot.")
     validation_history = models.JSONField(
         default=list, blank=True, help_text="[[step, forward %, reversed %, mean %], ...] on the validation split.")
-    worker = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self):
         return self.name or f"Reward model run #{self.pk}"
 
-    def clean(self):
+    def platform_errors(self) -> dict:
         errors = {}
-        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
-            errors["learning_rate"] = "a learning rate lies in (0, 1)"
-        if self.batch_size is not None and self.batch_size < 1:
-            errors["batch_size"] = "at least 1"
         if self.dataset_id and self.dataset.status != "done":
-            errors["dataset"] = f"dataset {self.dataset} is not built yet ({self.dataset.get_status_display().lower()})"
+            state = self.dataset.get_status_display().lower()
+            errors["dataset"] = f"dataset {self.dataset} is not built yet ({state})"
         if self.dataset_id and self.dataset.status == "done" and not self.dataset.counts:
             errors["dataset"] = f"dataset {self.dataset} holds no pairs"
-        if self.processes and self.processes > 1 and self.per_device_batch_size and \
+        # The config knows the batch but not the process layout, which is the launch's.
+        if self.processes and self.processes > 1 and self.per_device_batch_size and self.batch_size and \
                 self.batch_size % (self.per_device_batch_size * self.processes):
             errors["batch_size"] = "the batch must be a multiple of per-device batch x processes"
-        if not isinstance(self.extra, dict):
-            errors["extra"] = "a JSON object of TrainingConfig fields"
-        if errors:
-            raise ValidationError(errors)
-
-    @property
-    def output_dir(self):
-        return settings.ONEREWARD_TRAINING_DIR / "reward-models" / f"run-{self.pk}"
+        return errors
 
     def training_config(self) -> dict:
-        """The trainer's configuration (rewardmodel.core.training.TrainingConfig fields)."""
-        config = {
+        """The trainer's configuration (rewardmodel.core.config.TrainingConfig fields)."""
+        return self.with_extra({
             "dataset_dir": str(self.output_dir / "dataset"),
             "output_dir": str(self.output_dir),
             "base_model": self.base_model,
@@ -103,9 +101,15 @@ class RewardModelRun(BackgroundJob):
             "save_every": self.save_every,
             "zero_shot_eval": self.zero_shot_eval,
             "eval_every": self.eval_every,
-        }
-        config.update(self.extra or {})
-        return config
+        })
+
+    def progress_fields(self, progress: dict) -> dict:
+        fields = super().progress_fields(progress)
+        history = list(self.loss_history)
+        step, loss = progress.get("step"), progress.get("loss")
+        if step is not None and loss is not None and (not history or history[-1][0] != step):
+            history = thin([*history, [step, loss]])
+        return {**fields, "samples_per_second": progress.get("samples_per_second"), "loss_history": history}
 
 
 class RewardModelVersion(models.Model):
@@ -115,8 +119,10 @@ class RewardModelVersion(models.Model):
     name = models.CharField(max_length=200, unique=True)
     model_path = models.CharField(max_length=500, help_text="The saved judge (a directory on the GPU hosts).")
     base_model = models.CharField(max_length=500)
-    template_version = models.PositiveIntegerField(help_text="Version of the reward query template it was trained with.")
-    evaluation = models.JSONField(default=dict, blank=True, help_text="Accuracy per task x dimension on the test split.")
+    template_version = models.PositiveIntegerField(
+        help_text="Version of the reward query template it was trained with.")
+    evaluation = models.JSONField(default=dict, blank=True,
+                                  help_text="Accuracy per task x dimension on the test split.")
     zero_shot = models.JSONField(default=dict, blank=True, help_text="The base model's accuracy before training.")
     steps = models.PositiveIntegerField(default=0)
     final_loss = models.FloatField(null=True, blank=True)

@@ -1,38 +1,28 @@
 from rest_framework import serializers
 
+from onereward.runs import STATE_FIELDS, TrainingRunSerializer
 from preferences.models import PreferenceDataset
 
 from .forms import RUN_FIELDS
 from .models import ReannotationRequest, RewardModelRun, RewardModelVersion
 
+CURVES = ["samples_per_second", "loss_history", "validation_history"]
 
-class RewardModelRunSerializer(serializers.ModelSerializer):
+
+class RewardModelRunSerializer(TrainingRunSerializer):
     dataset = serializers.PrimaryKeyRelatedField(queryset=PreferenceDataset.objects.all())
     version = serializers.SerializerMethodField()
 
     class Meta:
         model = RewardModelRun
-        fields = ["id", *RUN_FIELDS, "status", "step", "total_steps", "loss", "eta_seconds", "samples_per_second",
-                  "loss_history", "validation_history", "error", "version", "created_at", "started_at", "finished_at"]
-        read_only_fields = ["status", "step", "total_steps", "loss", "eta_seconds", "samples_per_second",
-                            "loss_history", "validation_history", "error", "created_at", "started_at", "finished_at"]
+        fields = ["id", *RUN_FIELDS, *STATE_FIELDS, *CURVES, "version"]
+        read_only_fields = [*STATE_FIELDS, *CURVES]
 
     def get_version(self, run) -> int | None:
         try:
             return run.version.pk
         except RewardModelVersion.DoesNotExist:
             return None
-
-    def create(self, validated_data):
-        from django.core.exceptions import ValidationError as DjangoValidationError
-
-        from .forms import start_run
-
-        request = self.context.get("request")
-        try:
-            return start_run(user=request.user if request else None, **validated_data)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
 
 
 class RewardModelVersionSerializer(serializers.ModelSerializer):

@@ -6,15 +6,15 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from inputs.models import Input
 from onereward.charts import line_chart
+from onereward.runs import TrainingRunAdmin
 
-from .execution import resume, start_human_study
-from .forms import HumanStudyForm, RLRunForm
+from .execution import start_human_study
+from .forms import RUN_FIELDS, HumanStudyForm, RLRunForm
 from .models import PolicyCheckpoint, RLRun
 
 
@@ -46,33 +46,30 @@ def win_rate_table(evaluation: dict) -> str:
     return format_html(
         "<table><tr><th>Task</th><th>Dimension</th><th>Comparisons</th><th>Policy first %</th>"
         "<th>Policy second %</th><th>Win rate %</th></tr>{}</table>",
-        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><strong>{}</strong></td></tr>",
+        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                             "<td><strong>{}</strong></td></tr>",
                          ((r.get("task"), r.get("dimension"), r.get("comparisons", r.get("pairs", 0)),
                            percent(r.get("win_rate_forward")), percent(r.get("win_rate_reversed")),
                            percent(r.get("win_rate"))) for r in rows)))
 
 
 @admin.register(RLRun)
-class RLRunAdmin(admin.ModelAdmin):
+class RLRunAdmin(TrainingRunAdmin):
+    add_form = RLRunForm
+    add_title = "Start an RL run"
     list_display = ["__str__", "base_generator", "reward_model", "algorithm", "status", "progress_figure",
                     "reward_mean", "created_at"]
     list_filter = ["status", "algorithm"]
-    readonly_fields = ["name", "base_generator", "reward_model", "algorithm", "task_probabilities", "train_tags",
-                       "eval_tags", "reward_cap", "t_start", "t_end", "ema_decay", "learning_rate", "batch_size",
-                       "max_steps", "lora_rank", "gradient_checkpointing", "seed", "save_every", "processes",
-                       "accelerate_config", "extra", "status", "progress_figure", "loss", "reward_mean", "curves", "training_curves_view",
-                       "checkpoint_link", "output_directory", "worker", "error", "created_by", "created_at",
-                       "started_at", "finished_at"]
+    readonly_fields = [*RUN_FIELDS, "status", "progress_figure", "loss", "reward_mean", "curves",
+                       "training_curves_view", "checkpoint_link", "output_directory", "worker", "error", "created_by",
+                       "created_at", "started_at", "finished_at"]
     fields = readonly_fields
-    actions = ["cancel_runs", "resume_runs"]
-    change_form_template = "admin/rl/rlrun/change_form.html"
 
-    def has_change_permission(self, request, obj=None):
-        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+    def progress_figures(self, run) -> list[str]:
+        return [] if run.reward_mean is None else [f"mean reward {run.reward_mean:.3f}"]
 
-    @admin.display(description="Progress")
-    def progress_figure(self, run):
-        return f"step {run.step} of {run.total_steps or run.max_steps}"
+    def progress_plot(self, run) -> str:
+        return reward_curves(run.reward_history)
 
     @admin.display(description="Reward curves")
     def curves(self, run):
@@ -89,66 +86,6 @@ class RLRunAdmin(admin.ModelAdmin):
             return "–"
         return format_html('<a href="{}">{}</a>', reverse("admin:rl_policycheckpoint_change", args=[checkpoint.pk]),
                            checkpoint)
-
-    @admin.display(description="Directory on the GPU host")
-    def output_directory(self, run):
-        return str(run.output_dir)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path("<int:pk>/progress/", view(self.progress_view), name="rl_rlrun_progress"),
-            path("<int:pk>/cancel/", view(self.cancel_view), name="rl_rlrun_cancel"),
-            path("<int:pk>/resume/", view(self.resume_view), name="rl_rlrun_resume"),
-            *super().get_urls(),
-        ]
-
-    def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = RLRunForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            run = form.save(user=request.user)
-            if run is not None:
-                self.message_user(request, f"{run} is queued on the GPU workers.", messages.SUCCESS)
-                return redirect("admin:rl_rlrun_change", run.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Start an RL run", "form": form, "multipart": False}
-        return TemplateResponse(request, "admin/form_page.html", context)
-
-    def _run(self, request, pk) -> RLRun:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        return get_object_or_404(RLRun, pk=pk)
-
-    def progress_view(self, request, pk):
-        run = self._run(request, pk)
-        return TemplateResponse(request, "admin/rl/rlrun/_progress.html",
-                                {"run": run, "curves": reward_curves(run.reward_history)})
-
-    def cancel_view(self, request, pk):
-        run = self._run(request, pk)
-        if request.method != "POST" or not self.has_add_permission(request):
-            raise PermissionDenied
-        if run.cancel():
-            self.message_user(request, f"{run} is cancelled; its checkpoints are kept for a resume.", messages.SUCCESS)
-        return redirect("admin:rl_rlrun_change", run.pk)
-
-    def resume_view(self, request, pk):
-        run = self._run(request, pk)
-        if request.method != "POST" or not self.has_add_permission(request):
-            raise PermissionDenied
-        if resume(run):
-            self.message_user(request, f"{run} is queued again; it continues from its last checkpoint.", messages.SUCCESS)
-        return redirect("admin:rl_rlrun_change", run.pk)
-
-    @admin.action(description="Cancel the selected runs", permissions=["add"])
-    def cancel_runs(self, request, queryset):
-        self.message_user(request, f"{sum(run.cancel() for run in queryset)} run(s) cancelled.")
-
-    @admin.action(description="Resume the selected runs from their last checkpoint", permissions=["add"])
-    def resume_runs(self, request, queryset):
-        self.message_user(request, f"{sum(resume(run) for run in queryset)} run(s) queued again.")
 
 
 @admin.register(PolicyCheckpoint)

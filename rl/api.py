@@ -2,51 +2,25 @@
 study of one against its base."""
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from inputs.models import Input
 from onereward.permissions import ModelPermissionsWithView
+from onereward.runs import TrainingRunViewSet
 
-from .execution import resume, start_human_study
+from .execution import start_human_study
 from .models import PolicyCheckpoint, RLRun
 from .serializers import HumanStudySerializer, PolicyCheckpointSerializer, RLRunSerializer
 
 
-class RunPermission(ModelPermissionsWithView):
-    def has_permission(self, request, view):
-        if getattr(view, "action", None) in ("cancel", "resume"):
-            return request.user.is_authenticated and request.user.has_perm("rl.add_rlrun")
-        return super().has_permission(request, view)
-
-
-class RLRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class RLRunViewSet(TrainingRunViewSet):
     """RL runs. POST starts one on the GPU workers (202); GET one for its step, loss and rewards."""
 
     queryset = RLRun.objects.select_related("base_generator", "reward_model", "checkpoint").prefetch_related(
         "train_tags", "eval_tags")
     serializer_class = RLRunSerializer
-    permission_classes = [RunPermission]
-
-    def create(self, request, *args, **kwargs):
-        response = super().create(request, *args, **kwargs)
-        response.status_code = status.HTTP_202_ACCEPTED
-        return response
-
-    @extend_schema(request=None, responses=RLRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        run = self.get_object()
-        run.cancel()
-        return Response(self.get_serializer(run).data)
-
-    @extend_schema(request=None, responses=RLRunSerializer)
-    @action(detail=True, methods=["post"])
-    def resume(self, request, pk=None):
-        run = self.get_object()
-        resume(run)
-        return Response(self.get_serializer(run).data)
 
 
 class StudyPermission(ModelPermissionsWithView):

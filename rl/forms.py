@@ -1,10 +1,9 @@
 """The one rule set for starting an RL run and a human study of a checkpoint (admin, API, command line)."""
 from django import forms
-from django.core.exceptions import ValidationError
-from django.db import transaction
 
-from inputs.models import Tag
 from generation.models import Generator
+from inputs.models import Tag
+from onereward.runs import start
 from rewardmodel.models import RewardModelVersion
 
 from .models import RLRun
@@ -14,19 +13,14 @@ RUN_FIELDS = ["name", "base_generator", "reward_model", "algorithm", "task_proba
               "gradient_checkpointing", "seed", "save_every", "processes", "accelerate_config", "extra"]
 
 
-def start_run(*, user=None, train_tags=(), eval_tags=(), **fields) -> RLRun:
-    """Validate, save and queue a run; raises ValidationError naming what is wrong."""
-    run = RLRun(created_by=user, **fields)
-    run.full_clean(exclude=["created_by"])
-    with transaction.atomic():
-        run.save()
-        run.train_tags.set(train_tags)
-        run.eval_tags.set(eval_tags)
-        run.enqueue()
-    return run
+def start_run(*, user=None, **fields) -> RLRun:
+    """Validate, save (with its tags) and queue a run; raises ValidationError naming what is wrong."""
+    return start(RLRun, user=user, **fields)
 
 
 class RLRunForm(forms.ModelForm):
+    """The model's rules, the trainer's config among them, run in its clean() (ModelForm's full_clean)."""
+
     class Meta:
         model = RLRun
         fields = RUN_FIELDS
@@ -37,13 +31,6 @@ class RLRunForm(forms.ModelForm):
         self.fields["reward_model"].queryset = RewardModelVersion.objects.all()
         self.fields["train_tags"].queryset = Tag.objects.all()
         self.fields["eval_tags"].queryset = Tag.objects.all()
-
-    def save(self, user=None, commit=True):
-        try:
-            return start_run(user=user, **self.cleaned_data)
-        except ValidationError as exc:
-            self._update_errors(exc)
-            return None
 
 
 class HumanStudyForm(forms.Form):

@@ -1,16 +1,22 @@
 """RL runs and the policy checkpoints they register.
 
 A run optimises a FLUX Fill generator against a reward model version with OneReward (METHOD.md
-§4-§5, rl/onereward.py) on a GPU worker, in a directory of its own under ONEREWARD_TRAINING_DIR.
+§4-§5, rl/core/onereward.py) on a GPU worker, in a directory of its own under ONEREWARD_TRAINING_DIR.
 A finished run registers a PolicyCheckpoint, which is also a Generator: the next generation batch
 can use it, and a human study can compare it with its base. Links go back: checkpoint -> run ->
 reward model version -> dataset version -> judgments.
 """
-from django.conf import settings
-from django.core.exceptions import ValidationError
+from pathlib import Path
+
 from django.db import models
 
-from onereward.jobs import BackgroundJob
+from onereward.runs import TrainingRun, config_default, thin
+
+from .core.config import OneRewardConfig
+
+
+def default(name: str):
+    return config_default(OneRewardConfig, name)
 
 
 class Algorithm(models.TextChoices):
@@ -18,89 +24,113 @@ class Algorithm(models.TextChoices):
     DYNAMIC = "dynamic", "Algorithm 2: the reference is the EMA of the policy"
 
 
-class RLRun(BackgroundJob):
+class RLRun(TrainingRun):
     task_name = "rl.core.train"
+    trainer_module = "rl.core.train"
+    config_class = OneRewardConfig
+    accelerate_dir = Path(__file__).resolve().parent / "core" / "accelerate"
+    runs_folder = "rl"
+    # t_range is the pair (t_start, t_end): its errors show on the second; the judge is a version's path.
+    config_field_names = {"t_range": "t_end", "judge": "reward_model"}
 
-    name = models.CharField(max_length=200, blank=True)
     base_generator = models.ForeignKey("generation.Generator", on_delete=models.PROTECT, related_name="rl_runs",
                                        help_text="A FLUX Fill generator: the policy starts from it.")
     reward_model = models.ForeignKey("rewardmodel.RewardModelVersion", on_delete=models.PROTECT,
                                      related_name="rl_runs")
-    algorithm = models.CharField(max_length=8, choices=Algorithm.choices, default=Algorithm.DYNAMIC)
+    algorithm = models.CharField(max_length=8, choices=Algorithm.choices, default=default("algorithm"))
     task_probabilities = models.JSONField(
         default=dict, blank=True, help_text='{"image_fill": 0.5, ...}; empty = the tasks\' RL probabilities.')
     train_tags = models.ManyToManyField("inputs.Tag", blank=True, related_name="+",
                                         help_text="The condition pool: inputs with these tags (empty = every input).")
     eval_tags = models.ManyToManyField("inputs.Tag", blank=True, related_name="+",
                                        help_text="Held-out inputs for the judge's evaluation of the checkpoint.")
-    reward_cap = models.FloatField(default=0.9, help_text="lambda: no gradient once P(Yes) reaches it.")
-    t_start = models.FloatField(default=0.6, help_text="t1: the earliest share of the schedule the policy stops at.")
-    t_end = models.FloatField(default=0.75, help_text="t2: the latest share of the schedule.")
-    ema_decay = models.FloatField(default=0.99, help_text="tau")
-    learning_rate = models.FloatField(default=1e-5)
-    batch_size = models.PositiveIntegerField(default=8)
-    max_steps = models.PositiveIntegerField(default=8000)
-    lora_rank = models.PositiveSmallIntegerField(null=True, blank=True, default=32,
+    reward_cap = models.FloatField(default=default("reward_cap"),
+                                   help_text="lambda: no gradient once P(Yes) reaches it.")
+    t_start = models.FloatField(default=default("t_range")[0],
+                                help_text="t1: the earliest share of the schedule the policy stops at.")
+    t_end = models.FloatField(default=default("t_range")[1], help_text="t2: the latest share of the schedule.")
+    ema_decay = models.FloatField(default=default("ema_decay"), help_text="tau")
+    learning_rate = models.FloatField(default=default("learning_rate"))
+    batch_size = models.PositiveIntegerField(default=default("batch_size"))
+    max_steps = models.PositiveIntegerField(default=default("max_steps"))
+    lora_rank = models.PositiveSmallIntegerField(null=True, blank=True, default=default("lora_rank"),
                                                  help_text="Empty = full fine-tuning.")
-    gradient_checkpointing = models.BooleanField(default=True)
-    seed = models.BigIntegerField(default=0)
-    save_every = models.PositiveIntegerField(default=200)
+    gradient_checkpointing = models.BooleanField(default=default("gradient_checkpointing"))
+    seed = models.BigIntegerField(default=default("seed"))
+    save_every = models.PositiveIntegerField(default=default("save_every"))
     processes = models.PositiveSmallIntegerField(default=1)
     accelerate_config = models.CharField(max_length=32, blank=True, choices=[("", "default (DDP)"), ("ddp", "ddp"),
                                                                               ("fsdp", "fsdp")])
     extra = models.JSONField(default=dict, blank=True, help_text="More OneRewardConfig fields (JSON object).")
-    # Live progress, copied from the trainer's progress file.
-    step = models.PositiveIntegerField(default=0)
-    total_steps = models.PositiveIntegerField(default=0)
-    loss = models.FloatField(null=True, blank=True)
+    # Live progress beyond the shared figures, copied from the trainer's progress file.
     reward_mean = models.FloatField(null=True, blank=True)
-    eta_seconds = models.FloatField(null=True, blank=True)
     reward_history = models.JSONField(default=list, blank=True,
                                       help_text='[[step, {"task/dimension": reward, ...}], ...] for the curves.')
     training_history = models.JSONField(default=list, blank=True,
                                         help_text="[[step, loss, hinge share, gradient norm], ...] for the curves.")
-    worker = models.CharField(max_length=200, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(TrainingRun.Meta):
         verbose_name = "RL run"
 
     def __str__(self):
         return self.name or f"RL run #{self.pk}"
 
-    def clean(self):
+    def platform_errors(self) -> dict:
         errors = {}
         if self.base_generator_id and self.base_generator.backend != "flux_fill":
             errors["base_generator"] = "RL optimises a FLUX Fill generator (backend flux_fill)"
-        if not 0 < (self.reward_cap or 0) <= 1:
-            errors["reward_cap"] = "lambda lies in (0, 1]"
-        if not 0 <= (self.t_start or 0) < (self.t_end or 0) <= 1:
-            errors["t_end"] = "0 <= t1 < t2 <= 1 (shares of the sampling schedule)"
-        if not 0 < (self.ema_decay or 0) < 1:
-            errors["ema_decay"] = "tau lies in (0, 1)"
-        if not 0 < (self.learning_rate or 0) < 1:
-            errors["learning_rate"] = "a learning rate lies in (0, 1)"
+        # The trainer checks the weights against the condition pool it is given; their shape is
+        # checked here, where the pool is not built yet.
         probabilities = self.task_probabilities or {}
         if not isinstance(probabilities, dict) or any(
-                not isinstance(v, (int, float)) or v < 0 for v in probabilities.values()):
+                not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in probabilities.values()):
             errors["task_probabilities"] = 'a JSON object of non-negative numbers, e.g. {"image_fill": 0.5}'
         elif probabilities and sum(probabilities.values()) <= 0:
             errors["task_probabilities"] = "at least one task needs a probability above 0"
-        if not isinstance(self.extra, dict):
-            errors["extra"] = "a JSON object of OneRewardConfig fields"
-        if errors:
-            raise ValidationError(errors)
+        return errors
 
-    @property
-    def output_dir(self):
-        return settings.ONEREWARD_TRAINING_DIR / "rl" / f"run-{self.pk}"
+    def training_config(self) -> dict:
+        """The trainer's configuration (rl.core.config.OneRewardConfig fields)."""
+        output = self.output_dir
+        config = {
+            "conditions_dir": str(output / "conditions"),
+            "output_dir": str(output),
+            "base_generator": self.base_generator.settings,
+            "judge": self.reward_model.model_path,
+            "algorithm": self.algorithm,
+            "reward_cap": self.reward_cap,
+            "t_range": [self.t_start, self.t_end],
+            "ema_decay": self.ema_decay,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "max_steps": self.max_steps,
+            "lora_rank": self.lora_rank,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "seed": self.seed,
+            "save_every": self.save_every,
+        }
+        if self.task_probabilities:
+            config["task_probabilities"] = self.task_probabilities
+        # An unsaved run (being validated) has no tags yet; the path is only written for a saved one.
+        if self.pk and self.eval_tags.exists():
+            config["eval_inputs"] = str(output / "eval-conditions")
+        return self.with_extra(config)
+
+    def progress_fields(self, progress: dict) -> dict:
+        fields = super().progress_fields(progress)
+        history = list(self.reward_history)
+        step = progress.get("step")
+        if step is not None and progress.get("rewards") and (not history or history[-1][0] != step):
+            history = thin([*history, [step, progress["rewards"]]])
+        return {**fields, "reward_mean": progress.get("reward_mean"), "reward_history": history}
 
 
 class PolicyCheckpoint(models.Model):
     """A trained policy, registered as a generator for the next batch."""
 
     run = models.OneToOneField(RLRun, on_delete=models.PROTECT, related_name="checkpoint")
-    generator = models.OneToOneField("generation.Generator", on_delete=models.PROTECT, related_name="policy_checkpoint")
+    generator = models.OneToOneField("generation.Generator", on_delete=models.PROTECT,
+                                     related_name="policy_checkpoint")
     path = models.CharField(max_length=500, help_text="The saved policy (adapter or transformer) on the GPU hosts.")
     steps = models.PositiveIntegerField(default=0)
     final_reward = models.FloatField(null=True, blank=True)

@@ -1,14 +1,17 @@
 from rest_framework import serializers
 
-from inputs.models import Tag
 from generation.models import Generator
+from inputs.models import Tag
+from onereward.runs import STATE_FIELDS, TrainingRunSerializer
 from rewardmodel.models import RewardModelVersion
 
 from .forms import RUN_FIELDS
 from .models import PolicyCheckpoint, RLRun
 
+CURVES = ["reward_mean", "reward_history", "training_history"]
 
-class RLRunSerializer(serializers.ModelSerializer):
+
+class RLRunSerializer(TrainingRunSerializer):
     base_generator = serializers.PrimaryKeyRelatedField(queryset=Generator.objects.all())
     reward_model = serializers.PrimaryKeyRelatedField(queryset=RewardModelVersion.objects.all())
     train_tags = serializers.SlugRelatedField(many=True, slug_field="name", queryset=Tag.objects.all(), required=False)
@@ -17,28 +20,14 @@ class RLRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RLRun
-        fields = ["id", *RUN_FIELDS, "status", "step", "total_steps", "loss", "reward_mean", "eta_seconds",
-                  "reward_history", "training_history", "error", "checkpoint", "created_at", "started_at", "finished_at"]
-        read_only_fields = ["status", "step", "total_steps", "loss", "reward_mean", "eta_seconds", "reward_history",
-                            "training_history",
-                            "error", "created_at", "started_at", "finished_at"]
+        fields = ["id", *RUN_FIELDS, *STATE_FIELDS, *CURVES, "checkpoint"]
+        read_only_fields = [*STATE_FIELDS, *CURVES]
 
     def get_checkpoint(self, run) -> int | None:
         try:
             return run.checkpoint.pk
         except PolicyCheckpoint.DoesNotExist:
             return None
-
-    def create(self, validated_data):
-        from django.core.exceptions import ValidationError as DjangoValidationError
-
-        from .forms import start_run
-
-        request = self.context.get("request")
-        try:
-            return start_run(user=request.user if request else None, **validated_data)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
 
 
 class PolicyCheckpointSerializer(serializers.ModelSerializer):

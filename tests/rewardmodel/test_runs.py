@@ -5,6 +5,7 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
@@ -12,11 +13,12 @@ from annotation.assignment import next_slot
 from annotation.models import AnnotationTask, Slot
 from preferences.export import build, create_dataset
 from rewardmodel.admin import evaluation_table, loss_plot
+from rewardmodel.execution import RewardModelTraining
 from rewardmodel.forms import start_run
 from rewardmodel.models import ReannotationRequest, RewardModelRun, RewardModelVersion
 from rewardmodel.reannotation import ranked_sets, send_back
-from tests.preferences.preference_world import judge
 from tests.annotation.world import make_tasks
+from tests.preferences.preference_world import judge
 
 pytestmark = pytest.mark.django_db
 FILL_DIMS = ("text_alignment", "consistency", "structure", "aesthetics")
@@ -39,14 +41,15 @@ def test_a_run_needs_a_built_dataset_with_pairs_and_sane_settings(dataset, make_
     queued = create_dataset(name="later", queue=False)
     with pytest.raises(Exception, match="not built yet"):
         start_run(dataset=queued)
-    with pytest.raises(Exception, match="learning rate"):
+    with pytest.raises(Exception, match=r"learning_rate.*must lie in \(0, 1\)"):
         start_run(dataset=dataset, learning_rate=2.0)
     with pytest.raises(Exception, match="multiple of per-device batch"):
         start_run(dataset=dataset, processes=2, per_device_batch_size=3, batch_size=16)
     run = start_run(dataset=dataset, user=make_user("eve", "ml_engineer"))
     assert run.status == "queued" and run.learning_rate == 1e-6 and run.batch_size == 16
     config = run.training_config()
-    assert config["dataset_dir"].endswith(f"run-{run.pk}/dataset") and config["base_model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert config["dataset_dir"].endswith(f"run-{run.pk}/dataset")
+    assert config["base_model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 def test_api_starts_follows_and_guards_runs(dataset, make_user):
@@ -145,7 +148,8 @@ def test_admin_start_form_and_progress(dataset, make_user, client):
     assert response.status_code == 302, response.content.decode()[:3000]
     run = RewardModelRun.objects.get()
     RewardModelRun.objects.filter(pk=run.pk).update(step=40, total_steps=100, loss=0.61, eta_seconds=75,
-                                                    loss_history=[[10, 0.69], [20, 0.66], [40, 0.61]], status="running")
+                                                    loss_history=[[10, 0.69], [20, 0.66], [40, 0.61]],
+                                                    status="running")
     progress = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/progress/").content.decode()
     assert "step 40 of 100" in progress and "loss 0.6100" in progress and "ETA 0:01:15" in progress
     assert "<polyline" in progress and "hx-get" in progress
@@ -160,3 +164,43 @@ def test_evaluation_table_and_plot_render():
     assert ("<td>75.0</td><td>50.0</td><td><strong>62.5</strong></td><td>50.0</td><td>74.6</td><td>90.0</td>"
             "<td>–</td>") in html
     assert loss_plot([[0, 1.0]]) == "" and "<polyline" in loss_plot([[0, 1.0], [5, 0.5]])
+
+
+def test_extra_options_are_checked_by_the_trainers_config(dataset, make_user, client):
+    with pytest.raises(ValidationError) as refused:
+        start_run(dataset=dataset, extra={"learning_rate": 3, "log_every": 0})
+    assert refused.value.message_dict == {"extra": ["log_every: must be at least 1, got 0",
+                                                    "learning_rate: must lie in (0, 1), got 3"]}
+    with pytest.raises(ValidationError, match="unknown training option"):
+        start_run(dataset=dataset, extra={"warmup": 3})
+    api = APIClient()
+    api.force_authenticate(make_user("eve", "ml_engineer"))
+    bad = api.post("/api/reward-model-runs/", {"dataset": dataset.pk, "extra": {"adapter_rank": 0}}, format="json")
+    assert bad.status_code == 400 and bad.json()["extra"] == ["adapter_rank: must be at least 1, got 0"]
+    client.force_login(make_user("eve2", "ml_engineer"))
+    page = client.post("/admin/rewardmodel/rewardmodelrun/add/", {
+        "dataset": dataset.pk, "base_model": "tiny-dir", "learning_rate": 1e-6, "batch_size": 16, "epochs": 1,
+        "warmup_steps": 0, "mixed_precision": "auto", "seed": 0, "save_every": 200, "processes": 1,
+        "accelerate_config": "", "extra": '{"max_grad_norm": -1}'})
+    assert page.status_code == 200 and "max_grad_norm: must be positive" in page.content.decode()
+    assert not RewardModelRun.objects.exists()
+
+
+def test_a_cancel_is_never_overwritten_and_only_a_stopped_run_resumes(dataset, make_user, client):
+    run = start_run(dataset=dataset)
+    assert not run.resume()  # queued: nothing to resume
+    run.mark_running()
+    assert run.cancel()
+    # The trainer ended just as the run was cancelled: neither its result nor its failure is recorded.
+    RewardModelTraining(run).finish({"steps": 3, "template_version": 1})
+    assert run.status == "cancelled" and not RewardModelVersion.objects.exists()
+    assert not run.fail("the trainer exited with code -15") and run.status == "cancelled"
+    client.force_login(make_user("eve", "ml_engineer"))
+    page = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/change/").content.decode()
+    assert f"/admin/rewardmodel/rewardmodelrun/{run.pk}/resume/" in page and "Cancelled" in page
+    response = client.post(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/resume/")
+    assert response.status_code == 302 and RewardModelRun.objects.get(pk=run.pk).status == "queued"
+    run.refresh_from_db()
+    run.mark_running()
+    RewardModelTraining(run).finish({"steps": 3, "template_version": 1})
+    assert run.status == "done" and run.version.steps == 3

@@ -1,10 +1,12 @@
 """An RL run started from the admin is trained by a real GPU-queue worker (here on the CPU); its
 checkpoint is registered as a generator, and a generation batch with that generator makes candidates."""
+import json
+
 import pytest
 
-from preferences.models import PreferenceDataset
-from inputs.models import Tag
 from generation.models import Candidate, GenerationBatch, Generator
+from inputs.models import Tag
+from preferences.models import PreferenceDataset
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rl.models import RLRun
 from tests.annotation.world import make_inputs
@@ -34,14 +36,16 @@ def test_an_rl_run_from_the_admin_registers_a_generator_that_generates(celery_wo
         "task_probabilities": "{}", "train_tags": [pool.pk], "eval_tags": [held_out.pk], "reward_cap": 0.9,
         "t_start": 0.5, "t_end": 0.75, "ema_decay": 0.9, "learning_rate": 1e-3, "batch_size": 1, "max_steps": 2,
         "lora_rank": 4, "seed": 0, "save_every": 1, "processes": 1, "accelerate_config": "",
-        "extra": '{"log_every": 1, "rollout": {"steps": 2, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""}}'})
+        "extra": json.dumps({"log_every": 1,
+                             "rollout": {"steps": 2, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""}})})
     assert response.status_code == 302, response.content.decode()[:3000]
     run = RLRun.objects.get()
     run = wait_for(lambda: RLRun.objects.filter(pk=run.pk, status__in=["done", "failed"]).first(),
                    timeout=400, what="the RL run")
     assert run.status == "done", (run.error, celery_worker_process.log()[-3000:])
     assert run.step == 2 and run.reward_history
-    assert [row[0] for row in run.training_history] == [1, 2] and all(row[3] is not None for row in run.training_history)
+    assert [row[0] for row in run.training_history] == [1, 2]
+    assert all(row[3] is not None for row in run.training_history)
     checkpoint = run.checkpoint
     assert checkpoint.generator.backend == "flux_fill" and checkpoint.steps == 2
     assert checkpoint.evaluation.get("rows"), checkpoint.evaluation

@@ -9,11 +9,11 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from evaluation.models import Study
-from inputs.models import Tag
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
+from inputs.models import Tag
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rl.admin import reward_curves
-from rl.execution import register_checkpoint, start_human_study, training_config, write_conditions
+from rl.execution import register_checkpoint, start_human_study, write_conditions
 from rl.forms import start_run
 from rl.models import PolicyCheckpoint, RLRun
 from tests.annotation.world import make_inputs
@@ -44,14 +44,14 @@ def test_a_run_needs_a_flux_generator_and_sane_settings(world):
     cpu = Generator.objects.create(name="cpu", backend="cpu_baseline", settings={})
     with pytest.raises(ValidationError, match="FLUX Fill"):
         start_run(base_generator=cpu, reward_model=judge)
-    with pytest.raises(ValidationError, match="t1 < t2"):
+    with pytest.raises(ValidationError, match="t1 <= t2"):
         start_run(base_generator=generator, reward_model=judge, t_start=0.9, t_end=0.5)
     with pytest.raises(ValidationError, match="non-negative"):
         start_run(base_generator=generator, reward_model=judge, task_probabilities={"image_fill": -1})
     with pytest.raises(ValidationError, match="lambda"):
         start_run(base_generator=generator, reward_model=judge, reward_cap=1.5)
     run = start_run(base_generator=generator, reward_model=judge, task_probabilities={"image_fill": 1})
-    config = training_config(run)
+    config = run.training_config()
     assert config["judge"] == "/models/judge" and config["base_generator"] == {"base": generator.settings["base"]}
     assert config["t_range"] == [0.6, 0.75] and config["algorithm"] == "dynamic" and config["lora_rank"] == 32
     assert config["task_probabilities"] == {"image_fill": 1} and "eval_inputs" not in config
@@ -66,7 +66,8 @@ def test_condition_pool_holds_the_images_and_the_taxonomy(world, tmp_path):
     assert (tmp_path / "conditions" / entry["source"]).read_bytes() == inputs[0].source.open("rb").read()
     assert entry["task"] == "image_fill" and entry["prompt"] == inputs[0].prompt
     fill = manifest["taxonomy"]["tasks"]["image_fill"]
-    assert fill["rl_probability"] == 0.5 and fill["dimensions"] == ["text_alignment", "consistency", "structure", "aesthetics"]
+    assert fill["rl_probability"] == 0.5
+    assert fill["dimensions"] == ["text_alignment", "consistency", "structure", "aesthetics"]
     assert manifest["taxonomy"]["tasks"]["image_extend"]["dimensions_with_prompt_only"] == ["text_alignment"]
     assert manifest["taxonomy"]["dimensions"]["text_alignment"]["uses_prompt"] is True
 
@@ -111,7 +112,8 @@ def test_a_finished_run_registers_a_generator_once(world):
     assert register_checkpoint(run, result) == checkpoint and Generator.objects.count() == 2
     from rl.admin import win_rate_table
 
-    assert "<td>4</td><td>100.0</td><td>50.0</td><td><strong>75.0</strong></td>" in win_rate_table(checkpoint.evaluation)
+    table = win_rate_table(checkpoint.evaluation)
+    assert "<td>4</td><td>100.0</td><td>50.0</td><td><strong>75.0</strong></td>" in table
     with pytest.raises(ValidationError):
         register_checkpoint(RLRun.objects.create(base_generator=generator, reward_model=judge),
                             {"generator_settings": {"base": "/no/such/model"}})
@@ -164,9 +166,46 @@ def test_admin_run_page_shows_progress_and_reward_curves(world, make_user, clien
     assert "Start an RL run" in client.get("/admin/rl/rlrun/add/").content.decode()
     run = RLRun.objects.create(base_generator=generator, reward_model=judge, status="running", step=20,
                                total_steps=100, loss=0.2, reward_mean=0.61,
-                               reward_history=[[10, {"image_fill/structure": 0.5, "object_removal/removal_quality": 0.52}],
-                                               [20, {"image_fill/structure": 0.6, "object_removal/removal_quality": 0.63}]])
+                               reward_history=[
+                                   [10, {"image_fill/structure": 0.5, "object_removal/removal_quality": 0.52}],
+                                   [20, {"image_fill/structure": 0.6, "object_removal/removal_quality": 0.63}]])
     progress = client.get(f"/admin/rl/rlrun/{run.pk}/progress/").content.decode()
     assert "step 20 of 100" in progress and "mean reward 0.610" in progress
     assert progress.count("<polyline") == 2 and "image_fill/structure" in progress
     assert reward_curves([]) == ""
+
+
+def test_the_trainers_config_refuses_bad_values_where_they_are_typed(world, make_user, client):
+    """The rules are OneRewardConfig's own; a value set through the extra options is checked too,
+    and each error names the field at fault."""
+    generator, judge = world
+    with pytest.raises(ValidationError) as refused:
+        start_run(base_generator=generator, reward_model=judge, ema_decay=1.0)
+    assert list(refused.value.message_dict) == ["ema_decay"]
+    with pytest.raises(ValidationError) as refused:
+        start_run(base_generator=generator, reward_model=judge, extra={"reward_cap": 1.5, "rollout": {"steps": 0}})
+    assert refused.value.message_dict["extra"] == ["reward_cap: lambda in (0, 1], got 1.5",
+                                                   "rollout.steps: a positive integer, got 0"]
+    with pytest.raises(ValidationError, match="unknown RL option"):
+        start_run(base_generator=generator, reward_model=judge, extra={"reward_cup": 0.5})
+    assert not RLRun.objects.exists()
+
+    api = APIClient()
+    api.force_authenticate(make_user("eve", "ml_engineer"))
+    bad = api.post("/api/rl-runs/", {"base_generator": generator.pk, "reward_model": judge.pk,
+                                     "extra": {"reward_cap": 2}}, format="json")
+    assert bad.status_code == 400 and "reward_cap" in bad.json()["extra"][0], bad.content
+
+    client.force_login(make_user("eve2", "ml_engineer"))
+    fields = {"base_generator": generator.pk, "reward_model": judge.pk, "algorithm": "dynamic",
+              "task_probabilities": "{}", "reward_cap": 0.9, "t_start": 0.6, "t_end": 0.75, "ema_decay": 0.99,
+              "learning_rate": 1e-5, "batch_size": 8, "max_steps": 10, "lora_rank": 4, "seed": 0, "save_every": 5,
+              "processes": 1, "accelerate_config": ""}
+    page = client.post("/admin/rl/rlrun/add/", {**fields, "extra": '{"reward_cap": 1.5}'})
+    assert page.status_code == 200
+    assert page.context["adminform"].form.errors["extra"] == ["reward_cap: lambda in (0, 1], got 1.5"]
+    page = client.post("/admin/rl/rlrun/add/", {**fields, "t_start": 0.8, "t_end": 0.7, "extra": "{}"})
+    assert list(page.context["adminform"].form.errors) == ["t_end"]
+    assert not RLRun.objects.exists()
+    assert client.post("/admin/rl/rlrun/add/", {**fields, "extra": "{}"}).status_code == 302
+    assert RLRun.objects.get().created_by.username == "eve2"

@@ -1,0 +1,609 @@
+"""The one lifecycle of a training run (a reward model run, an RL run): the row, its start, its
+training in a child process on a GPU worker, and the admin, API and command line that start,
+follow, cancel and resume it. Each app subclasses these with what is its own: the trainer's
+config, the inputs it prepares, what a finished run registers, its curves.
+
+The trainer is an ML-core module started as `python -m MODULE --config FILE` (or under
+`accelerate launch` for several processes) in a new session, so that a crash, an out-of-memory
+kill or a cancel ends the child and never the worker. It rewrites `progress.json` at every log
+step and writes `result.json` when it ends well; the worker follows the first onto the row, stops
+the child when the run is cancelled, and registers what the second describes.
+"""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import models, transaction
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from mlcore.config import ConfigError
+from onereward.jobs import BackgroundJob, JobStatus, follow
+from onereward.permissions import ModelPermissionsWithView
+
+POLL_SECONDS = 2.0
+LOG_TAIL = 4000
+HISTORY_POINTS = 500  # points kept for a plot; older ones are thinned
+RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def config_default(config_class, name: str):
+    """The default of field `name` of a trainer's config dataclass: model fields and command
+    options take their defaults from it, so each default is written once."""
+    found = {f.name: f for f in dataclasses.fields(config_class)}[name]
+    return found.default_factory() if found.default is dataclasses.MISSING else found.default
+
+
+# --- the row -------------------------------------------------------------------------------------
+
+
+class TrainingRun(BackgroundJob):
+    """What every training run keeps: its settings and the live progress copied from the trainer.
+
+    A subclass names its trainer (`trainer_module`, `config_class`, `accelerate_dir`) and defines
+    `training_config()`, the settings fields `processes`, `accelerate_config`, `extra` and
+    `max_steps`, and `platform_errors()` for the rules the trainer's config cannot know."""
+
+    name = models.CharField(max_length=200, blank=True)
+    # Live progress, copied from the trainer's progress file.
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    trainer_module: str = ""
+    config_class = None
+    accelerate_dir: Path | None = None
+    runs_folder: str = ""  # under ONEREWARD_TRAINING_DIR
+    # A config field whose row field has another name (or holds it in another shape).
+    config_field_names: dict[str, str] = {}
+
+    @property
+    def output_dir(self) -> Path:
+        return settings.ONEREWARD_TRAINING_DIR / self.runs_folder / f"run-{self.pk}"
+
+    @property
+    def planned_steps(self) -> int | None:
+        return self.total_steps or self.max_steps
+
+    def training_config(self) -> dict:
+        """The trainer's configuration: a JSON object of `config_class` fields."""
+        raise NotImplementedError
+
+    def with_extra(self, config: dict) -> dict:
+        """`config` with the run's extra trainer options, which override it."""
+        return {**config, **self.extra} if isinstance(self.extra, dict) else config
+
+    def platform_errors(self) -> dict:
+        """{field: message} for rules about the records (a dataset is built, a generator's backend)."""
+        return {}
+
+    def clean(self):
+        errors = defaultdict(list)
+        for name, message in self.platform_errors().items():
+            errors[name].append(message)
+        if not isinstance(self.extra, dict):
+            errors["extra"].append(f"a JSON object of {self.config_class.__name__} fields")
+        # A value the field's own check refuses (a required one left empty) is reported once, by it.
+        refused = {f.name for f in self._meta.concrete_fields if not f.null and getattr(self, f.attname) is None}
+        for name, message in self.config_errors():
+            if name not in refused and message not in errors[name]:
+                errors[name].append(message)
+        if any(errors.values()):
+            raise ValidationError({name: found for name, found in errors.items() if found})
+
+    def config_errors(self) -> list[tuple[str, str]]:
+        """(row field, message) for each problem the trainer's config finds in this row: its own
+        rules, run here so that a bad value is refused where it is typed, not in a GPU child."""
+        try:
+            values = self.training_config()
+        except ObjectDoesNotExist:
+            return []  # a required record is missing: its field says so
+        try:
+            self.config_class.from_dict(values)
+        except ConfigError as error:
+            return [self.row_error(name, message) for name, message in error.errors]
+        return []
+
+    def row_error(self, config_field: str | None, message: str) -> tuple[str, str]:
+        """Where a config error shows: on the extra options when they set that field, else on the
+        row field that feeds it, else above the form."""
+        top = (config_field or "").split(".")[0]
+        if isinstance(self.extra, dict) and top in self.extra:
+            return "extra", f"{config_field}: {message}"
+        name = self.config_field_names.get(top, top)
+        if name and name in {f.name for f in self._meta.get_fields()}:
+            return name, message
+        return NON_FIELD_ERRORS, f"{config_field}: {message}" if config_field else message
+
+    def launch(self, relations: dict | None = None, queue: bool = True) -> None:
+        """Save a validated run with its many-to-many `relations` and queue it on the GPU workers."""
+        with transaction.atomic():
+            self.save()
+            for name, values in (relations or {}).items():
+                getattr(self, name).set(values)
+            if queue:
+                self.enqueue()
+
+    def resume(self) -> bool:
+        """Queue a failed or cancelled run again: the trainer continues from its last checkpoint."""
+        rows = type(self).objects.filter(pk=self.pk, status__in=RESUMABLE)
+        resumed = bool(rows.update(status=JobStatus.QUEUED, finished_at=None, error=""))
+        self.refresh_from_db()
+        if resumed:
+            self.enqueue()
+        return resumed
+
+    def fail(self, error: str) -> bool:
+        """Mark the run failed unless it was cancelled meanwhile (a cancel is never overwritten)."""
+        rows = type(self).objects.filter(pk=self.pk).exclude(status=JobStatus.CANCELLED)
+        failed = bool(rows.update(status=JobStatus.FAILED, error=error, finished_at=timezone.now()))
+        self.refresh_from_db()
+        return failed
+
+    def trainer_command(self, config_path: Path) -> list[str]:
+        accelerate_config = self.accelerate_dir / f"{self.accelerate_config}.yaml" if self.accelerate_config else None
+        return trainer_command(self.trainer_module, config_path, self.processes, accelerate_config)
+
+    def progress_fields(self, progress: dict) -> dict:
+        """The row fields a progress file sets; subclasses add their own figures and curves."""
+        return {"step": progress.get("step") or 0, "total_steps": progress.get("total_steps") or self.total_steps,
+                "loss": progress.get("loss"), "eta_seconds": progress.get("eta_seconds")}
+
+    def copy_progress(self, progress: dict) -> None:
+        fields = self.progress_fields(progress)
+        self._update(progress_done=fields["step"], progress_total=fields["total_steps"], **fields)
+
+
+def split_relations(model, fields: dict) -> tuple[dict, dict]:
+    """(column fields, many-to-many fields) of `fields`: the second are set once the row is saved."""
+    names = {f.name for f in model._meta.many_to_many}
+    return ({k: v for k, v in fields.items() if k not in names}, {k: v for k, v in fields.items() if k in names})
+
+
+def start(model, *, user=None, queue: bool = True, **fields) -> TrainingRun:
+    """Validate, save and (unless `queue` is false) queue a run; raises ValidationError naming what is wrong."""
+    columns, relations = split_relations(model, fields)
+    run = model(created_by=user, **columns)
+    run.full_clean(exclude=["created_by"])
+    run.launch(relations, queue=queue)
+    return run
+
+
+# --- the child process ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerOutcome:
+    cancelled: bool
+    returncode: int | None
+    result: dict | None
+    log_tail: str
+
+
+def trainer_command(module: str, config_path: Path, processes: int = 1,
+                    accelerate_config: Path | None = None) -> list[str]:
+    if processes <= 1:
+        return [sys.executable, "-m", module, "--config", str(config_path)]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    if accelerate_config is not None:
+        command += ["--config_file", str(accelerate_config)]
+    else:
+        # Several processes without a config file: one per GPU (DDP); on a CPU host the trainers fall
+        # back to gloo themselves.
+        command += ["--multi_gpu"]
+    return command + ["-m", module, "--config", str(config_path)]
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # not written yet, or being replaced
+
+
+def read_metrics(output: Path) -> list[dict]:
+    """Every record of the trainer's metrics.jsonl (a torn last line is skipped)."""
+    try:
+        lines = (output / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def thin(points: list, limit: int = HISTORY_POINTS) -> list:
+    while len(points) > limit:
+        points = points[::2]
+    return points
+
+
+def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOutcome:
+    """Start `command`, call `on_progress(dict)` with each new progress file, stop the child if
+    `job` is cancelled meanwhile. The child's output goes to output/train.log."""
+    log_path = output / "train.log"
+    for stale in ("progress.json", "result.json"):
+        (output / stale).unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    root = Path(__file__).resolve().parent.parent
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                 start_new_session=True, cwd=root)
+        last = None
+        while child.poll() is None:
+            time.sleep(POLL_SECONDS)
+            progress = read_json(output / "progress.json")
+            if progress and progress != last:
+                on_progress(progress)
+                last = progress
+            if type(job).objects.filter(pk=job.pk, status=JobStatus.CANCELLED).exists():
+                os.killpg(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+                return TrainerOutcome(True, child.returncode, None, "")
+    progress = read_json(output / "progress.json")
+    if progress and progress != last:
+        on_progress(progress)
+    tail = log_path.read_bytes()[-LOG_TAIL:].decode(errors="replace")
+    result = read_json(output / "result.json") if child.returncode == 0 else None
+    return TrainerOutcome(False, child.returncode, result, tail)
+
+
+class RunTraining:
+    """One training of a run on a worker. Subclasses fill in the steps that are their own:
+    `prepare` (the trainer's inputs in the run's directory), `histories` (the curves from every
+    logged step) and `register` (what a finished run leaves, keyed by the run so a retry is safe)."""
+
+    # Messages on the run when a step fails; formatted with the run.
+    preparing = "could not prepare the trainer's inputs"
+    registering = "what the trainer made could not be registered"
+
+    def __init__(self, run: TrainingRun, worker: str = ""):
+        self.run = run
+        self.worker = worker
+
+    def prepare(self, output: Path) -> None:
+        raise NotImplementedError
+
+    def histories(self, metrics: list[dict]) -> dict:
+        """Row fields holding the curves of a finished trainer (from every logged step, not from the
+        polls that saw some of them)."""
+        return {}
+
+    def register(self, result: dict) -> None:
+        raise NotImplementedError
+
+    def execute(self) -> None:
+        """Prepare, train, follow and register; the run's row tells what happened."""
+        run = self.run
+        if run.status in (JobStatus.CANCELLED, JobStatus.DONE):
+            return
+        run.mark_running()
+        run._update(worker=self.worker)
+        output = run.output_dir
+        output.mkdir(parents=True, exist_ok=True)
+        try:
+            self.prepare(output)
+        except Exception as exc:  # noqa: BLE001 - recorded on the run
+            run.fail(f"{self.preparing.format(run=run)}: {type(exc).__name__}: {exc}")
+            return
+        config_path = output / "config.json"
+        config_path.write_text(json.dumps(run.training_config(), indent=2))
+        outcome = run_trainer(run, run.trainer_command(config_path), output, run.copy_progress)
+        if outcome.cancelled:
+            return
+        histories = self.histories(read_metrics(output))
+        if any(histories.values()):
+            run._update(**histories)
+        if outcome.result is None:
+            run.fail(f"the trainer exited with code {outcome.returncode}; the end of its log:\n{outcome.log_tail}")
+            return
+        self.finish(outcome.result)
+
+    def finish(self, result: dict) -> None:
+        try:
+            with transaction.atomic():
+                self.register(result)
+                if not self.run.finish():
+                    transaction.set_rollback(True)  # cancelled meanwhile: a cancelled run registers nothing
+        except ValidationError as exc:
+            self.run.fail(f"{self.registering.format(run=self.run)}: {'; '.join(exc.messages)}")
+
+
+# --- the admin -----------------------------------------------------------------------------------
+
+
+class TrainingRunAdmin(admin.ModelAdmin):
+    """Start a run (`add_form`, on the admin's own add page), watch it (a progress fragment that
+    refreshes itself), cancel or resume it. Runs are never edited: the change page shows them."""
+
+    add_form = None
+    add_title = ""
+    list_filter = ["status"]
+    actions = ["cancel_runs", "resume_runs"]
+    change_form_template = "admin/runs/change_form.html"
+    progress_template = "admin/runs/progress.html"
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return list(self.add_form._meta.fields) if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else super().get_readonly_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        # Runs are started, watched, cancelled and resumed; never edited.
+        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+        if not change:
+            obj.enqueue()  # sent on commit, once the admin has also saved the many-to-many fields
+
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(request, f"{obj} is queued on the GPU workers.", messages.SUCCESS)
+        return redirect(self._url_name("change"), obj.pk)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if add:
+            context["title"] = self.add_title
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, unquote(object_id))
+        if run is not None:
+            extra_context = {**(extra_context or {}), **self.progress_context(run)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # What the progress fragment shows beside the step, the loss and the ETA.
+    def progress_figures(self, run) -> list[str]:
+        return []
+
+    def progress_plot(self, run) -> str:
+        return ""
+
+    def progress_context(self, run) -> dict:
+        return {"run": run, "opts": self.model._meta, "steps": self.progress_figure(run), "eta": self.eta(run),
+                "figures": self.progress_figures(run), "plot": self.progress_plot(run),
+                "progress_template": self.progress_template}
+
+    @admin.display(description="Progress")
+    def progress_figure(self, run):
+        return f"step {run.step} of {run.planned_steps or '?'}"
+
+    @admin.display(description="ETA")
+    def eta(self, run):
+        if run.eta_seconds is None or run.is_finished:
+            return "–"
+        minutes, seconds = divmod(int(run.eta_seconds), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+    @admin.display(description="Directory on the GPU host")
+    def output_directory(self, run):
+        return str(run.output_dir)
+
+    def _url_name(self, view: str) -> str:
+        opts = self.model._meta
+        return f"admin:{opts.app_label}_{opts.model_name}_{view}"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        prefix = f"{self.model._meta.app_label}_{self.model._meta.model_name}"
+        return [
+            path("<int:pk>/progress/", view(self.progress_view), name=f"{prefix}_progress"),
+            path("<int:pk>/cancel/", view(self.cancel_view), name=f"{prefix}_cancel"),
+            path("<int:pk>/resume/", view(self.resume_view), name=f"{prefix}_resume"),
+            *super().get_urls(),
+        ]
+
+    def _run(self, request, pk):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(self.model, pk=pk)
+
+    def _managed_run(self, request, pk):
+        run = self._run(request, pk)
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise PermissionDenied
+        return run
+
+    def progress_view(self, request, pk):
+        return TemplateResponse(request, self.progress_template, self.progress_context(self._run(request, pk)))
+
+    def cancel_view(self, request, pk):
+        run = self._managed_run(request, pk)
+        if run.cancel():
+            self.message_user(request, f"{run} is cancelled; its checkpoints are kept for a resume.", messages.SUCCESS)
+        return redirect(self._url_name("change"), run.pk)
+
+    def resume_view(self, request, pk):
+        run = self._managed_run(request, pk)
+        if run.resume():
+            self.message_user(request, f"{run} is queued again; it continues from its last checkpoint.",
+                              messages.SUCCESS)
+        return redirect(self._url_name("change"), run.pk)
+
+    @admin.action(description="Cancel the selected runs", permissions=["add"])
+    def cancel_runs(self, request, queryset):
+        self.message_user(request, f"{sum(run.cancel() for run in queryset)} run(s) cancelled.")
+
+    @admin.action(description="Resume the selected runs from their last checkpoint", permissions=["add"])
+    def resume_runs(self, request, queryset):
+        self.message_user(request, f"{sum(run.resume() for run in queryset)} run(s) queued again.")
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+# What a run's API object shows of its state; written by the worker, never by a client.
+STATE_FIELDS = ["status", "step", "total_steps", "loss", "eta_seconds", "error", "created_at", "started_at",
+                "finished_at"]
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    """The row's own rules (model clean(), with the trainer's config) run in validate(), where DRF
+    turns Django's ValidationError into a 400 naming the fields; create() only saves and queues."""
+
+    def validate(self, attrs):
+        columns, _ = split_relations(self.Meta.model, attrs)
+        self.Meta.model(**columns).full_clean(exclude=["created_by"])
+        return attrs
+
+    def create(self, validated_data):
+        request = self.context.get("request")
+        user = request.user if request and request.user.is_authenticated else None
+        columns, relations = split_relations(self.Meta.model, validated_data)
+        run = self.Meta.model(created_by=user, **columns)
+        run.launch(relations)
+        return run
+
+
+class RunPermission(ModelPermissionsWithView):
+    """Cancel and resume need the right to start (add) runs."""
+
+    def has_permission(self, request, view):
+        if getattr(view, "action", None) in ("cancel", "resume"):
+            opts = view.queryset.model._meta
+            return request.user.is_authenticated and request.user.has_perm(f"{opts.app_label}.add_{opts.model_name}")
+        return super().has_permission(request, view)
+
+
+class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """POST starts a run on the GPU workers (202); GET one to follow it; cancel and resume it."""
+
+    permission_classes = [RunPermission]
+
+    def create(self, request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return response
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        run.cancel()
+        return Response(self.get_serializer(run).data)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        run = self.get_object()
+        run.resume()
+        return Response(self.get_serializer(run).data)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def field_default(model, name: str):
+    return model._meta.get_field(name).get_default()
+
+
+class TrainingRunCommand(BaseCommand):
+    """Start a run from the command line: queued on a GPU worker, followed with --wait, or trained in
+    this process with --here. A subclass adds its options (`add_run_arguments`), turns them into
+    the run's fields (`run_fields`) and says what a finished run left (`report`)."""
+
+    model = None
+    training = RunTraining
+
+    def add_run_arguments(self, parser) -> None:
+        raise NotImplementedError
+
+    def run_fields(self, options) -> dict:
+        raise NotImplementedError
+
+    def describe(self, run) -> str:
+        """One line while following a run with --wait."""
+        return f"{run.get_status_display()}: step {run.step}/{run.planned_steps or '?'} loss {run.loss}"
+
+    def report(self, run) -> None:
+        raise NotImplementedError
+
+    def add_arguments(self, parser):
+        self.add_run_arguments(parser)
+        parser.add_argument("--name", default="")
+        parser.add_argument("--seed", type=int, default=field_default(self.model, "seed"))
+        parser.add_argument("--save-every", type=int, default=field_default(self.model, "save_every"),
+                            help="checkpoint every N steps (the resume point)")
+        parser.add_argument("--processes", type=int, default=field_default(self.model, "processes"),
+                            help="processes for accelerate launch (GPUs)")
+        parser.add_argument("--accelerate-config", default="",
+                            choices=[value for value, _ in self.model._meta.get_field("accelerate_config").choices])
+        parser.add_argument("--extra", default="{}", help="more trainer settings as a JSON object")
+        parser.add_argument("--user", help="username recorded as the starter")
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument("--here", action="store_true", help="train in this process instead of on a worker")
+        where.add_argument("--wait", action="store_true", help="queue on a GPU worker and follow the run")
+
+    @staticmethod
+    def json_option(options, name: str, example: str):
+        try:
+            return json.loads(options[name])
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise CommandError(f"{flag} takes a JSON object, e.g. '{example}'") from None
+
+    def handle(self, *args, **options):
+        user = get_user_model().objects.filter(username=options["user"]).first() if options["user"] else None
+        fields = {"name": options["name"], "seed": options["seed"], "save_every": options["save_every"],
+                  "processes": options["processes"], "accelerate_config": options["accelerate_config"],
+                  "extra": self.json_option(options, "extra", '{"log_every": 5}'), **self.run_fields(options)}
+        try:
+            run = start(self.model, user=user, queue=not options["here"], **fields)
+        except ValidationError as error:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+        self.stdout.write(f"{run} (id {run.pk}){self.started_on(run)}: output in {run.output_dir}")
+        if options["here"]:
+            self.training(run, worker="command line").execute()
+        elif options["wait"]:
+            follow(run, self.describe, self.stdout.write, interval=2)
+        else:
+            return
+        run.refresh_from_db()
+        if run.status != JobStatus.DONE:
+            raise CommandError(f"{run} ended {run.get_status_display().lower()}: {run.error}")
+        self.report(run)
+
+    def started_on(self, run) -> str:
+        """What the run trains on, for the first line (" on DATASET")."""
+        return ""
