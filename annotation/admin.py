@@ -154,12 +154,19 @@ class GoldAnswersForm(forms.Form):
             best, worst = cleaned.get(f"{slug}-best"), cleaned.get(f"{slug}-worst")
             if cleaned.get(f"{slug}-discarded"):
                 if best is not None or worst is not None:
-                    self.add_error(f"{slug}-discarded", f"{dimension.name}: no clear difference cannot also name a best or a worst.")
+                    self.add_error(
+                        f"{slug}-discarded",
+                        f"{dimension.name}: no clear difference cannot also name a best or a worst.",
+                    )
                 answers[slug] = {"discarded": True}
             elif best is None or worst is None:
-                self.add_error(f"{slug}-best", f"{dimension.name}: pick both the best and the worst, or tick no clear difference.")
+                self.add_error(
+                    f"{slug}-best", f"{dimension.name}: pick both the best and the worst, or tick no clear difference."
+                )
             elif best == worst:
-                self.add_error(f"{slug}-best", f"{dimension.name}: the best and the worst must be different candidates.")
+                self.add_error(
+                    f"{slug}-best", f"{dimension.name}: the best and the worst must be different candidates."
+                )
             else:
                 answers[slug] = {"best": best, "worst": worst}
         self.answers = answers
@@ -204,8 +211,16 @@ class AnnotationTaskAdmin(admin.ModelAdmin):
     list_filter = ["is_gold", ("candidate_set__batch", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["candidate_set__batch", "candidate_set__input__task"]
     search_fields = ["=id", "candidate_set__input__prompt", "candidate_set__input__original_name"]
-    readonly_fields = ["candidate_set", "input_link", "required_judgments", "judgments_done", "is_gold", "gold_summary",
-                       "candidate_strip", "created_at"]
+    readonly_fields = [
+        "candidate_set",
+        "input_link",
+        "required_judgments",
+        "judgments_done",
+        "is_gold",
+        "gold_summary",
+        "candidate_strip",
+        "created_at",
+    ]
     fields = readonly_fields
     change_list_template = "admin/annotation/annotationtask/change_list.html"
     change_form_template = "admin/annotation/annotationtask/change_form.html"
@@ -233,9 +248,14 @@ class AnnotationTaskAdmin(admin.ModelAdmin):
     @admin.display(description="Candidates")
     def candidate_strip(self, task):
         return format_html_join(
-            " ", '<figure class="qc-candidate"><img src="{}" alt="candidate #{}" width="140"><figcaption>#{}</figcaption></figure>',
-            ((reverse("candidate-file", args=[c.public_id, "thumbnail"]), c.index, c.index)
-             for c in task.candidate_set.candidates.order_by("index")))
+            " ",
+            '<figure class="qc-candidate"><img src="{}" alt="candidate #{}" width="140">'
+            "<figcaption>#{}</figcaption></figure>",
+            (
+                (reverse("candidate-file", args=[c.public_id, "thumbnail"]), c.index, c.index)
+                for c in task.candidate_set.candidates.order_by("index")
+            ),
+        )
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -293,12 +313,16 @@ class AnnotationTaskAdmin(admin.ModelAdmin):
         status = get_object_or_404(AnnotatorStatus, user_id=user_id)
         if unpause(status, request.user):
             self.message_user(request, f"{status.user} may take tasks again.", messages.SUCCESS)
-        return redirect(f"{reverse('admin:annotation_annotationtask_quality')}?period={request.POST.get('period', DEFAULT_PERIOD)}")
+        return redirect(
+            f"{reverse('admin:annotation_annotationtask_quality')}?period={request.POST.get('period', DEFAULT_PERIOD)}"
+        )
 
     # Gold answers.
 
     def gold_view(self, request, pk):
-        task = get_object_or_404(AnnotationTask.objects.select_related("candidate_set__input__task", "candidate_set__batch"), pk=pk)
+        task = get_object_or_404(
+            AnnotationTask.objects.select_related("candidate_set__input__task", "candidate_set__batch"), pk=pk
+        )
         if not self.has_change_permission(request, task):
             raise PermissionDenied
         item = task.candidate_set.input
@@ -317,7 +341,12 @@ class AnnotationTaskAdmin(admin.ModelAdmin):
                 self.message_user(request, error, messages.ERROR)
         regular_judgments = task.judgments.filter(kind=SlotKind.REGULAR).count()
         context = self._context(
-            request, title=f"Gold answers for task #{task.pk}", task=task, input=item, candidates=candidates, form=form,
+            request,
+            title=f"Gold answers for task #{task.pk}",
+            task=task,
+            input=item,
+            candidates=candidates,
+            form=form,
             regular_judgments=regular_judgments,
         )
         return TemplateResponse(request, "admin/annotation/annotationtask/gold.html", context)
@@ -329,7 +358,9 @@ class AnnotationTaskAdmin(admin.ModelAdmin):
         if task.is_gold:
             # The answers stay, so marking it gold again starts from them.
             AnnotationTask.objects.filter(pk=task.pk).update(is_gold=False)
-            self.message_user(request, f"{task} is no longer a gold task; its gold judgments stop counting.", messages.SUCCESS)
+            self.message_user(
+                request, f"{task} is no longer a gold task; its gold judgments stop counting.", messages.SUCCESS
+            )
         return redirect("admin:annotation_annotationtask_change", task.pk)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):

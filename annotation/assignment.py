@@ -112,8 +112,12 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
     settings = QualityControlSettings.current()
     now = timezone.now()
     with transaction.atomic():
-        mine = (Slot.objects.select_related("task__candidate_set__batch")
-                .filter(annotator=user, state=SlotState.LEASED, leased_until__gt=now).exclude(pk=exclude).order_by("assigned_at"))
+        mine = (
+            Slot.objects.select_related("task__candidate_set__batch")
+            .filter(annotator=user, state=SlotState.LEASED, leased_until__gt=now)
+            .exclude(pk=exclude)
+            .order_by("assigned_at")
+        )
         current = mine.first()
         if current is not None:
             # The annotator is looking at it again: give them the full lease time from now.
@@ -124,7 +128,9 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
         if kind is not None:
             special = _special_slot(user, kind, settings)
             if special is not None:
-                return _lease(Slot.objects.select_related("task__candidate_set__batch").get(pk=special.pk), user, settings)
+                return _lease(
+                    Slot.objects.select_related("task__candidate_set__batch").get(pk=special.pk), user, settings
+                )
         # NOT IN over the annotator's own tasks: PostgreSQL hashes them from index-only scans,
         # where a correlated NOT EXISTS turned into a merge over the whole index.
         mine = Slot.objects.filter(annotator=user).values("task")

@@ -57,7 +57,9 @@ def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
         if slot is None:
             raise JudgmentRejected("no such task")
         if slot.annotator_id != user.pk:
-            raise JudgmentRejected("this task is not assigned to you (its lease may have run out and gone to someone else)")
+            raise JudgmentRejected(
+                "this task is not assigned to you (its lease may have run out and gone to someone else)"
+            )
         if slot.state == SlotState.DONE:
             raise JudgmentRejected("you have already judged this task")
         candidate_set = slot.task.candidate_set
@@ -67,7 +69,9 @@ def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
 
         unknown = sorted(set(picks) - set(dimensions))
         if unknown:
-            raise JudgmentRejected(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not judged for this task")
+            raise JudgmentRejected(
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not judged for this task"
+            )
         missing = [slug for slug in dimensions if slug not in picks]
         if missing:
             names = ", ".join(dimensions[slug].name for slug in missing)
@@ -84,14 +88,25 @@ def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
                 continue
             best, worst = pick.get("best"), pick.get("worst")
             if best is None or worst is None:
-                raise JudgmentRejected(f"{dimension.name}: pick both the best and the worst, or mark no clear difference")
+                raise JudgmentRejected(
+                    f"{dimension.name}: pick both the best and the worst, or mark no clear difference"
+                )
             for label, position in (("best", best), ("worst", worst)):
                 if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < len(order):
-                    raise JudgmentRejected(f"{dimension.name}: {label} must be one of this task's candidates (1-{len(order)})")
+                    raise JudgmentRejected(
+                        f"{dimension.name}: {label} must be one of this task's candidates (1-{len(order)})"
+                    )
             if best == worst:
                 raise JudgmentRejected(f"{dimension.name}: the best and the worst must be different candidates")
-            rows.append(DimensionPick(dimension=dimension, best=candidates[order[best]], worst=candidates[order[worst]],
-                                      best_position=best, worst_position=worst))
+            rows.append(
+                DimensionPick(
+                    dimension=dimension,
+                    best=candidates[order[best]],
+                    worst=candidates[order[worst]],
+                    best_position=best,
+                    worst_position=worst,
+                )
+            )
 
         try:
             with transaction.atomic():
@@ -120,7 +135,11 @@ def skip(user, slot_id: int) -> bool:
     """Give a leased slot back (to the pool, or drop a gold or repeat one); the task is not offered
     to this annotator again."""
     with transaction.atomic():
-        slot = Slot.objects.select_for_update(of=("self",)).filter(pk=slot_id, annotator=user, state=SlotState.LEASED).first()
+        slot = (
+            Slot.objects.select_for_update(of=("self",))
+            .filter(pk=slot_id, annotator=user, state=SlotState.LEASED)
+            .first()
+        )
         if slot is None:
             return False
         Skip.objects.get_or_create(annotator=user, task_id=slot.task_id)

@@ -204,8 +204,10 @@ def self_consistency(since: datetime | None = None) -> dict[int, SelfConsistency
         .values("judgment__annotator_id")
         .annotate(compared=Count("pk"), agreed=Count("pk", filter=agree))
     )
-    return {row["judgment__annotator_id"]: SelfConsistency(row["judgment__annotator_id"], row["compared"], row["agreed"])
-            for row in rows}
+    return {
+        row["judgment__annotator_id"]: SelfConsistency(row["judgment__annotator_id"], row["compared"], row["agreed"])
+        for row in rows
+    }
 
 
 # --- screen-position bias ------------------------------------------------------------------------
@@ -341,8 +343,11 @@ def position_bias(since: datetime | None = None) -> dict[int, PositionBias]:
     shown. Two grouped queries: picks by (annotator, n, best position, worst position), judgments
     by (annotator, n)."""
     rows = (
-        _picks(since).filter(discarded=False)
-        .values_list("judgment__annotator_id", JSONArrayLength("judgment__shown_order"), "best_position", "worst_position")
+        _picks(since)
+        .filter(discarded=False)
+        .values_list(
+            "judgment__annotator_id", JSONArrayLength("judgment__shown_order"), "best_position", "worst_position"
+        )
         .annotate(c=Count("pk"))
     )
     result: dict[int, PositionBias] = {}
@@ -614,19 +619,35 @@ def agreement(since: datetime | None = None) -> list[AgreementRow]:
 
     q = connection.ops.quote_name
     sums = ", ".join(f"SUM({c})" for c in [*best[:-1], *worst[:-1]])
-    rows = _over(per_unit, f"""
+    rows = _over(
+        per_unit,
+        f"""
         SELECT i.task_id, u.qc_dimension, COUNT(*), SUM(u.qc_m), SUM(u.qc_d),
-               SUM(({same_pairs(best)}) * 1.0 / (u.qc_m - 1)), SUM(({same_pairs(best)}) * 1.0 / (u.qc_m * (u.qc_m - 1))),
-               SUM(({same_pairs(worst)}) * 1.0 / (u.qc_m - 1)), SUM(({same_pairs(worst)}) * 1.0 / (u.qc_m * (u.qc_m - 1)))
+               SUM(({same_pairs(best)}) * 1.0 / (u.qc_m - 1)),
+               SUM(({same_pairs(best)}) * 1.0 / (u.qc_m * (u.qc_m - 1))),
+               SUM(({same_pairs(worst)}) * 1.0 / (u.qc_m - 1)),
+               SUM(({same_pairs(worst)}) * 1.0 / (u.qc_m * (u.qc_m - 1)))
                {", " + sums if sums else ""}
         FROM {{inner}} u
         INNER JOIN {q(AnnotationTask._meta.db_table)} t ON t.id = u.qc_unit
         INNER JOIN {q(CandidateSet._meta.db_table)} s ON s.id = t.candidate_set_id
         INNER JOIN {q(Input._meta.db_table)} i ON i.id = s.input_id
-        GROUP BY i.task_id, u.qc_dimension""")
+        GROUP BY i.task_id, u.qc_dimension""",
+    )
 
     result: dict[tuple[int, int], AgreementRow] = {}
-    for task_id, dimension_id, units, values, discarded, best_diagonal, best_unit, worst_diagonal, worst_unit, *marginals in rows:
+    for (
+        task_id,
+        dimension_id,
+        units,
+        values,
+        discarded,
+        best_diagonal,
+        best_unit,
+        worst_diagonal,
+        worst_unit,
+        *marginals,
+    ) in rows:
         row = result[(task_id, dimension_id)] = AgreementRow(task_id, dimension_id, discarded=int(discarded))
         for side, diagonal, unit_agreement, counts in ((row.best, best_diagonal, best_unit, marginals[:n_max]),
                                                        (row.worst, worst_diagonal, worst_unit, marginals[n_max:])):
@@ -685,16 +706,27 @@ def batch_progress(batches=None) -> list[BatchProgress]:
     annotated = batches.annotate(
         qc_sets=Count("candidate_sets"),
         qc_tasks=Count(task, filter=regular),
-        qc_tasks_done=Count(task, filter=regular & Q(**{f"{task}__judgments_done__gte": F(f"{task}__required_judgments")})),
+        qc_tasks_done=Count(
+            task, filter=regular & Q(**{f"{task}__judgments_done__gte": F(f"{task}__required_judgments")})
+        ),
         # Capped per task: a figure over 100 % would say nothing more.
-        qc_judgments_done=Sum(Least(f"{task}__judgments_done", f"{task}__required_judgments",
-                                         output_field=IntegerField()), filter=regular),
+        qc_judgments_done=Sum(
+            Least(f"{task}__judgments_done", f"{task}__required_judgments", output_field=IntegerField()),
+            filter=regular,
+        ),
         qc_judgments_required=Sum(f"{task}__required_judgments", filter=regular),
         qc_gold=Count(task, filter=Q(**{f"{task}__is_gold": True})),
     )
     return [
-        BatchProgress(b, b.qc_sets, b.qc_tasks, b.qc_tasks_done, b.qc_judgments_done or 0, b.qc_judgments_required or 0,
-                      b.qc_gold)
+        BatchProgress(
+            b,
+            b.qc_sets,
+            b.qc_tasks,
+            b.qc_tasks_done,
+            b.qc_judgments_done or 0,
+            b.qc_judgments_required or 0,
+            b.qc_gold,
+        )
         for b in annotated
     ]
 

@@ -42,7 +42,9 @@ def annotator_json(view):
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         if not request.user.is_authenticated:
-            return JsonResponse({"error": "you are signed out; sign in again (in another tab) and resubmit"}, status=401)
+            return JsonResponse(
+                {"error": "you are signed out; sign in again (in another tab) and resubmit"}, status=401
+            )
         if not request.user.has_perm(PERMISSION):
             return JsonResponse({"error": "your account may not annotate"}, status=403)
         return view(request, *args, **kwargs)
@@ -170,5 +172,7 @@ def judgment(request, slot_id: int):
 @annotator_json
 def skip_slot(request, slot_id: int):
     if not skip(request.user, slot_id):
-        return JsonResponse({"error": "this task is not leased to you (already judged, skipped or expired)"}, status=400)
+        return JsonResponse(
+            {"error": "this task is not leased to you (already judged, skipped or expired)"}, status=400
+        )
     return JsonResponse({"ok": True})

@@ -112,8 +112,15 @@ def qwen25_vl_7b_config(tokenizer, shrink: bool = False):
                   spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
                   out_hidden_size=3584, hidden_act="silu")
     if shrink:
-        text.update(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, rope_parameters={**text["rope_parameters"], "mrope_section": [4, 6, 6]})
+        text.update(
+            vocab_size=2048,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters={**text["rope_parameters"], "mrope_section": [4, 6, 6]},
+        )
         vision.update(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, fullatt_block_indexes=[1],
                       out_hidden_size=128)
     text.update(bos_token_id=token_id("<|endoftext|>"), eos_token_id=token_id("<|im_end|>"),

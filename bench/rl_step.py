@@ -242,7 +242,9 @@ def bench_full_size(args) -> None:
                           f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)")
                     continue
                 median = statistics.median(seconds[1:] or seconds)
-                peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else "n/a on CPU"
+                peak = (
+                    f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else "n/a on CPU"
+                )
                 each = ", ".join(f"{s:.2f}" for s in seconds)
                 print(f"  {label:<26} {median:8.2f} s/step   peak {peak}   (steps: {each})")
 
@@ -251,7 +253,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="tiny: canvas side in pixels")
     parser.add_argument("--batch", type=int, default=2, help="tiny: conditions per step")
-    parser.add_argument("--rollout-steps", type=int, default=None, help="sampling steps (default 8 tiny, 50 full size)")
+    parser.add_argument(
+        "--rollout-steps", type=int, default=None, help="sampling steps (default 8 tiny, 50 full size)"
+    )
     parser.add_argument("--steps", type=int, default=None,
                         help="RL steps timed, the first a warm-up (default 5 tiny, 3 full)")
     parser.add_argument("--full-size", action="store_true", help="FLUX.1 Fill + Qwen2.5-VL-7B layouts on CUDA, bf16")

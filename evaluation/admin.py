@@ -16,8 +16,8 @@ from django.utils.html import format_html
 
 from generation.models import GenerationBatch
 
-from .studies import create_study, study_report
 from .models import Study, StudyArm
+from .studies import create_study, study_report
 
 ARM_ROWS = 6
 DEFAULT_LABELS = "ABCDEF"
@@ -29,8 +29,10 @@ DEFAULT_LABELS = "ABCDEF"
 class BatchChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, batch):
         purpose = "evaluation" if batch.for_annotation is False else "annotation"
-        return (f"#{batch.pk} {batch.name or 'batch'} · {batch.generator.name} · N={batch.candidates_per_input} · "
-                f"{purpose} · {batch.get_status_display().lower()} · {batch.progress_done}/{batch.progress_total} done")
+        return (
+            f"#{batch.pk} {batch.name or 'batch'} · {batch.generator.name} · N={batch.candidates_per_input} · "
+            f"{purpose} · {batch.get_status_display().lower()} · {batch.progress_done}/{batch.progress_total} done"
+        )
 
 
 class StudyCreateForm(forms.Form):
@@ -47,8 +49,13 @@ class StudyCreateForm(forms.Form):
         batches = GenerationBatch.objects.select_related("generator").order_by("-created_at")
         for row in range(ARM_ROWS):
             self.fields[f"batch_{row}"] = BatchChoiceField(
-                queryset=batches, required=False, label=f"Arm {row + 1}: batch",
-                help_text="Evaluation batches over the same held-out inputs; each arm shows its candidate 0." if row == 0 else "")
+                queryset=batches,
+                required=False,
+                label=f"Arm {row + 1}: batch",
+                help_text="Evaluation batches over the same held-out inputs; each arm shows its candidate 0."
+                if row == 0
+                else "",
+            )
             self.fields[f"label_{row}"] = forms.CharField(
                 max_length=StudyArm._meta.get_field("label").max_length, required=False, label=f"Arm {row + 1}: label",
                 help_text=f'How the report names the arm; empty = "{DEFAULT_LABELS[row]}".')
@@ -92,8 +99,13 @@ def _interval(low, high) -> str:
 
 
 def usability_cells(row: dict) -> dict:
-    return {**row, "cells": [{**cell, "rate_text": _percent(cell["rate"]), "ci_text": _interval(cell["low"], cell["high"])}
-                             for cell in row["arms"]]}
+    return {
+        **row,
+        "cells": [
+            {**cell, "rate_text": _percent(cell["rate"]), "ci_text": _interval(cell["low"], cell["high"])}
+            for cell in row["arms"]
+        ],
+    }
 
 
 def gsb_cells(row: dict) -> dict:
@@ -117,8 +129,9 @@ class StudyArmInline(admin.TabularInline):
 
     @admin.display(description="Batch")
     def batch_link(self, arm):
-        return format_html('<a href="{}">{}</a>', reverse("admin:generation_generationbatch_change", args=[arm.batch_id]),
-                           arm.batch)
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:generation_generationbatch_change", args=[arm.batch_id]), arm.batch
+        )
 
     @admin.display(description="Generator")
     def generator(self, arm):
@@ -130,7 +143,16 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ["name", "arm_labels", "item_count", "progress", "active", "created_at"]
     list_filter = ["active"]
     search_fields = ["name", "description"]
-    fields = ["name", "description", "active", "judgments_per_item", "progress", "report_link", "created_by", "created_at"]
+    fields = [
+        "name",
+        "description",
+        "active",
+        "judgments_per_item",
+        "progress",
+        "report_link",
+        "created_by",
+        "created_at",
+    ]
     readonly_fields = ["judgments_per_item", "progress", "report_link", "created_by", "created_at"]
     inlines = [StudyArmInline]
     change_form_template = "admin/evaluation/study_change_form.html"
@@ -156,9 +178,18 @@ class StudyAdmin(admin.ModelAdmin):
         wanted = items * study.judgments_per_item
         share = judgments / wanted if wanted else 0.0
         return format_html(
-            '<span class="study-progress" data-judgments="{}" data-wanted="{}"><span class="study-bar"><span style="width:{}%">'
-            '</span></span> {} of {} judgments ({}); {} of {} items complete</span>',
-            judgments, wanted, round(100 * share, 1), judgments, wanted, _percent(share), complete, items)
+            '<span class="study-progress" data-judgments="{}" data-wanted="{}">'
+            '<span class="study-bar"><span style="width:{}%">'
+            "</span></span> {} of {} judgments ({}); {} of {} items complete</span>",
+            judgments,
+            wanted,
+            round(100 * share, 1),
+            judgments,
+            wanted,
+            _percent(share),
+            complete,
+            items,
+        )
 
     @admin.display(description="Report")
     def report_link(self, study):
@@ -200,8 +231,13 @@ class StudyAdmin(admin.ModelAdmin):
             raise PermissionDenied
         study = get_object_or_404(Study, pk=pk)
         report = study_report(study)
-        gsb = [{**pair, "tasks": [{**block, "rows": [gsb_cells(row) for row in block["rows"]]} for block in pair["tasks"]]}
-               for pair in report["gsb"]]
+        gsb = [
+            {
+                **pair,
+                "tasks": [{**block, "rows": [gsb_cells(row) for row in block["rows"]]} for block in pair["tasks"]],
+            }
+            for pair in report["gsb"]
+        ]
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta, "original": study,
             "title": f"Report: {study}", "study": study, "report": report,

@@ -6,8 +6,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import leaderboard as board
 from inputs.models import Dimension, Task
+
+from . import leaderboard as board
 from .models import StudyPick
 
 MAX_RESAMPLES = 10_000
@@ -47,7 +48,9 @@ class LeaderboardRowSerializer(serializers.Serializer):
 class LeaderboardTableSerializer(serializers.Serializer):
     task = serializers.CharField(source="task_slug")
     task_name = serializers.CharField()
-    dimension = serializers.CharField(source="dimension_slug", help_text=f'"{board.ALL_DIMENSIONS}" for the pooled table.')
+    dimension = serializers.CharField(
+        source="dimension_slug", help_text=f'"{board.ALL_DIMENSIONS}" for the pooled table.'
+    )
     dimension_name = serializers.CharField()
     outcomes = serializers.IntegerField()
     items = serializers.IntegerField()

@@ -46,6 +46,7 @@ from django.utils import timezone
 
 from annotation.models import AnnotatorStatus, QualityControlSettings
 from inputs.models import Dimension, Task
+
 from .models import (
     Study,
     StudyArm,
@@ -131,8 +132,13 @@ def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, us
     shown: list[dict[int, int]] = []
     if not errors:
         for batch, _ in arms:
-            shown.append(dict(Candidate.objects.filter(candidate_set__batch=batch, candidate_set__status=SetStatus.DONE,
-                                                       index=0).values_list("candidate_set__input_id", "pk")))
+            shown.append(
+                dict(
+                    Candidate.objects.filter(
+                        candidate_set__batch=batch, candidate_set__status=SetStatus.DONE, index=0
+                    ).values_list("candidate_set__input_id", "pk")
+                )
+            )
         common = sorted(set.intersection(*(set(per_arm) for per_arm in shown)))
         if not common:
             errors["arms"].append("no input is finished in every arm's batch: there is nothing to compare")
@@ -310,7 +316,9 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
         if slot is None:
             raise StudyJudgmentRejected("no such item")
         if slot.annotator_id != annotator.pk:
-            raise StudyJudgmentRejected("this item is not assigned to you (its lease may have run out and gone to someone else)")
+            raise StudyJudgmentRejected(
+                "this item is not assigned to you (its lease may have run out and gone to someone else)"
+            )
         if slot.state == StudySlotState.DONE:
             raise StudyJudgmentRejected("you have already judged this item")
         order = list(slot.shown_order)
@@ -333,7 +341,9 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
         dimensions = {d.slug: d for d in slot.item.input.judged_dimensions()}
         unknown = sorted(set(picks) - set(dimensions))
         if unknown:
-            raise StudyJudgmentRejected(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not judged for this input")
+            raise StudyJudgmentRejected(
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not judged for this input"
+            )
         not_answered = [d.name for slug, d in dimensions.items() if slug not in picks]
         if not_answered:
             raise StudyJudgmentRejected(f"every dimension needs an answer; missing: {', '.join(not_answered)}")
@@ -348,7 +358,9 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
                 rows.append(StudyPick(dimension=dimension, discarded=True))
                 continue
             if pick.get("best") is None or pick.get("worst") is None:
-                raise StudyJudgmentRejected(f"{dimension.name}: pick both the best and the worst, or mark no clear difference")
+                raise StudyJudgmentRejected(
+                    f"{dimension.name}: pick both the best and the worst, or mark no clear difference"
+                )
             best = _position(pick.get("best"), n, f"{dimension.name}: best")
             worst = _position(pick.get("worst"), n, f"{dimension.name}: worst")
             if best == worst:
@@ -404,7 +416,11 @@ def gsb_figures(good: int, same: int, bad: int) -> dict:
                "net": (good - bad) / total if total else None}
     for name, count in (("good", good), ("same", same), ("bad", bad)):
         rate = _rate(count, total)
-        figures[f"{name}_share"], figures[f"{name}_low"], figures[f"{name}_high"] = rate["rate"], rate["low"], rate["high"]
+        figures[f"{name}_share"], figures[f"{name}_low"], figures[f"{name}_high"] = (
+            rate["rate"],
+            rate["low"],
+            rate["high"],
+        )
     return figures
 
 
@@ -496,7 +512,9 @@ def study_report(study: Study) -> dict:
                            "rows": gsb_rows(a, b, [task.slug for task in tasks], every)})
         gsb.append({"a": label[a], "b": label[b], "tasks": blocks})
 
-    progress = study.items.aggregate(items=Count("pk"), done=Count("pk", filter=Q(judgments_done__gte=study.judgments_per_item)))
+    progress = study.items.aggregate(
+        items=Count("pk"), done=Count("pk", filter=Q(judgments_done__gte=study.judgments_per_item))
+    )
     judgments = StudyJudgment.objects.filter(item__study=study).count()
     return {
         "study": {"id": study.pk, "name": study.name, "judgments_per_item": study.judgments_per_item,
@@ -537,8 +555,11 @@ def study_outcomes(task=None):
     picks = (picks.order_by("judgment__item_id", "judgment_id", "dimension_id")
              .values_list("judgment__item_id", "judgment__item__input__task__slug", "dimension__slug", "best_id",
                           "worst_id").iterator(chunk_size=5000))
-    members = (candidates.order_by("item_id", "pk")
-               .values_list("item_id", "pk", "candidate__candidate_set__batch__generator_id").iterator(chunk_size=5000))
+    members = (
+        candidates.order_by("item_id", "pk")
+        .values_list("item_id", "pk", "candidate__candidate_set__batch__generator_id")
+        .iterator(chunk_size=5000)
+    )
 
     pending = next(members, None)
     item_id, generators = None, {}

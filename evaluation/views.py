@@ -13,11 +13,11 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from annotation.views import INPUT_FILES, _image, annotator_json, annotator_page
 from generation.models import Candidate
 
-from annotation.views import INPUT_FILES, _image, annotator_json, annotator_page
-from .studies import AnnotatorPaused, StudyJudgmentRejected, next_item, pool, record_study_judgment, studies_with_work
 from .models import Study, StudyCandidate, StudyJudgment, StudySlot, StudySlotState
+from .studies import AnnotatorPaused, StudyJudgmentRejected, next_item, pool, record_study_judgment, studies_with_work
 
 
 def _items_left(user, study) -> int:
@@ -81,8 +81,11 @@ def item_fragment(request, study_id: int):
 
 
 def _own_slot(request, slot_id: int) -> StudySlot:
-    slot = (StudySlot.objects.select_related("item__input")
-            .filter(pk=slot_id, annotator=request.user, state__in=[StudySlotState.LEASED, StudySlotState.DONE]).first())
+    slot = (
+        StudySlot.objects.select_related("item__input")
+        .filter(pk=slot_id, annotator=request.user, state__in=[StudySlotState.LEASED, StudySlotState.DONE])
+        .first()
+    )
     if slot is None:
         raise Http404("no such item")
     return slot

@@ -17,7 +17,16 @@ class TaskDimensionInline(admin.TabularInline):
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "input_kind", "prompt_mode", "default_prompt", "rl_probability", "judged_on", "active"]
+    list_display = [
+        "name",
+        "slug",
+        "input_kind",
+        "prompt_mode",
+        "default_prompt",
+        "rl_probability",
+        "judged_on",
+        "active",
+    ]
     list_editable = ["rl_probability", "active"]
     search_fields = ["name", "slug"]
     inlines = [TaskDimensionInline]
@@ -42,7 +51,9 @@ class TagAdmin(admin.ModelAdmin):
 
 
 def _image(url, title, size=160):
-    return format_html('<img src="{}" alt="{}" title="{}" style="max-width:{}px;max-height:{}px">', url, title, title, size, size)
+    return format_html(
+        '<img src="{}" alt="{}" title="{}" style="max-width:{}px;max-height:{}px">', url, title, title, size, size
+    )
 
 
 @admin.register(Input)
@@ -114,7 +125,9 @@ class InputAdmin(admin.ModelAdmin):
         form = InputArchiveForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             job = form.save(user=request.user)
-            self.message_user(request, f"{job.original_name} is queued for import; this page follows it.", messages.INFO)
+            self.message_user(
+                request, f"{job.original_name} is queued for import; this page follows it.", messages.INFO
+            )
             return redirect("admin:inputs_inputimport_change", job.pk)
         return self._render_form(request, form, "Import a zip of inputs", multipart=True)
 
@@ -159,7 +172,9 @@ class InputImportAdmin(admin.ModelAdmin):
     def problem_list(self, job):
         if not job.problems:
             return "-"
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", ((p["entry"], p["problem"]) for p in job.problems))
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td></tr>", ((p["entry"], p["problem"]) for p in job.problems)
+        )
         return format_html('<table class="import-problems"><tr><th>Entry</th><th>Problem</th></tr>{}</table>', rows)
 
     @admin.display(description="Imported inputs")

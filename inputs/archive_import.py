@@ -13,7 +13,9 @@ from .models import InputImport
 def defaults_of(job: InputImport) -> ImportDefaults:
     raw = job.defaults or {}
     canvas = CanvasSpec.parse(raw["canvas"], "canvas") if raw.get("canvas") else None
-    return ImportDefaults(task=raw.get("task"), prompt=raw.get("prompt", ""), tags=list(raw.get("tags", [])), canvas=canvas)
+    return ImportDefaults(
+        task=raw.get("task"), prompt=raw.get("prompt", ""), tags=list(raw.get("tags", [])), canvas=canvas
+    )
 
 
 def run_archive_import(job: InputImport) -> None:
@@ -28,7 +30,9 @@ def run_archive_import(job: InputImport) -> None:
             # Report the readers' problems together with the checks of every readable entry.
             problems = problems + find_problems(specs)[1]
             raise ImportRejected(problems)
-        created = import_inputs(specs, user=job.created_by, on_progress=lambda done, total: job.set_progress(done, total))
+        created = import_inputs(
+            specs, user=job.created_by, on_progress=lambda done, total: job.set_progress(done, total)
+        )
         job.created_inputs.set(created)
         job.problems = []
         InputImport.objects.filter(pk=job.pk).update(problems=[])

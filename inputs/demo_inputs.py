@@ -20,7 +20,12 @@ DEMO_INPUTS = [
     ("hubble_deep_field", "image_extend", ("canvas", {"ratio": "16:9"}), ""),
     ("astronaut", "object_removal", ("box", (385, 0, 480, 285)), ""),
     ("coffee", "object_removal", ("ellipse", (280, 150, 350, 265)), ""),
-    ("brick", "text_rendering", ("box", (96, 200, 416, 312)), 'the words "OPEN LATE" painted in white on the brick wall'),
+    (
+        "brick",
+        "text_rendering",
+        ("box", (96, 200, 416, 312)),
+        'the words "OPEN LATE" painted in white on the brick wall',
+    ),
     ("camera", "text_rendering", ("box", (300, 30, 500, 110)), 'a banner in the sky reading "HELLO"'),
 ]
 MAX_SIDE = 512  # demo photographs are scaled down to this for quick generation on a CPU

@@ -33,7 +33,17 @@ class InputUploadForm(CanvasFields):
     tags = forms.CharField(required=False, help_text="Comma-separated.")
     metadata = forms.JSONField(required=False, initial=dict, help_text="A JSON object kept with the input.")
 
-    field_order = ["task", "source", "mask", "prompt", "canvas_padding", "canvas_size", "canvas_ratio", "tags", "metadata"]
+    field_order = [
+        "task",
+        "source",
+        "mask",
+        "prompt",
+        "canvas_padding",
+        "canvas_size",
+        "canvas_ratio",
+        "tags",
+        "metadata",
+    ]
 
     def save(self, user):
         """Import the input; on bad input, add the problems to the form and return None."""
@@ -57,7 +67,9 @@ class InputUploadForm(CanvasFields):
 
 
 class InputArchiveForm(CanvasFields):
-    archive = forms.FileField(help_text="A .zip of image/mask pairs (NAME.png + NAME_mask.png) or with a manifest.jsonl.")
+    archive = forms.FileField(
+        help_text="A .zip of image/mask pairs (NAME.png + NAME_mask.png) or with a manifest.jsonl."
+    )
     task = forms.ModelChoiceField(
         queryset=_tasks(), to_field_name="slug", required=False, help_text="For entries that do not name a task."
     )

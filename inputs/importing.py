@@ -77,7 +77,9 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
         raise InputProblem(spec.entry, f"task {task.slug!r} needs a prompt and none was given") from None
     for tag in spec.tags:
         if not isinstance(tag, str) or not tag.strip() or len(tag.strip()) > MAX_TAG_LENGTH:
-            raise InputProblem(spec.entry, f"tag {tag!r} must be a non-empty text of at most {MAX_TAG_LENGTH} characters")
+            raise InputProblem(
+                spec.entry, f"tag {tag!r} must be a non-empty text of at most {MAX_TAG_LENGTH} characters"
+            )
 
     source = to_rgb(open_image(spec.source, spec.source_name, max_pixels))
     metadata = dict(spec.metadata)
@@ -87,7 +89,11 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
         if spec.mask is not None:
             raise InputProblem(spec.entry, "give either a mask or a canvas to extend, not both")
         image, mask, placement = build_canvas(source, spec.canvas, spec.source_name, max_pixels)
-        metadata["extend"] = {"canvas": spec.canvas.as_dict(), "source_box": placement, "source_size": list(source.size)}
+        metadata["extend"] = {
+            "canvas": spec.canvas.as_dict(),
+            "source_box": placement,
+            "source_size": list(source.size),
+        }
     else:
         if spec.mask is None:
             hint = " or a canvas to extend (padding, size or ratio)" if task.input_kind == InputKind.CANVAS else ""
@@ -106,7 +112,9 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
     return PreparedInput(spec, task, prompt, image, mask, digest, metadata)
 
 
-def find_problems(specs: list[InputSpec], skip_existing: bool = False) -> tuple[list[PreparedInput], list[InputProblem]]:
+def find_problems(
+    specs: list[InputSpec], skip_existing: bool = False
+) -> tuple[list[PreparedInput], list[InputProblem]]:
     """Check every spec (never stopping at the first problem), duplicates included. With
     skip_existing, inputs already stored are left out instead of reported."""
     tasks = {task.slug: task for task in Task.objects.filter(active=True)}
@@ -119,7 +127,9 @@ def find_problems(specs: list[InputSpec], skip_existing: bool = False) -> tuple[
     first_seen: dict[str, str] = {}
     for item in prepared:
         if item.content_hash in first_seen:
-            problems.append(InputProblem(item.spec.entry, f"duplicate of {first_seen[item.content_hash]} in this import"))
+            problems.append(
+                InputProblem(item.spec.entry, f"duplicate of {first_seen[item.content_hash]} in this import")
+            )
         else:
             first_seen[item.content_hash] = item.spec.entry
     existing = dict(Input.objects.filter(content_hash__in=list(first_seen)).values_list("content_hash", "pk"))

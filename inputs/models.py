@@ -153,7 +153,9 @@ class InputImport(BackgroundJob):
 
     task_name = "inputs.import_inputs_archive"
 
-    archive = models.FileField(max_length=255, blank=True, help_text="The uploaded zip, removed once imported or refused.")
+    archive = models.FileField(
+        max_length=255, blank=True, help_text="The uploaded zip, removed once imported or refused."
+    )
     original_name = models.CharField(max_length=255)
     defaults = models.JSONField(
         default=dict, blank=True, help_text="For entries that do not say otherwise: {task, prompt, tags, canvas}."
@@ -179,7 +181,12 @@ class InputImport(BackgroundJob):
         job = cls.objects.create(
             archive=stored,
             original_name=archive.name[:255],
-            defaults={"task": task.slug if task else None, "prompt": prompt or "", "tags": list(tags), "canvas": canvas},
+            defaults={
+                "task": task.slug if task else None,
+                "prompt": prompt or "",
+                "tags": list(tags),
+                "canvas": canvas,
+            },
             created_by=user,
         )
         job.enqueue()

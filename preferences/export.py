@@ -136,8 +136,11 @@ def _set_details(set_ids: list[int], embed: bool, tasks: dict[int, Task]) -> dic
             input_id=input_id, input_hash=content_hash, task=task.slug, prompt=task.effective_prompt(prompt),
             prompt_given=taxonomy_rules.prompt_given(prompt), source=_image(source, embed), mask=_image(mask, embed),
             batch_id=batch_id, generator_id=generator_id, generator=generator, candidates={})
-    for set_id, index, public_id, image, settings in Candidate.objects.filter(candidate_set_id__in=set_ids).values_list(
-            "candidate_set_id", "index", "public_id", "image", "settings").order_by():
+    for set_id, index, public_id, image, settings in (
+        Candidate.objects.filter(candidate_set_id__in=set_ids)
+        .values_list("candidate_set_id", "index", "public_id", "image", "settings")
+        .order_by()
+    ):
         details[set_id].candidates[index] = (str(public_id), image, json.dumps(settings, sort_keys=True))
     return details
 

@@ -1,7 +1,6 @@
 from celery import shared_task
 
 from .export import build
-
 from .models import PreferenceDataset
 
 

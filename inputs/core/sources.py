@@ -154,7 +154,9 @@ def specs_from_tree(tree: FileTree, defaults: ImportDefaults) -> tuple[list[Inpu
         manifest = manifests[0]
         prefix = manifest[: -len(MANIFEST_NAME)]
         base = SubTree(tree, prefix) if prefix else tree
-        specs, more = specs_from_manifest_text(tree.read(manifest).decode("utf-8", "replace"), base, defaults, label=manifest)
+        specs, more = specs_from_manifest_text(
+            tree.read(manifest).decode("utf-8", "replace"), base, defaults, label=manifest
+        )
         return specs, problems + more
     specs, more = _specs_from_pairs(names, tree, defaults)
     return specs, problems + more
@@ -162,7 +164,9 @@ def specs_from_tree(tree: FileTree, defaults: ImportDefaults) -> tuple[list[Inpu
 
 def specs_from_manifest_file(path: Path, defaults: ImportDefaults) -> tuple[list[InputSpec], list[InputProblem]]:
     tree = FolderTree(Path(path).parent)
-    return specs_from_manifest_text(Path(path).read_text(encoding="utf-8", errors="replace"), tree, defaults, label=Path(path).name)
+    return specs_from_manifest_text(
+        Path(path).read_text(encoding="utf-8", errors="replace"), tree, defaults, label=Path(path).name
+    )
 
 
 def specs_from_manifest_text(text: str, tree: FileTree, defaults: ImportDefaults, label: str = MANIFEST_NAME):
@@ -223,7 +227,9 @@ def _specs_from_pairs(names: list[str], tree: FileTree, defaults: ImportDefaults
         elif suffix in {".txt", ".json"}:
             by_stem.setdefault(stem, {})[suffix[1:]] = name
         else:
-            problems.append(InputProblem(name, "not an image, mask (NAME_mask.png), prompt (.txt) or settings (.json) file"))
+            problems.append(
+                InputProblem(name, "not an image, mask (NAME_mask.png), prompt (.txt) or settings (.json) file")
+            )
     for stem, slot in sorted(by_stem.items()):
         if "image" not in slot:
             orphan = slot.get("mask") or slot.get("txt") or slot.get("json")
@@ -240,7 +246,9 @@ def _specs_from_pairs(names: list[str], tree: FileTree, defaults: ImportDefaults
                     raise InputProblem(slot["json"], "must hold a JSON object")
                 unknown = set(record) - SIDECAR_KEYS
                 if unknown:
-                    raise InputProblem(slot["json"], f"unknown keys {sorted(unknown)}; allowed: {sorted(SIDECAR_KEYS)}")
+                    raise InputProblem(
+                        slot["json"], f"unknown keys {sorted(unknown)}; allowed: {sorted(SIDECAR_KEYS)}"
+                    )
             if "txt" in slot and "prompt" not in record:
                 record["prompt"] = tree.read(slot["txt"]).decode("utf-8", "replace").strip()
             specs.append(_spec(slot["image"], record, defaults, tree, slot["image"], slot.get("mask")))
@@ -249,7 +257,9 @@ def _specs_from_pairs(names: list[str], tree: FileTree, defaults: ImportDefaults
     return specs, problems
 
 
-def _spec(entry: str, record: dict, defaults: ImportDefaults, tree: FileTree, image_name: str, mask_name: str | None) -> InputSpec:
+def _spec(
+    entry: str, record: dict, defaults: ImportDefaults, tree: FileTree, image_name: str, mask_name: str | None
+) -> InputSpec:
     task = record.get("task") or defaults.task
     if not task:
         raise InputProblem(entry, "no task given (set 'task' for this input or a default task for the import)")

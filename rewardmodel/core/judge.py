@@ -239,7 +239,9 @@ class Judge(torch.nn.Module):
     def forward(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str]):
         return self.answer_logprobs(first, second, queries)
 
-    def answer_logprobs(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def answer_logprobs(
+        self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """first, second: B images each, float (3, H, W) in [0, 1] (sizes may differ); queries: B strings.
 
         Returns (log P(yes_token), log P(no_token)), each float32 (B,), from the full-vocabulary
@@ -276,8 +278,15 @@ class Judge(torch.nn.Module):
         return logprobs[:, self.yes_token_id], logprobs[:, self.no_token_id]
 
     @torch.no_grad()
-    def score(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str], *, both_orders: bool = False,
-              batch_size: int = 16) -> dict:
+    def score(
+        self,
+        first: list[torch.Tensor],
+        second: list[torch.Tensor],
+        queries: list[str],
+        *,
+        both_orders: bool = False,
+        batch_size: int = 16,
+    ) -> dict:
         """Rewards for B pairs, computed batch_size pairs per forward.
 
         Returns float32 CPU tensors (B,): "p_yes" = P(yes_token | first, second, query) and
@@ -287,7 +296,11 @@ class Judge(torch.nn.Module):
         first, second, queries = list(first), list(second), list(queries)
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(queries), batch_size):
-            a, b, q = first[start:start + batch_size], second[start:start + batch_size], queries[start:start + batch_size]
+            a, b, q = (
+                first[start : start + batch_size],
+                second[start : start + batch_size],
+                queries[start : start + batch_size],
+            )
             if both_orders:
                 yes, no = self.answer_logprobs(a + b, b + a, q + q)
                 n = len(q)
@@ -297,7 +310,9 @@ class Judge(torch.nn.Module):
             for name, (yes, no) in chunks.items():
                 parts.setdefault(name, []).append(yes.exp().cpu())
                 parts.setdefault(f"{name}_renormalised", []).append(torch.sigmoid(yes - no).cpu())
-        names = ["p_yes", "p_yes_renormalised"] + (["p_yes_reversed", "p_yes_reversed_renormalised"] if both_orders else [])
+        names = ["p_yes", "p_yes_renormalised"] + (
+            ["p_yes_reversed", "p_yes_reversed_renormalised"] if both_orders else []
+        )
         return {name: torch.cat(parts[name]) if parts.get(name) else torch.zeros(0) for name in names}
 
     # --- text ----------------------------------------------------------------------------------
@@ -306,7 +321,9 @@ class Judge(torch.nn.Module):
         """The prompt for one pair: both images (each as its vision tokens) then the query, in the
         tokenizer's chat template when it has one, ending where the assistant's answer starts."""
         if self.use_chat_template:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": query}]}]
+            messages = [
+                {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": query}]}
+            ]
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             pieces = text.split(self.image_token)
             if len(pieces) != len(image_tokens) + 1:

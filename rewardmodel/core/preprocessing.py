@@ -78,7 +78,9 @@ def target_size(height: int, width: int, geometry: VisionGeometry) -> tuple[int,
     closely as possible. Same arithmetic as transformers' `smart_resize`."""
     factor = geometry.factor
     if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
+        )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > geometry.max_pixels:

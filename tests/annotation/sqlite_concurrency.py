@@ -13,8 +13,9 @@ from django.core.management import call_command  # noqa: E402
 
 call_command("migrate", verbosity=0)
 
-from annotation.models import AnnotationTask, Judgment, QualityControlSettings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
+
+from annotation.models import AnnotationTask, Judgment, QualityControlSettings  # noqa: E402
 from onereward.roles import assign_role  # noqa: E402
 from tests.annotation.world import annotate_concurrently, make_tasks  # noqa: E402
 
@@ -29,10 +30,16 @@ for i in range(annotator_count):
     assign_role(user, "annotator")
     users.append(user)
 errors, judged = annotate_concurrently(users)
-print(json.dumps({
-    "errors": errors,
-    "judgments": Judgment.objects.count(),
-    "twice": sum(len(t) - len(set(t)) for t in judged.values()),
-    "per_task": sorted(set(AnnotationTask.objects.values_list("judgments_done", flat=True))),
-    "distinct_per_task": sorted({t.judgments.values("annotator").distinct().count() for t in AnnotationTask.objects.all()}),
-}))
+print(
+    json.dumps(
+        {
+            "errors": errors,
+            "judgments": Judgment.objects.count(),
+            "twice": sum(len(t) - len(set(t)) for t in judged.values()),
+            "per_task": sorted(set(AnnotationTask.objects.values_list("judgments_done", flat=True))),
+            "distinct_per_task": sorted(
+                {t.judgments.values("annotator").distinct().count() for t in AnnotationTask.objects.all()}
+            ),
+        }
+    )
+)

@@ -11,10 +11,18 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from inputs.importing import InputSpec, import_inputs
-from annotation.models import AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, Skip, Slot
+from annotation.models import (
+    AnnotationTask,
+    AnnotatorStatus,
+    DimensionPick,
+    Judgment,
+    QualityControlSettings,
+    Skip,
+    Slot,
+)
 from generation.execution import generate_set
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
+from inputs.importing import InputSpec, import_inputs
 from onereward.jobs import JobStatus
 from tests.conftest import box_mask, photo, png_bytes
 
@@ -44,9 +52,18 @@ def no_gold_or_repeats():
 def build_batch(items, n: int, overlap: int = 1, name: str = BATCH_NAME) -> GenerationBatch:
     """A batch of n candidates per input, generated synchronously; each finished set becomes an
     annotation task (generate_set does that)."""
-    generator, _ = Generator.objects.get_or_create(name=GENERATOR_NAME, defaults={"backend": "cpu_baseline", "settings": {}})
-    batch = GenerationBatch.objects.create(name=name, generator=generator, candidates_per_input=n, seed=4242,
-                                           annotation_overlap=overlap, progress_total=len(items), status=JobStatus.RUNNING)
+    generator, _ = Generator.objects.get_or_create(
+        name=GENERATOR_NAME, defaults={"backend": "cpu_baseline", "settings": {}}
+    )
+    batch = GenerationBatch.objects.create(
+        name=name,
+        generator=generator,
+        candidates_per_input=n,
+        seed=4242,
+        annotation_overlap=overlap,
+        progress_total=len(items),
+        status=JobStatus.RUNNING,
+    )
     sets = [CandidateSet.objects.create(batch=batch, input=item) for item in items]
     for candidate_set in sets:
         generate_set(candidate_set.pk, worker="test")
@@ -337,7 +354,9 @@ def test_a_judgment_for_a_slot_not_ours_or_already_judged_is_refused(client, ann
     assert post_json(client, f"/annotate/slots/{mine.pk}/judgment", judgment_body(mine)).status_code == 201
     again = post_json(client, f"/annotate/slots/{mine.pk}/judgment", judgment_body(mine))  # a new submission id
     assert again.status_code == 400 and "already judged" in again.json()["error"]
-    assert Judgment.objects.count() == 1 and DimensionPick.objects.count() == len(mine.task.candidate_set.input.judged_dimensions())
+    assert Judgment.objects.count() == 1 and DimensionPick.objects.count() == len(
+        mine.task.candidate_set.input.judged_dimensions()
+    )
 
 
 @pytest.mark.django_db
@@ -382,7 +401,9 @@ def test_a_skipped_task_goes_back_to_the_pool_and_is_not_offered_again(client, a
 
 
 @pytest.mark.django_db
-def test_nothing_about_candidates_generators_batches_or_other_annotators_reaches_the_page(client, annotator, make_user):
+def test_nothing_about_candidates_generators_batches_or_other_annotators_reaches_the_page(
+    client, annotator, make_user
+):
     build_world(n=4, inputs=2, overlap=2)
     # Another annotator judges the same tasks first.
     other = make_user(OTHER, "annotator")
@@ -391,7 +412,9 @@ def test_nothing_about_candidates_generators_batches_or_other_annotators_reaches
     for _ in range(2):
         other_client.get("/annotate/")
         theirs = leased(other)
-        assert post_json(other_client, f"/annotate/slots/{theirs.pk}/judgment", judgment_body(theirs)).status_code == 201
+        assert (
+            post_json(other_client, f"/annotate/slots/{theirs.pk}/judgment", judgment_body(theirs)).status_code == 201
+        )
 
     texts = []
     page = client.get("/annotate/")

@@ -9,7 +9,12 @@ from django.utils import timezone
 from annotation.assignment import AnnotatorPaused, create_annotation_task, next_slot, shown_order
 from annotation.judging import JudgmentRejected, record_judgment, skip
 from annotation.models import (
-    AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, Slot,
+    AnnotationTask,
+    AnnotatorStatus,
+    DimensionPick,
+    Judgment,
+    QualityControlSettings,
+    Slot,
 )
 from tests.annotation.world import annotate_concurrently, full_picks, make_tasks
 
@@ -163,7 +168,10 @@ def test_picks_are_mapped_through_the_order_shown(no_mixing, make_user):
     [
         (lambda p: p.pop("structure"), "missing: Structure"),
         (lambda p: p.update(structure={"best": 1, "worst": 1}), "Structure: the best and the worst must be different"),
-        (lambda p: p.update(structure={"best": 0, "worst": 7}), "Structure: worst must be one of this task's candidates (1-4)"),
+        (
+            lambda p: p.update(structure={"best": 0, "worst": 7}),
+            "Structure: worst must be one of this task's candidates (1-4)",
+        ),
         (lambda p: p.update(structure={"best": 0}), "Structure: pick both the best and the worst"),
         (lambda p: p.update(structure={"discarded": True, "best": 0}), "discarded cannot also name a best"),
         (lambda p: p.update(removal_quality={"discarded": True}), "removal_quality is not judged for this task"),

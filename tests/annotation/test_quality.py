@@ -131,7 +131,9 @@ def test_alpha_of_krippendorffs_binary_example():
     # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", A: two observers, binary.
     units = columns([0, 1, 0, 0, 0, 0, 0, 0, 1, 0], [1, 1, 1, 0, 0, 1, 0, 0, 0, 0])
     # o_00 = 10, o_11 = 2, o_01 = o_10 = 4; n_0 = 14, n_1 = 6: alpha = 1 - 19 * 8 / (2 * 14 * 6)
-    assert quality.krippendorff_alpha_nominal(units) == pytest.approx(float(1 - Fraction(19 * 8, 2 * 14 * 6)), abs=1e-12)
+    assert quality.krippendorff_alpha_nominal(units) == pytest.approx(
+        float(1 - Fraction(19 * 8, 2 * 14 * 6)), abs=1e-12
+    )
     assert round(quality.krippendorff_alpha_nominal(units), 3) == 0.095
 
 
@@ -195,8 +197,12 @@ def test_gold_accuracy_per_dimension_best_and_worst(world, annotators):
                             "structure": D,                # right
                             "aesthetics": D},              # wrong on both sides
                 kind=SlotKind.GOLD, order=(3, 1, 0, 2))
-    world.judge(other, gold, {"text_alignment": (0, 3), "consistency": (1, 2), "structure": (1, 2), "aesthetics": (2, 0)},
-                kind=SlotKind.GOLD)
+    world.judge(
+        other,
+        gold,
+        {"text_alignment": (0, 3), "consistency": (1, 2), "structure": (1, 2), "aesthetics": (2, 0)},
+        kind=SlotKind.GOLD,
+    )
     # A gold task without an answer for a dimension scores nothing there.
     partial = world.task("object_removal", gold_answers={})
     world.judge(ann, partial, removal((0, 1)), kind=SlotKind.GOLD)
@@ -364,7 +370,9 @@ def test_batch_progress(world):
 
 def test_pausing_below_the_threshold_only_after_enough_gold_picks(world, annotators):
     ann, good = annotators[:2]
-    QualityControlSettings.objects.update_or_create(pk=1, defaults={"gold_min_judgments": 3, "gold_accuracy_threshold": 0.6})
+    QualityControlSettings.objects.update_or_create(
+        pk=1, defaults={"gold_min_judgments": 3, "gold_accuracy_threshold": 0.6}
+    )
     golds = [world.task(gold_answers={"removal_quality": {"best": 0, "worst": 1}}) for _ in range(8)]
 
     world.judge(ann, golds[0], removal((0, 1)), kind=SlotKind.GOLD)   # right
@@ -489,7 +497,9 @@ def test_marking_a_task_gold(client, make_user, world):
     response = client.post(url, gold_post(text_alignment=(0, 3), consistency=(1, 2), structure=D, aesthetics=(2, 2)),
                            follow=True)
     assert response.status_code == 200
-    assert "Aesthetics: the best and the worst must be different candidates." in [str(m) for m in response.context["messages"]]
+    assert "Aesthetics: the best and the worst must be different candidates." in [
+        str(m) for m in response.context["messages"]
+    ]
     task.refresh_from_db()
     assert not task.is_gold and task.gold_answers == {}
 
@@ -518,12 +528,17 @@ def test_marking_a_task_gold(client, make_user, world):
 
 def test_annotator_status_action_and_single_settings_row(client, make_user, annotators):
     client.force_login(make_user("boss", "admin"))
-    statuses = [AnnotatorStatus.objects.create(user=user, paused=True, reason="low gold accuracy") for user in annotators[:2]]
+    statuses = [
+        AnnotatorStatus.objects.create(user=user, paused=True, reason="low gold accuracy") for user in annotators[:2]
+    ]
     response = client.post("/admin/annotation/annotatorstatus/", {
         "action": "unpause_selected", "_selected_action": [s.pk for s in statuses]})
     assert response.status_code == 302
     assert not AnnotatorStatus.objects.filter(paused=True).exists()
-    assert client.get("/admin/annotation/qualitycontrolsettings/").url == "/admin/annotation/qualitycontrolsettings/1/change/"
+    assert (
+        client.get("/admin/annotation/qualitycontrolsettings/").url
+        == "/admin/annotation/qualitycontrolsettings/1/change/"
+    )
     assert client.get("/admin/annotation/qualitycontrolsettings/add/").status_code == 403
     response = client.post("/admin/annotation/qualitycontrolsettings/1/change/", {
         "gold_rate": "1.5", "repeat_share": "0.05", "lease_minutes": "20", "fast_pick_ms": "1500",

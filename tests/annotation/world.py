@@ -1,8 +1,8 @@
 """A small annotation world built straight in the database: inputs, a batch, candidate sets with
 candidates (file names only; these tests never read pixels) and their annotation tasks."""
 from annotation.assignment import create_annotation_task
-from inputs.importing import InputSpec, import_inputs
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
+from inputs.importing import InputSpec, import_inputs
 from tests.conftest import box_mask, photo, png_bytes
 
 
@@ -15,7 +15,9 @@ def make_inputs(count: int, task: str = "image_fill", first_seed: int = 0):
 
 def make_tasks(count: int, n: int = 4, k: int = 1, task: str = "image_fill", first_seed: int = 0):
     """`count` annotation tasks of N candidates each, k judgments wanted per task."""
-    generator, _ = Generator.objects.get_or_create(name="baseline", defaults={"backend": "cpu_baseline", "settings": {}})
+    generator, _ = Generator.objects.get_or_create(
+        name="baseline", defaults={"backend": "cpu_baseline", "settings": {}}
+    )
     batch = GenerationBatch.objects.create(generator=generator, candidates_per_input=n, annotation_overlap=k,
                                            status="done", name="a batch name")
     tasks = []

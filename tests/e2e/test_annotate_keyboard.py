@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inputs.demo_inputs import demo_specs
 from annotation.models import Judgment, Slot
+from inputs.demo_inputs import demo_specs
 from tests.annotation.test_annotate_views import build_world
 from tests.conftest import wait_for
 from tests.e2e.test_inputs_gallery import log_in
@@ -16,7 +16,9 @@ from tests.e2e.test_inputs_gallery import log_in
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "keyboard-test-pw-1"
-ALL_IMAGES_LOADED = "() => [...document.querySelectorAll('#ann-workspace img')].every(i => i.complete && i.naturalWidth > 0)"
+ALL_IMAGES_LOADED = (
+    "() => [...document.querySelectorAll('#ann-workspace img')].every(i => i.complete && i.naturalWidth > 0)"
+)
 
 
 def keep_artifact(path: Path) -> None:
@@ -42,7 +44,9 @@ def current_dimension(page) -> str:
 
 
 def transforms(page) -> list[str]:
-    return page.eval_on_selector_all(".ann-task .ann-layer", "layers => layers.map(l => getComputedStyle(l).transform)")
+    return page.eval_on_selector_all(
+        ".ann-task .ann-layer", "layers => layers.map(l => getComputedStyle(l).transform)"
+    )
 
 
 def test_a_whole_task_is_judged_with_the_keyboard_and_the_next_one_follows_without_a_reload(
@@ -52,7 +56,9 @@ def test_a_whole_task_is_judged_with_the_keyboard_and_the_next_one_follows_witho
     first = int(page.get_attribute(".ann-task", "data-slot"))
     # While the annotator works, the page has already leased (prefetched) the next task.
     wait_for(lambda: Slot.objects.filter(annotator=user, state="leased").count() == 2, timeout=20, what="the prefetch")
-    second = Slot.objects.get(annotator=user, state="leased", assigned_at__gt=Slot.objects.get(pk=first).assigned_at).pk
+    second = Slot.objects.get(
+        annotator=user, state="leased", assigned_at__gt=Slot.objects.get(pk=first).assigned_at
+    ).pk
 
     slugs = page.eval_on_selector_all(".ann-dim", "items => items.map(i => i.dataset.slug)")
     assert slugs == ["text_alignment", "consistency", "structure", "aesthetics"]
@@ -143,7 +149,9 @@ def test_zoom_and_pan_move_every_frame_together(live_server, page, make_user, tm
     box = page.locator(".ann-candidate .ann-view").nth(1).bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
     page.mouse.wheel(0, -400)
-    page.wait_for_function("() => getComputedStyle(document.querySelector('.ann-layer')).transform !== 'matrix(1, 0, 0, 1, 0, 0)'")
+    page.wait_for_function(
+        "() => getComputedStyle(document.querySelector('.ann-layer')).transform !== 'matrix(1, 0, 0, 1, 0, 0)'"
+    )
     wheeled = transforms(page)
     assert len(set(wheeled)) == 1
     scale, _, _, _, x, y = (float(v) for v in wheeled[0][len("matrix("):-1].split(","))

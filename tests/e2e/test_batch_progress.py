@@ -1,9 +1,9 @@
 """An admin launches a batch in the browser and watches its progress bar fill without reloading."""
 import pytest
 
+from generation.models import GenerationBatch, Generator
 from inputs.demo_inputs import demo_specs
 from inputs.importing import import_inputs
-from generation.models import GenerationBatch, Generator
 from tests.e2e.test_inputs_gallery import log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]

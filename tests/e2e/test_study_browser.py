@@ -4,15 +4,17 @@ item swapped in; the database holds exactly what was said, mapped through the or
 import pytest
 
 from evaluation.models import StudyCandidate, StudyJudgment, StudySlot
-from tests.evaluation.test_studies import ARM_LABELS, leaks, real_study
 from tests.conftest import wait_for
 from tests.e2e.test_annotate_keyboard import keep_artifact
 from tests.e2e.test_inputs_gallery import log_in
+from tests.evaluation.test_studies import ARM_LABELS, leaks, real_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "study-keyboard-pw-1"
-ALL_IMAGES_LOADED = "() => [...document.querySelectorAll('#st-workspace img')].every(i => i.complete && i.naturalWidth > 0)"
+ALL_IMAGES_LOADED = (
+    "() => [...document.querySelectorAll('#st-workspace img')].every(i => i.complete && i.naturalWidth > 0)"
+)
 
 
 def current_dimension(page) -> str:
@@ -76,7 +78,10 @@ def test_one_study_item_with_the_keyboard_only(live_server, page, make_user, tmp
     assert judgment.annotator == user and judgment.shown_order == order and judgment.dwell_ms > 0
     arm_of = dict(StudyCandidate.objects.values_list("pk", "arm__label"))
     on_screen = [arm_of[candidate_id] for candidate_id in order]  # arm labels, left to right
-    votes = {vote.study_candidate.arm.label: vote.usable for vote in judgment.usability_votes.select_related("study_candidate__arm")}
+    votes = {
+        vote.study_candidate.arm.label: vote.usable
+        for vote in judgment.usability_votes.select_related("study_candidate__arm")
+    }
     assert votes == {on_screen[0]: True, on_screen[1]: False}
     picks = {p.dimension.slug: None if p.discarded else (p.best.arm.label, p.worst.arm.label)
              for p in judgment.picks.select_related("dimension", "best__arm", "worst__arm")}

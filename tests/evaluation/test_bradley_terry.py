@@ -100,7 +100,11 @@ def test_bootstrap_counts_and_determinism():
     first = bt.bootstrap(outcomes, ["a", "b", "c"], n_resamples=200, seed=5)
     again = bt.bootstrap(outcomes, ["a", "b", "c"], n_resamples=200, seed=5)
     assert first == again
-    assert [(r.player, r.wins, r.losses, r.comparisons) for r in first] == [("a", 2, 1, 3), ("b", 1, 1, 2), ("c", 1, 2, 3)]
+    assert [(r.player, r.wins, r.losses, r.comparisons) for r in first] == [
+        ("a", 2, 1, 3),
+        ("b", 1, 1, 2),
+        ("c", 1, 2, 3),
+    ]
     for r in first:
         assert r.ci_low <= r.score <= r.ci_high
         assert r.rating == pytest.approx(1000 + 400 / np.log(10) * r.score)

@@ -56,8 +56,14 @@ class StudyWorld:
         shown = {}
         for label, arm in self.arms.items():
             candidate_set = CandidateSet.objects.create(batch=arm.batch, input=item_input, status=SetStatus.DONE)
-            candidate = Candidate.objects.create(candidate_set=candidate_set, index=0, image=f"c/{candidate_set.pk}.png",
-                                                 thumbnail=f"c/{candidate_set.pk}.jpg", settings={}, seconds=0)
+            candidate = Candidate.objects.create(
+                candidate_set=candidate_set,
+                index=0,
+                image=f"c/{candidate_set.pk}.png",
+                thumbnail=f"c/{candidate_set.pk}.jpg",
+                settings={},
+                seconds=0,
+            )
             shown[label] = StudyCandidate.objects.create(item=item, arm=arm, candidate=candidate)
         item.shown = shown
         return item
@@ -231,7 +237,12 @@ def test_api_returns_the_tables_to_ml_engineers_and_admins(make_user, annotators
     tables = response.json()["tables"]
     assert len(tables) == 1
     table = tables[0]
-    assert (table["task"], table["dimension"], table["n_resamples"], table["level"]) == ("image_fill", "aesthetics", 100, 0.95)
+    assert (table["task"], table["dimension"], table["n_resamples"], table["level"]) == (
+        "image_fill",
+        "aesthetics",
+        100,
+        0.95,
+    )
     assert [row["generator"] for row in table["rows"]] == ["rl-step-8k", "rl-step-4k", "base"]
     assert set(table["rows"][0]) == {"rank", "generator_id", "generator", "score", "ci_low", "ci_high", "rating",
                                      "rating_low", "rating_high", "wins", "losses", "comparisons"}

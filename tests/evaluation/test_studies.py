@@ -14,19 +14,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from inputs.importing import import_inputs
 from annotation.models import AnnotationTask, AnnotatorStatus, QualityControlSettings
-from inputs.models import Input, Task
-from evaluation.studies import (
-    AnnotatorPaused,
-    StudyJudgmentRejected,
-    create_study,
-    next_item,
-    record_study_judgment,
-    study_outcomes,
-    study_report,
-    wilson_interval,
-)
 from evaluation.models import (
     Study,
     StudyArm,
@@ -37,8 +25,20 @@ from evaluation.models import (
     StudySlot,
     UsabilityVote,
 )
+from evaluation.studies import (
+    AnnotatorPaused,
+    StudyJudgmentRejected,
+    create_study,
+    next_item,
+    record_study_judgment,
+    study_outcomes,
+    study_report,
+    wilson_interval,
+)
 from generation.execution import generate_set
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator, SetStatus
+from inputs.importing import import_inputs
+from inputs.models import Input, Task
 from onereward.jobs import JobStatus
 from tests.annotation.test_annotate_views import assert_no_leak, response_text, synthetic_specs
 
@@ -60,9 +60,18 @@ class World:
         for _ in range(count):
             self.count += 1
             prompt = "" if task_row.prompt_mode == "fixed" else f"a thing number {self.count}"
-            made.append(Input.objects.create(
-                task=task_row, prompt=prompt, source=f"inputs/w{self.count}.png", mask=f"inputs/w{self.count}-mask.png",
-                width=32, height=32, mask_coverage=0.25, content_hash=f"{self.count:064d}"))
+            made.append(
+                Input.objects.create(
+                    task=task_row,
+                    prompt=prompt,
+                    source=f"inputs/w{self.count}.png",
+                    mask=f"inputs/w{self.count}-mask.png",
+                    width=32,
+                    height=32,
+                    mask_coverage=0.25,
+                    content_hash=f"{self.count:064d}",
+                )
+            )
         return made
 
     def batch(self, generator: str, inputs, n: int = 1, failed=(), for_annotation: bool = False,
@@ -132,9 +141,12 @@ def test_a_study_from_two_batches_has_one_item_per_input_finished_in_both(world,
     items = list(study.items.order_by("input_id"))
     assert [item.input_id for item in items] == [inputs[0].pk, inputs[1].pk, inputs[3].pk]
     for item in items:
-        shown = {c.arm.label: c.candidate for c in item.study_candidates.select_related("arm", "candidate__candidate_set")}
-        assert {label: (c.index, c.candidate_set.batch_id, c.candidate_set.input_id) for label, c in shown.items()} == {
-            "base": (0, base.pk, item.input_id), "tuned": (0, tuned.pk, item.input_id)}
+        shown = {
+            c.arm.label: c.candidate for c in item.study_candidates.select_related("arm", "candidate__candidate_set")
+        }
+        assert {
+            label: (c.index, c.candidate_set.batch_id, c.candidate_set.input_id) for label, c in shown.items()
+        } == {"base": (0, base.pk, item.input_id), "tuned": (0, tuned.pk, item.input_id)}
         assert item.slots.count() == 3 and set(item.slots.values_list("state", flat=True)) == {"open"}
         assert item.judgments_done == 0
 
@@ -263,7 +275,9 @@ def test_a_judgment_is_stored_once_mapped_through_the_order_shown(world, make_us
     assert not again.created and again.judgment.pk == recorded.judgment.pk
     judgment = StudyJudgment.objects.get()
     assert judgment.shown_order == slot.shown_order and judgment.slot_id == slot.pk and judgment.dwell_ms == 5000
-    votes = {v.study_candidate.arm.label: v.usable for v in UsabilityVote.objects.select_related("study_candidate__arm")}
+    votes = {
+        v.study_candidate.arm.label: v.usable for v in UsabilityVote.objects.select_related("study_candidate__arm")
+    }
     assert votes == {"A": False, "B": True}
     stored = {p.dimension.slug: (p.best.arm.label, p.worst.arm.label) if not p.discarded else None
               for p in StudyPick.objects.select_related("dimension", "best__arm", "worst__arm")}
@@ -387,7 +401,9 @@ REMOVAL_PLAN = [((True, True), "A"), ((True, True), "B"), ((True, True), "B"), (
 
 
 def _picks(best_arms, dimensions):
-    return {dim: None if best == "-" else (best, "B" if best == "A" else "A") for dim, best in zip(dimensions, best_arms)}
+    return {
+        dim: None if best == "-" else (best, "B" if best == "A" else "A") for dim, best in zip(dimensions, best_arms)
+    }
 
 
 @pytest.fixture
@@ -496,7 +512,9 @@ def test_middle_against_middle_is_same_and_overall_counts_dimensions(world, make
     assert len(report["gsb"]) == 12  # every ordered pair of four arms
 
     def outcome(a, b):
-        return {dim: (row["good"], row["same"], row["bad"]) for dim, row in gsb_table(report, a, b, "image_fill").items()}
+        return {
+            dim: (row["good"], row["same"], row["bad"]) for dim, row in gsb_table(report, a, b, "image_fill").items()
+        }
 
     g, s, b = (1, 0, 0), (0, 1, 0), (0, 0, 1)
     # A best / D worst; C best / A worst; discarded; B best / C worst.
@@ -761,7 +779,11 @@ def test_the_api_creates_lists_and_reports(world, make_user):
                          format="json")
     assert created.status_code == 201, created.json()
     body = created.json()
-    assert body["items"] == 2 and body["judgments"] == 0 and [arm["generator"] for arm in body["arms"]] == ["gen-a", "gen-b"]
+    assert (
+        body["items"] == 2
+        and body["judgments"] == 0
+        and [arm["generator"] for arm in body["arms"]] == ["gen-a", "gen-b"]
+    )
     study_id = body["id"]
     annotator = make_user("ann", "annotator")
     slot = next_item(annotator)

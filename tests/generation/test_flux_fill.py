@@ -48,7 +48,9 @@ IMAGE, MASK = canvas(), box()
 
 def request(seed=0, prompt="a red cup", image=IMAGE, mask=MASK, task="fill", **settings) -> GenerationRequest:
     settings.setdefault("steps", STEPS)
-    return GenerationRequest(image=image, mask=mask, prompt=prompt, task=task, settings=CandidateSettings(seed=seed, **settings))
+    return GenerationRequest(
+        image=image, mask=mask, prompt=prompt, task=task, settings=CandidateSettings(seed=seed, **settings)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +60,9 @@ def tiny_repo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def backend(tiny_repo) -> FluxFillBackend:
-    return FluxFillBackend.from_config({"base": str(tiny_repo), "device": "cpu", "dtype": "float32", "max_sequence_length": SEQ})
+    return FluxFillBackend.from_config(
+        {"base": str(tiny_repo), "device": "cpu", "dtype": "float32", "max_sequence_length": SEQ}
+    )
 
 
 def pipeline_output(backend, req, **overrides) -> np.ndarray:
@@ -85,7 +89,9 @@ def test_without_true_cfg_one_request_equals_flux_fill_pipeline(backend, strengt
     assert ours.shape == reference.shape == (48, 64, 3)
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6)
     # generate() rounds exactly as the pipeline's PIL output does.
-    assert np.array_equal(np.asarray(backend.generate([req])[0]), np.asarray(pipeline_output(backend, req, output_type="pil")))
+    assert np.array_equal(
+        np.asarray(backend.generate([req])[0]), np.asarray(pipeline_output(backend, req, output_type="pil"))
+    )
 
 
 def test_true_cfg_equals_a_two_call_reference_and_changes_the_output(backend, monkeypatch):
@@ -169,7 +175,9 @@ def test_prompts_are_encoded_once_per_generate_call(backend, monkeypatch):
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(backend.pipeline, "encode_prompt", counting)
-    backend.generate([request(seed=s, true_cfg=4.0, negative_prompt="nsfw") for s in range(4)] + [request(seed=9, steps=2)])
+    backend.generate(
+        [request(seed=s, true_cfg=4.0, negative_prompt="nsfw") for s in range(4)] + [request(seed=9, steps=2)]
+    )
     assert sorted(calls) == ["a red cup", "nsfw"]
 
 
@@ -210,7 +218,9 @@ def test_same_seed_same_pixels_other_seed_other_pixels(backend):
     first, again = backend.generate(requests), backend.generate(requests)
     for a, b in zip(first, again):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert np.array_equal(np.asarray(backend.generate([requests[0]])[0]), np.asarray(backend.generate([requests[0]])[0]))
+    assert np.array_equal(
+        np.asarray(backend.generate([requests[0]])[0]), np.asarray(backend.generate([requests[0]])[0])
+    )
     assert not np.array_equal(np.asarray(first[0]), np.asarray(first[2]))
 
 
@@ -233,7 +243,10 @@ def test_check_config_normalises_without_loading(tiny_repo):
         "cpu_offload": False, "max_sequence_length": 512, "max_batch": 8,
     }
     # a hub id cannot be checked before loading and is accepted
-    assert FluxFillBackend.check_config({"base": "black-forest-labs/FLUX.1-Fill-dev"})["base"] == "black-forest-labs/FLUX.1-Fill-dev"
+    assert (
+        FluxFillBackend.check_config({"base": "black-forest-labs/FLUX.1-Fill-dev"})["base"]
+        == "black-forest-labs/FLUX.1-Fill-dev"
+    )
 
 
 @pytest.mark.parametrize("config, message", [
@@ -289,7 +302,9 @@ def test_a_lora_changes_the_output_and_weight_zero_is_no_lora(backend, tiny_repo
     req = request(seed=1, true_cfg=2.0, negative_prompt="nsfw")
     plain = backend.generate_arrays([req])[0]
 
-    with_lora = FluxFillBackend.from_config({**config, "loras": [{"path": str(lora_file), "weight": 1.0, "name": "removal"}]})
+    with_lora = FluxFillBackend.from_config(
+        {**config, "loras": [{"path": str(lora_file), "weight": 1.0, "name": "removal"}]}
+    )
     assert with_lora.pipeline.get_list_adapters() == {"transformer": ["removal"]}
     assert np.abs(with_lora.generate_arrays([req])[0] - plain).max() > 1e-2
 

@@ -155,17 +155,35 @@ def build_pipeline(seed: int = 0, full_size: bool = False, device="cpu", dtype=t
 
     with _Building(device, dtype):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=clip_dim, intermediate_size=37, num_hidden_layers=1 if full_size else 2,
-            num_attention_heads=4, max_position_embeddings=77, projection_dim=clip_dim,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        ))
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=clip_dim,
+                intermediate_size=37,
+                num_hidden_layers=1 if full_size else 2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                projection_dim=clip_dim,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
         torch.manual_seed(seed + 1)
-        text_encoder_2 = T5EncoderModel(T5Config(
-            vocab_size=len(tokenizer_2), d_model=t5_dim, d_kv=8, d_ff=37, num_layers=1 if full_size else 2, num_heads=4,
-            relative_attention_num_buckets=8, pad_token_id=tokenizer_2.pad_token_id,
-            eos_token_id=tokenizer_2.eos_token_id, decoder_start_token_id=tokenizer_2.pad_token_id,
-        ))
+        text_encoder_2 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                d_model=t5_dim,
+                d_kv=8,
+                d_ff=37,
+                num_layers=1 if full_size else 2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=tokenizer_2.pad_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                decoder_start_token_id=tokenizer_2.pad_token_id,
+            )
+        )
         torch.manual_seed(seed + 2)
         if full_size:
             vae = AutoencoderKL(

@@ -75,7 +75,9 @@ def huge_png(width: int, height: int) -> bytes:
     row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
     rows_per_block = 500
-    parts = [compressor.compress(row * min(rows_per_block, height - start)) for start in range(0, height, rows_per_block)]
+    parts = [
+        compressor.compress(row * min(rows_per_block, height - start)) for start in range(0, height, rows_per_block)
+    ]
     parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")

@@ -227,8 +227,12 @@ def admin_api(make_user):
 
 
 def post_input(client, **fields):
-    data = {"task": "image_fill", "source": upload("kite.png", source_png()), "mask": upload("kite_mask.png", mask_png()),
-            "prompt": "a red kite"}
+    data = {
+        "task": "image_fill",
+        "source": upload("kite.png", source_png()),
+        "mask": upload("kite_mask.png", mask_png()),
+        "prompt": "a red kite",
+    }
     data.update({k: v for k, v in fields.items() if v is not None})
     for key in [k for k, v in fields.items() if v is None]:
         data.pop(key)
@@ -269,26 +273,57 @@ def test_api_extends_with_a_canvas(admin_api):
     [
         pytest.param({"source": upload("kite.png", random_bytes())}, "kite.png", "not an image", id="random-bytes"),
         pytest.param({"source": upload("kite.png", truncated_png())}, "kite.png", "truncated", id="truncated"),
-        pytest.param({"mask": upload("kite_mask.png", mask_png(32, 24, (1, 1, 5, 5)))}, "kite_mask.png", "same size",
-                     id="mask-size"),
-        pytest.param({"mask": upload("kite_mask.png", solid_mask(0))}, "kite_mask.png", "mask is empty", id="empty-mask"),
-        pytest.param({"mask": upload("kite_mask.png", solid_mask(255))}, "kite_mask.png", "covers the whole image",
-                     id="full-mask"),
+        pytest.param(
+            {"mask": upload("kite_mask.png", mask_png(32, 24, (1, 1, 5, 5)))},
+            "kite_mask.png",
+            "same size",
+            id="mask-size",
+        ),
+        pytest.param(
+            {"mask": upload("kite_mask.png", solid_mask(0))}, "kite_mask.png", "mask is empty", id="empty-mask"
+        ),
+        pytest.param(
+            {"mask": upload("kite_mask.png", solid_mask(255))},
+            "kite_mask.png",
+            "covers the whole image",
+            id="full-mask",
+        ),
         pytest.param({"mask": upload("kite_mask.png", gradient_mask())}, "kite_mask.png", "not binary", id="gradient"),
         pytest.param({"prompt": ""}, "kite.png", "needs a prompt", id="no-prompt"),
         pytest.param({"mask": None}, "kite.png", "no mask given", id="no-mask"),
-        pytest.param({"canvas": json.dumps({"padding": [0, 0, 16, 0]}), "mask": None}, "kite.png",
-                     "takes a mask, not a canvas", id="canvas-on-fill"),
-        pytest.param({"task": "image_extend", "canvas": json.dumps({"padding": [0, 0, 16, 0]})}, "kite.png",
-                     "either a mask or a canvas", id="mask-and-canvas"),
-        pytest.param({"task": "image_extend", "mask": None, "canvas": json.dumps({"size": [32, 32]})}, "kite.png",
-                     "smaller than the source", id="canvas-too-small"),
-        pytest.param({"task": "image_extend", "mask": None, "canvas": json.dumps({"padding": [0, 0, 0, 0]})},
-                     "kite.png", "adds no border", id="no-border"),
-        pytest.param({"metadata": json.dumps([1, 2])}, "kite.png", "metadata must be a JSON object", id="metadata-list"),
-        pytest.param({"metadata": json.dumps([["a", 1]])}, "kite.png", "metadata must be a JSON object",
-                     id="metadata-pairs"),
-        pytest.param({"metadata": json.dumps("text")}, "kite.png", "metadata must be a JSON object", id="metadata-text"),
+        pytest.param(
+            {"canvas": json.dumps({"padding": [0, 0, 16, 0]}), "mask": None},
+            "kite.png",
+            "takes a mask, not a canvas",
+            id="canvas-on-fill",
+        ),
+        pytest.param(
+            {"task": "image_extend", "canvas": json.dumps({"padding": [0, 0, 16, 0]})},
+            "kite.png",
+            "either a mask or a canvas",
+            id="mask-and-canvas",
+        ),
+        pytest.param(
+            {"task": "image_extend", "mask": None, "canvas": json.dumps({"size": [32, 32]})},
+            "kite.png",
+            "smaller than the source",
+            id="canvas-too-small",
+        ),
+        pytest.param(
+            {"task": "image_extend", "mask": None, "canvas": json.dumps({"padding": [0, 0, 0, 0]})},
+            "kite.png",
+            "adds no border",
+            id="no-border",
+        ),
+        pytest.param(
+            {"metadata": json.dumps([1, 2])}, "kite.png", "metadata must be a JSON object", id="metadata-list"
+        ),
+        pytest.param(
+            {"metadata": json.dumps([["a", 1]])}, "kite.png", "metadata must be a JSON object", id="metadata-pairs"
+        ),
+        pytest.param(
+            {"metadata": json.dumps("text")}, "kite.png", "metadata must be a JSON object", id="metadata-text"
+        ),
     ],
 )
 def test_api_refuses_bad_input_with_the_problem(admin_api, fields, entry, words):
@@ -348,8 +383,11 @@ def test_api_refuses_users_without_the_right(make_user):
 
 
 def test_api_archive_import_refuses_a_file_that_is_not_a_zip(admin_api):
-    response = admin_api.post("/api/input-imports/", {"archive": upload("inputs.tar", b"not a zip", "application/x-tar"),
-                                                      "task": "image_fill"}, format="multipart")
+    response = admin_api.post(
+        "/api/input-imports/",
+        {"archive": upload("inputs.tar", b"not a zip", "application/x-tar"), "task": "image_fill"},
+        format="multipart",
+    )
     assert response.status_code == 400
     assert "inputs.tar: give a .zip archive" in response.json()["archive"]
     assert InputImport.objects.count() == 0
@@ -369,9 +407,17 @@ def admin_browser(make_user):
 
 
 def post_form(client, url=ADD_URL, **fields):
-    data = {"task": "image_fill", "source": upload("kite.png", source_png()), "mask": upload("kite_mask.png", mask_png()),
-            "prompt": "a red kite", "tags": "", "metadata": "", "canvas_padding": "", "canvas_size": "",
-            "canvas_ratio": ""}
+    data = {
+        "task": "image_fill",
+        "source": upload("kite.png", source_png()),
+        "mask": upload("kite_mask.png", mask_png()),
+        "prompt": "a red kite",
+        "tags": "",
+        "metadata": "",
+        "canvas_padding": "",
+        "canvas_size": "",
+        "canvas_ratio": "",
+    }
     data.update({k: v for k, v in fields.items() if v is not None})
     for key in [k for k, v in fields.items() if v is None]:
         data.pop(key)
@@ -450,7 +496,9 @@ def test_admin_add_view_is_closed_to_annotators(make_user):
 def test_admin_zip_import_view_refuses_a_file_that_is_not_a_zip(admin_browser):
     url = "/admin/inputs/input/import/"
     assert admin_browser.get(url).status_code == 200
-    response = admin_browser.post(url, {"archive": upload("inputs.rar", b"rar!"), "task": "", "prompt": "", "tags": ""})
+    response = admin_browser.post(
+        url, {"archive": upload("inputs.rar", b"rar!"), "task": "", "prompt": "", "tags": ""}
+    )
     assert response.status_code == 200
     assert "inputs.rar: give a .zip archive" in page_text(response)
     assert InputImport.objects.count() == 0

@@ -637,7 +637,9 @@ def test_content_hash_ignores_the_encoding_of_the_same_pixels():
     assert png != webp
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(webp)).convert("RGB")), np.asarray(photo()))
     mask_as_bmp = png_bytes(box_mask(), fmt="BMP")
-    prepared, problems = find_problems([fill_spec("a.png", source=png), fill_spec("a.webp", source=webp, mask=mask_as_bmp)])
+    prepared, problems = find_problems(
+        [fill_spec("a.png", source=png), fill_spec("a.webp", source=webp, mask=mask_as_bmp)]
+    )
     assert problem_lines(problems) == ["a.webp: duplicate of a.png in this import"]
     assert prepared[0].content_hash == prepared[1].content_hash
 

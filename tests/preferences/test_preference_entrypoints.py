@@ -75,7 +75,11 @@ def test_api_lists_builds_downloads_and_deletes(make_user):
         "formats": ["trl"]}, format="json")
     assert response.status_code == 202, response.content
     body = response.json()
-    assert body["version"] == 1 and body["status"] == "queued" and sorted(body["dimensions"]) == ["aesthetics", "structure"]
+    assert (
+        body["version"] == 1
+        and body["status"] == "queued"
+        and sorted(body["dimensions"]) == ["aesthetics", "structure"]
+    )
     version = PreferenceDataset.objects.get(pk=body["id"])
     build(version)
     detail = api.get(f"/api/preference-datasets/{version.pk}/").json()
@@ -92,7 +96,10 @@ def test_api_lists_builds_downloads_and_deletes(make_user):
     listing = api.get("/api/preference-datasets/?name=api-prefs").json()
     listing = listing["results"] if isinstance(listing, dict) else listing
     assert [d["id"] for d in listing] == [version.pk]
-    assert api.get("/api/preference-datasets/?name=other").json() in ([], {"count": 0, "next": None, "previous": None, "results": []})
+    assert api.get("/api/preference-datasets/?name=other").json() in (
+        [],
+        {"count": 0, "next": None, "previous": None, "results": []},
+    )
     bad = api.post("/api/preference-datasets/", {"name": "api-prefs", "train_fraction": 2}, format="json")
     assert bad.status_code == 400 and "train_fraction" in bad.json()
     bad = api.post("/api/preference-datasets/", {"name": "api-prefs", "tasks": ["painting"]}, format="json")
@@ -135,7 +142,9 @@ def test_admin_builds_a_version_and_shows_counts_and_files(client, make_user):
     assert 'data-status="queued"' in progress and "hx-get" in progress
     build(version)
     change = client.get(f"/admin/preferences/preferencedataset/{version.pk}/change/").content.decode()
-    assert "data/train-00000.parquet" in change and "jsonl/train-00000.jsonl" in change and version.content_hash in change
+    assert (
+        "data/train-00000.parquet" in change and "jsonl/train-00000.jsonl" in change and version.content_hash in change
+    )
     assert "<td>aesthetics</td><td>4</td>" in change
     download = client.get(f"/admin/preferences/preferencedataset/{version.pk}/files/data/train-00000.parquet")
     assert download.status_code == 200 and "admin-prefs-v1-data-train-00000.parquet" in download["Content-Disposition"]
@@ -162,8 +171,10 @@ def test_a_worker_builds_a_version_queued_from_the_api(celery_worker_process, ma
     api.force_authenticate(make_user("eve", "ml_engineer"))
     response = api.post("/api/preference-datasets/", {"name": "worker-prefs"}, format="json")
     assert response.status_code == 202
-    version = wait_for(lambda: PreferenceDataset.objects.filter(pk=response.json()["id"], status__in=["done", "failed"]).first(),
-                       what="the dataset build")
+    version = wait_for(
+        lambda: PreferenceDataset.objects.filter(pk=response.json()["id"], status__in=["done", "failed"]).first(),
+        what="the dataset build",
+    )
     assert version.status == "done", (version.error, celery_worker_process.log()[-3000:])
     assert version.pair_count == 16 and version.progress_done == version.progress_total == 4
     assert default_storage.exists(f"{version.storage_prefix}/manifest.json")

@@ -86,7 +86,9 @@ def test_best_worst_all_and_several_annotators(world):
     judge(tasks[0], bob, {"text_alignment": (3, 0)})
     judge(tasks[1], alice, {"text_alignment": (1, 2)})
     judge(tasks[1], bob, {"text_alignment": (1, 0)})
-    version = built(pairing="best_worst_all", tie_rule="drop", dimensions=Dimension.objects.filter(slug="text_alignment"))
+    version = built(
+        pairing="best_worst_all", tie_rule="drop", dimensions=Dimension.objects.filter(slug="text_alignment")
+    )
     rows = {(r["candidate_set_id"], r["winner_index"], r["loser_index"]): r for r in rows_of(version)}
     set0, set1 = tasks[0].candidate_set_id, tasks[1].candidate_set_id
     # Task 0: the annotators' orders are exact opposites: every pair is a tie, and ties are dropped.
@@ -129,9 +131,13 @@ def test_filters_by_batch_task_dimension_annotator_and_date(world, make_user):
     judge(other[0], alice, all_dims(1, 0))
     judge(removal[0], alice, {"removal_quality": (2, 1)})
     sets = lambda version: sorted({r["candidate_set_id"] for r in rows_of(version)})  # noqa: E731
-    assert sets(built(batches=[tasks[0].candidate_set.batch])) == sorted([tasks[0].candidate_set_id, tasks[1].candidate_set_id])
+    assert sets(built(batches=[tasks[0].candidate_set.batch])) == sorted(
+        [tasks[0].candidate_set_id, tasks[1].candidate_set_id]
+    )
     assert sets(built(tasks=Task.objects.filter(slug="object_removal"))) == [removal[0].candidate_set_id]
-    assert {r["dimension"] for r in rows_of(built(dimensions=Dimension.objects.filter(slug="structure")))} == {"structure"}
+    assert {r["dimension"] for r in rows_of(built(dimensions=Dimension.objects.filter(slug="structure")))} == {
+        "structure"
+    }
     assert sets(built(annotators=[bob])) == [tasks[1].candidate_set_id]
     recent = built(submitted_from=timezone.now() - timedelta(days=1))
     assert tasks[0].candidate_set_id not in sets(recent) and len(sets(recent)) == 3
@@ -143,7 +149,9 @@ def test_splits_are_by_input_and_disjoint(make_user):
     alice = make_user("alice", "annotator")
     for task in tasks:
         judge(task, alice, all_dims(0, 1))
-    version = built(pairing="best_worst_all", train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2, split_seed=5)
+    version = built(
+        pairing="best_worst_all", train_fraction=0.6, validation_fraction=0.2, test_fraction=0.2, split_seed=5
+    )
     inputs = {split: {r["input_id"] for r in rows_of(version, split)} for split in ("train", "validation", "test")}
     assert all(inputs.values())
     assert not (inputs["train"] & inputs["validation"]) and not (inputs["train"] & inputs["test"])
@@ -268,5 +276,8 @@ def test_large_splits_are_sharded(world, monkeypatch, tmp_path):
     assert all(manifest["files"][name]["rows"] == 6 for name in shards[:-1])  # 2 writes of 3, then a new shard
     assert sum(manifest["files"][name]["rows"] for name in shards) == manifest["pairs"] == 6 * 4 * 5
     for prefix in ("jsonl/", "trl/"):
-        assert sum(info["rows"] for name, info in manifest["files"].items() if name.startswith(prefix)) == manifest["pairs"]
+        assert (
+            sum(info["rows"] for name, info in manifest["files"].items() if name.startswith(prefix))
+            == manifest["pairs"]
+        )
     assert pq.read_table(tmp_path / "data").num_rows == manifest["pairs"]

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from preferences.core.files import SCHEMA_VERSION, SPLITS, DatasetWriter
 from inputs.taxonomy_seed import DIMENSIONS, QUERY_WITH_PROMPT, TASKS
+from preferences.core.files import SCHEMA_VERSION, SPLITS, DatasetWriter
 
 # (task, dimension, prompt) cycled over the pairs: several rows of the evaluation table.
 TASK_DIMENSIONS = [
@@ -183,7 +183,8 @@ def trained_rl_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     """Train, once per test session (CPU, fixed seeds), the tiny judge the RL tests reward against.
 
     Unlike the learning set's judge (leads of 0.2 to 0.4 only, so it leans to "No" for equally bright
-    images: P(Yes) about 0.15-0.25), this one sees small leads too (0.05 to 0.4) and a tie in every third pair, on 32x32
+    images: P(Yes) about 0.15-0.25), this one sees small leads too (0.05 to 0.4) and a tie in every third pair, on
+    32x32
     images (the RL canvases' size): for two equally bright images its P(Yes) is about 0.5, it rises
     steeply with the first image's lead (about 0.73 at 0.05, 0.87 at 0.1) and levels off at about
     0.97 (0.2 and more). Batch 16, lr 3e-3, 10 warmup steps, 120 steps (about 12 s on 2 cores);

@@ -132,10 +132,27 @@ def test_format_table(case):
 
 def test_evaluate_command(case, tmp_path):
     model, data, evaluation, _ = case
-    done = subprocess.run([sys.executable, "-m", "rewardmodel.core.evaluate", "--model", str(model), "--dataset", str(data),
-                           "--device", "cpu", "--output", str(tmp_path / "evaluation.json"),
-                           "--scores", str(tmp_path / "scores.parquet")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rewardmodel.core.evaluate",
+            "--model",
+            str(model),
+            "--dataset",
+            str(data),
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "evaluation.json"),
+            "--scores",
+            str(tmp_path / "scores.parquet"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test split, 10 pairs" in done.stdout
     again = json.loads((tmp_path / "evaluation.json").read_text())

@@ -246,7 +246,9 @@ def test_unknown_dtype_and_foreign_models_are_refused(tiny_dir, tmp_path):
         Judge.from_pretrained(str(tiny_dir), dtype="int3")
     from transformers import LlamaConfig
 
-    LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ValueError, match="Qwen2-VL family"):
         Judge.from_pretrained(str(tmp_path))
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 # The processor class transformers' `Qwen2VLImageProcessor` resolves to without torchvision, which
 # this project does not install; both backends share `smart_resize` and the patch layout.
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize

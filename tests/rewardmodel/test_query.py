@@ -90,4 +90,6 @@ def test_a_new_task_and_dimension_need_no_code():
 
 def test_the_query_does_not_depend_on_anything_but_its_arguments():
     taxonomy = seeded_taxonomy()
-    assert build_query(taxonomy, "image_fill", "aesthetics", "x") == build_query(taxonomy, "image_fill", "aesthetics", "y")
+    assert build_query(taxonomy, "image_fill", "aesthetics", "x") == build_query(
+        taxonomy, "image_fill", "aesthetics", "y"
+    )

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mlcore.rundir import RunDirectory
 from rewardmodel.core import train as train_cli
+from rewardmodel.core.config import ConfigError, TrainingConfig
 from rewardmodel.core.judge import Judge
 from rewardmodel.core.pairs import PreferencePairs, collate_pairs
 from rewardmodel.core.query import TEMPLATE_VERSION
-from mlcore.rundir import RunDirectory
-from rewardmodel.core.config import ConfigError, TrainingConfig
 from rewardmodel.core.training import train
 
 from .synthetic_pairs import brightness_pairs
@@ -29,8 +29,12 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return brightness_pairs(tmp_path_factory.mktemp("data") / "set", {"train": 32, "validation": 6, "test": 10}, seed=4,
-                            weights=lambda i: (0.5, 1.0, 2.0, 0.0)[i % 4])
+    return brightness_pairs(
+        tmp_path_factory.mktemp("data") / "set",
+        {"train": 32, "validation": 6, "test": 10},
+        seed=4,
+        weights=lambda i: (0.5, 1.0, 2.0, 0.0)[i % 4],
+    )
 
 
 def config(dataset, tiny, output, **overrides) -> TrainingConfig:
@@ -210,7 +214,9 @@ def test_a_run_writes_progress_metrics_model_scores_and_result(tmp_path, dataset
     assert len(scores) == 10
     assert set(scores[0]) == {"pair_id", "candidate_set_id", "input_id", "task", "dimension", "p_forward",
                               "p_reversed", "votes_for", "votes_against"}
-    assert {row["pair_id"] for row in scores} == {PreferencePairs(dataset, "test").row(i)["pair_id"] for i in range(10)}
+    assert {row["pair_id"] for row in scores} == {
+        PreferencePairs(dataset, "test").row(i)["pair_id"] for i in range(10)
+    }
 
     # The saved judge loads on its own and gives the scores the run recorded.
     judge = Judge.from_pretrained(str(output / "model"), device="cpu")

@@ -146,7 +146,9 @@ def save_tiny_qwen(directory, *, seed: int = 0, chat_template: bool = True, arch
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(chat_template=chat_template)
     config = tiny_config(tokenizer, architecture)
-    model_class = Qwen2_5_VLForConditionalGeneration if architecture == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+    model_class = (
+        Qwen2_5_VLForConditionalGeneration if architecture == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+    )
     torch.manual_seed(seed)
     model = model_class(config).eval()
     model.save_pretrained(directory)

@@ -52,8 +52,16 @@ class BrightnessJudge:
 def test_a_policy_equal_to_its_base_wins_exactly_half(world, tmp_path):
     flux, judge, conditions, _ = world
     output = tmp_path / "evaluation.json"
-    result = evaluate_policy(base_generator(flux), base_generator(flux), judge, conditions, samples_per_input=2, seed=3,
-                             rollout=ROLLOUT, output=output)
+    result = evaluate_policy(
+        base_generator(flux),
+        base_generator(flux),
+        judge,
+        conditions,
+        samples_per_input=2,
+        seed=3,
+        rollout=ROLLOUT,
+        output=output,
+    )
     assert result["inputs"] == 4 and result["samples"] == 8 and result["comparisons"] == 2 * sum(DIMENSIONS.values())
     rows = {(row["task"], row["dimension"]): row for row in result["rows"]}
     assert rows[("image_fill", "text_alignment")]["comparisons"] == 4  # 2 inputs x 2 samples

@@ -55,9 +55,22 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("algorithm", ["fixed", "dynamic"])
 def test_the_policy_learns_to_win_against_its_reference(setup, algorithm):
     flux, judge, conditions, root = setup
-    config = rl_config(flux, judge, conditions, root / algorithm, algorithm=algorithm, learning_rate=3e-2, batch_size=4,
-                       max_steps=WITHIN, lora_rank=4, ema_decay=0.99, t_range=(0.5, 0.75), log_every=1, save_every=1000,
-                       rollout={"steps": 4, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""})
+    config = rl_config(
+        flux,
+        judge,
+        conditions,
+        root / algorithm,
+        algorithm=algorithm,
+        learning_rate=3e-2,
+        batch_size=4,
+        max_steps=WITHIN,
+        lora_rank=4,
+        ema_decay=0.99,
+        t_range=(0.5, 0.75),
+        log_every=1,
+        save_every=1000,
+        rollout={"steps": 4, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""},
+    )
     started = time.monotonic()
     OneRewardTrainer(config).train()
     seconds = time.monotonic() - started

@@ -169,7 +169,9 @@ def test_no_gradient_once_the_reward_reaches_the_cap(world, tmp_path):
 
 
 def test_x0_prediction_matches_the_schedulers_formula(world, tmp_path):
-    run = trainer(world, tmp_path / "a", rollout={"steps": 6, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""})
+    run = trainer(
+        world, tmp_path / "a", rollout={"steps": 6, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""}
+    )
     image, mask = run.pool.inputs[1].load()
     canvas = run.backend.prepare_canvas(image, mask)
     scheduler, _ = run.backend.prepare_timesteps(canvas, 6)
@@ -339,9 +341,25 @@ def run_cli(arguments: list[str], processes: int = 1, tmp_path=None) -> subproce
     if processes == 1:
         command = [sys.executable, "-m", "rl.core.train", *arguments]
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), "-m", "rl.core.train", *arguments]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "rl.core.train",
+            *arguments,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

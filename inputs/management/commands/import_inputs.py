@@ -20,13 +20,17 @@ class Command(BaseCommand):
         parser.add_argument("path", help="folder, .jsonl manifest or .zip")
         parser.add_argument("--task", help="task slug for entries that do not name one (e.g. image_fill)")
         parser.add_argument("--prompt", default="", help="prompt for entries without their own")
-        parser.add_argument("--tag", action="append", default=[], help="tag added to every input (repeatable, or comma-separated)")
+        parser.add_argument(
+            "--tag", action="append", default=[], help="tag added to every input (repeatable, or comma-separated)"
+        )
         canvas = parser.add_mutually_exclusive_group()
         canvas.add_argument("--extend-padding", metavar="L,T,R,B", help="extend: pixels added on each side")
         canvas.add_argument("--extend-size", metavar="WxH", help="extend: canvas size, source centred")
         canvas.add_argument("--extend-ratio", metavar="W:H", help="extend: smallest canvas of this aspect ratio")
         parser.add_argument("--user", help="username recorded as the importer")
-        parser.add_argument("--skip-existing", action="store_true", help="leave out inputs already imported instead of refusing")
+        parser.add_argument(
+            "--skip-existing", action="store_true", help="leave out inputs already imported instead of refusing"
+        )
         parser.add_argument("--dry-run", action="store_true", help="check everything, store nothing")
 
     def handle(self, *args, **options):
@@ -54,15 +58,23 @@ class Command(BaseCommand):
         if problems:
             self._fail(problems)
         if options["dry_run"]:
-            self.stdout.write(self.style.SUCCESS(f"{len(specs)} input(s) checked, no problem found (dry run: nothing stored)."))
+            self.stdout.write(
+                self.style.SUCCESS(f"{len(specs)} input(s) checked, no problem found (dry run: nothing stored).")
+            )
             return
         try:
-            created = import_inputs(specs, user=user, on_progress=self._progress, skip_existing=options["skip_existing"])
+            created = import_inputs(
+                specs, user=user, on_progress=self._progress, skip_existing=options["skip_existing"]
+            )
         except ImportRejected as rejected:
             self._fail(rejected.problems)
-        self.stdout.write(self.style.SUCCESS(
-            f"Imported {len(created)} input(s): #{created[0].pk}..#{created[-1].pk}" if created else "Nothing to import."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {len(created)} input(s): #{created[0].pk}..#{created[-1].pk}"
+                if created
+                else "Nothing to import."
+            )
+        )
 
     def _progress(self, done, total):
         if self.verbosity >= 2:

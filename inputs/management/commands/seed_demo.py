@@ -10,7 +10,12 @@ from inputs.demo_inputs import demo_specs
 from inputs.importing import import_inputs
 from onereward.roles import assign_role
 
-DEMO_USERS = [("admin", "admin"), ("mlengineer", "ml_engineer"), ("annotator1", "annotator"), ("annotator2", "annotator")]
+DEMO_USERS = [
+    ("admin", "admin"),
+    ("mlengineer", "ml_engineer"),
+    ("annotator1", "annotator"),
+    ("annotator2", "annotator"),
+]
 
 
 def logins_file() -> Path:
