@@ -23,7 +23,7 @@ from tests.inputs.test_archive_import_job import finished, zip_of
 ENQUEUE = """
 import django; django.setup()
 from django.core.files.base import ContentFile
-from annotation.models import InputImport, Task
+from inputs.models import InputImport, Task
 archive = ContentFile(open({path!r}, "rb").read(), name="inputs.zip")
 print(InputImport.queue(archive, task=Task.objects.get(slug="image_fill")).pk)
 """
