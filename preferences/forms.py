@@ -19,10 +19,7 @@ class PreferenceDatasetForm(forms.ModelForm):
 
     class Meta:
         model = PreferenceDataset
-        fields = ["name", "description", "batches", "tasks", "dimensions", "annotators", "submitted_from",
-                  "submitted_until", "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats",
-                  "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction",
-                  "test_fraction", "split_seed", "embed_images", "formats"]
+        fields = PreferenceDataset.OPTION_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -40,6 +40,11 @@ class PreferenceDataset(BackgroundJob):
     """
 
     task_name = "preferences.build_preference_dataset"
+    # What a person chooses for a new version (the admin form and the API take the same).
+    OPTION_FIELDS = ["name", "description", "batches", "tasks", "dimensions", "annotators", "submitted_from",
+                     "submitted_until", "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats",
+                     "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction",
+                     "test_fraction", "split_seed", "embed_images", "formats"]
 
     name = models.SlugField(max_length=100, help_text="Versions of one dataset share a name.")
     version = models.PositiveIntegerField(editable=False)

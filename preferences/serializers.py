@@ -56,10 +56,7 @@ class PreferenceDatasetCreateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PreferenceDataset
-        fields = ["name", "description", "batches", "tasks", "dimensions", "annotators", "submitted_from",
-                  "submitted_until", "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats",
-                  "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction",
-                  "test_fraction", "split_seed", "embed_images", "formats"]
+        fields = PreferenceDataset.OPTION_FIELDS
 
     def validate(self, attrs):
         # The model's own rules; DRF turns the ValidationError they raise into field errors.
