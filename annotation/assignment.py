@@ -1,23 +1,22 @@
 """Handing out annotation tasks: fair, leased, and correct under concurrency.
 
-`next_slot` gives an annotator the next slot to judge. Regular slots are taken with
-SELECT ... FOR UPDATE SKIP LOCKED (PostgreSQL), so concurrent annotators never get the same one
-and none waits on another; SQLite has no row locks, and its IMMEDIATE transactions (settings)
-serialise the same code. A lease that runs out puts the slot back in the pool.
+`next_slot` gives an annotator the next slot to judge, through the queue (annotation.queue): their
+own lease first, else a gold or repeat slot mixed in, else the first free regular slot, taken so
+that concurrent annotators never get the same one. A lease that runs out puts the slot back in the
+pool.
 """
-import hashlib
 import random
 from datetime import timedelta
 
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from .models import AnnotationTask, AnnotatorStatus, QualityControlSettings, Skip, Slot, SlotKind, SlotState
+from . import queue
+from .models import AnnotationTask, QualityControlSettings, Skip, Slot, SlotKind, SlotState
+from .queue import AnnotatorPaused
 
-
-class AnnotatorPaused(Exception):
-    """The annotator may not take tasks; the message says why."""
+__all__ = ["AnnotatorPaused", "create_annotation_task", "next_slot", "pool", "shown_order"]
 
 
 def create_annotation_task(candidate_set) -> AnnotationTask:
@@ -34,10 +33,7 @@ def create_annotation_task(candidate_set) -> AnnotationTask:
 def shown_order(annotator_id: int, task_id: int, kind: str, n: int) -> list[int]:
     """The candidates' left-to-right order for this annotator and task: fixed, but different per
     annotator, and different again when the task comes back as a repeat."""
-    seed = int.from_bytes(hashlib.sha256(f"{annotator_id}:{task_id}:{kind}".encode()).digest()[:8], "big")
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return order
+    return queue.shuffled(range(n), queue.order_seed(annotator_id, task_id, kind))
 
 
 def pool(now):
@@ -45,27 +41,12 @@ def pool(now):
     task. Reads the partial index "slot_pool" (kind regular, state open or leased); the gold
     exclusion is a subquery (the "task_gold" index), not a join that walks every task."""
     gold = AnnotationTask.objects.filter(is_gold=True).values("pk")
-    return (Slot.objects.filter(kind=SlotKind.REGULAR, state__in=[SlotState.OPEN, SlotState.LEASED])
-            .filter(Q(state=SlotState.OPEN) | Q(leased_until__lte=now))
-            .exclude(task__in=gold))
+    return queue.free(Slot.objects.filter(kind=SlotKind.REGULAR), now).exclude(task__in=gold)
 
 
-def _lease(slot: Slot, user, settings: QualityControlSettings) -> Slot:
-    now = timezone.now()
-    slot.annotator = user
-    slot.state = SlotState.LEASED
-    slot.assigned_at = now
-    slot.leased_until = now + timedelta(minutes=settings.lease_minutes)
+def _lease(slot: Slot, user, now, settings: QualityControlSettings) -> Slot:
     n = slot.task.candidate_set.batch.candidates_per_input
-    slot.shown_order = shown_order(user.pk, slot.task_id, slot.kind, n)
-    slot.save(update_fields=["annotator", "state", "assigned_at", "leased_until", "shown_order"])
-    return slot
-
-
-def _locking(queryset):
-    if connection.features.has_select_for_update_skip_locked:
-        return queryset.select_for_update(skip_locked=True, of=("self",))
-    return queryset
+    return queue.lease(slot, user, now, settings.lease_minutes, shown_order(user.pk, slot.task_id, slot.kind, n))
 
 
 def _mix_in(user, settings: QualityControlSettings) -> str | None:
@@ -106,40 +87,29 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
     it while the annotator works. A judgment still in flight leaves its slot leased: fetch the next
     task after the judgment's answer, or it comes back.
     """
-    status = AnnotatorStatus.objects.filter(user=user, paused=True).first()
-    if status is not None:
-        raise AnnotatorPaused(status.reason or "your account is paused; ask an admin")
+    queue.ensure_not_paused(user)
     settings = QualityControlSettings.current()
+    return queue.hand_out(lambda: _take(user, exclude, settings))
+
+
+def _take(user, exclude: int | None, settings: QualityControlSettings) -> Slot | None:
+    """next_slot's work, inside its transaction."""
     now = timezone.now()
-    with transaction.atomic():
-        mine = (
-            Slot.objects.select_related("task__candidate_set__batch")
-            .filter(annotator=user, state=SlotState.LEASED, leased_until__gt=now)
-            .exclude(pk=exclude)
-            .order_by("assigned_at")
-        )
-        current = mine.first()
-        if current is not None:
-            # The annotator is looking at it again: give them the full lease time from now.
-            current.leased_until = now + timedelta(minutes=settings.lease_minutes)
-            current.save(update_fields=["leased_until"])
-            return current
-        kind = _mix_in(user, settings)
-        if kind is not None:
-            special = _special_slot(user, kind, settings)
-            if special is not None:
-                return _lease(
-                    Slot.objects.select_related("task__candidate_set__batch").get(pk=special.pk), user, settings
-                )
-        # NOT IN over the annotator's own tasks: PostgreSQL hashes them from index-only scans,
-        # where a correlated NOT EXISTS turned into a merge over the whole index.
-        mine = Slot.objects.filter(annotator=user).values("task")
-        skipped = Skip.objects.filter(annotator=user).values("task")
-        free = (pool(now).exclude(task__in=mine).exclude(task__in=skipped)
-                .order_by("task_id", "pk").values_list("pk", flat=True))
-        # Lock the slot row alone (no joins), then read what the page needs.
-        slot_id = _locking(free).first()
-        if slot_id is None:
-            return None
-        slot = Slot.objects.select_related("task__candidate_set__batch").get(pk=slot_id)
-        return _lease(slot, user, settings)
+    with_batch = Slot.objects.select_related("task__candidate_set__batch")
+    mine = with_batch.filter(annotator=user, state=SlotState.LEASED, leased_until__gt=now).exclude(pk=exclude)
+    current = queue.resume(mine, now, settings.lease_minutes)
+    if current is not None:
+        return current
+    kind = _mix_in(user, settings)
+    if kind is not None:
+        special = _special_slot(user, kind, settings)
+        if special is not None:
+            return _lease(with_batch.get(pk=special.pk), user, now, settings)
+    # NOT IN over the annotator's own tasks: PostgreSQL hashes them from index-only scans,
+    # where a correlated NOT EXISTS turned into a merge over the whole index.
+    held = Slot.objects.filter(annotator=user).values("task")
+    skipped = Skip.objects.filter(annotator=user).values("task")
+    slot_id = queue.take(pool(now).exclude(task__in=held).exclude(task__in=skipped).order_by("task_id", "pk"))
+    if slot_id is None:
+        return None
+    return _lease(with_batch.get(pk=slot_id), user, now, settings)

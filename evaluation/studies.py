@@ -30,21 +30,20 @@ discard, the best candidate beats every other candidate and every other candidat
 worst; two middle candidates give nothing. A row names the generators of the two candidates;
 pairs of one generator with itself (two arms from the same generator) are left out.
 """
-import hashlib
 import math
-import random
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
 from itertools import permutations
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from annotation.models import AnnotatorStatus, QualityControlSettings
+from annotation import queue
+from annotation.models import QualityControlSettings
+from annotation.picks import JudgmentRejected, parse_envelope, parse_picks
+from annotation.queue import AnnotatorPaused
 from inputs.models import Dimension, Task
 
 from .models import (
@@ -66,12 +65,11 @@ ALL_TASKS = "all"
 OVERALL = "overall"
 
 
-class AnnotatorPaused(Exception):
-    """The annotator may not take items; the message says why."""
+# One refusal for annotation tasks and study items: the pick parser raises it for both.
+StudyJudgmentRejected = JudgmentRejected
 
-
-class StudyJudgmentRejected(Exception):
-    """The submission is invalid; nothing was stored. The message says what is wrong."""
+__all__ = ["AnnotatorPaused", "StudyJudgmentRejected", "create_study", "next_item", "pool", "record_study_judgment",
+           "study_outcomes", "study_report", "studies_with_work", "wilson_interval"]
 
 
 # --- building a study -----------------------------------------------------------------------------
@@ -146,23 +144,29 @@ def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, us
         raise ValidationError(dict(errors))
 
     with transaction.atomic():
-        study = Study(name=name, description=description, judgments_per_item=judgments_per_item, active=active,
-                      created_by=user)
+        study = Study(
+            name=name, description=description, judgments_per_item=judgments_per_item, active=active, created_by=user
+        )
         try:
             with transaction.atomic():
                 study.save()
         except IntegrityError:
             raise ValidationError({"name": f"a study named {name!r} exists already"}) from None
-        arm_rows = StudyArm.objects.bulk_create([
-            StudyArm(study=study, batch=batch, label=label, order=order) for order, (batch, label) in enumerate(arms)
-        ])
+        arm_rows = StudyArm.objects.bulk_create(
+            [StudyArm(study=study, batch=batch, label=label, order=order) for order, (batch, label) in enumerate(arms)]
+        )
         items = StudyItem.objects.bulk_create([StudyItem(study=study, input_id=input_id) for input_id in common])
-        StudyCandidate.objects.bulk_create([
-            StudyCandidate(item=item, arm=arm, candidate_id=per_arm[item.input_id])
-            for item in items for arm, per_arm in zip(arm_rows, shown)
-        ], batch_size=2000)
-        StudySlot.objects.bulk_create([StudySlot(item=item) for item in items for _ in range(judgments_per_item)],
-                                      batch_size=2000)
+        StudyCandidate.objects.bulk_create(
+            [
+                StudyCandidate(item=item, arm=arm, candidate_id=per_arm[item.input_id])
+                for item in items
+                for arm, per_arm in zip(arm_rows, shown)
+            ],
+            batch_size=2000,
+        )
+        StudySlot.objects.bulk_create(
+            [StudySlot(item=item) for item in items for _ in range(judgments_per_item)], batch_size=2000
+        )
     return study
 
 
@@ -172,29 +176,15 @@ def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, us
 def shown_order(annotator_id: int, item_id: int, study_candidate_ids) -> list[int]:
     """The candidates' left-to-right order for this annotator and item: fixed (a reload shows the
     same), different per annotator, and unrelated to the arms' order."""
-    seed = int.from_bytes(hashlib.sha256(f"study:{annotator_id}:{item_id}".encode()).digest()[:8], "big")
-    order = sorted(study_candidate_ids)
-    random.Random(seed).shuffle(order)
-    return order
+    return queue.shuffled(study_candidate_ids, queue.order_seed("study", annotator_id, item_id))
 
 
 def pool(now, study=None):
     """Slots free to hand out: open, or leased with the lease run out, of active studies."""
-    slots = (StudySlot.objects.filter(state__in=[StudySlotState.OPEN, StudySlotState.LEASED], item__study__active=True)
-             .filter(Q(state=StudySlotState.OPEN) | Q(leased_until__lte=now)))
+    slots = queue.free(StudySlot.objects.filter(item__study__active=True), now)
     if study is not None:
         slots = slots.filter(item__study=study)
     return slots
-
-
-def _locking(queryset):
-    if connection.features.has_select_for_update_skip_locked:
-        return queryset.select_for_update(skip_locked=True, of=("self",))
-    return queryset
-
-
-def _lease_minutes() -> int:
-    return QualityControlSettings.current().lease_minutes
 
 
 def next_item(annotator, study=None, exclude: int | None = None) -> StudySlot | None:
@@ -202,55 +192,35 @@ def next_item(annotator, study=None, exclude: int | None = None) -> StudySlot | 
 
     A lease of theirs that nobody else has taken comes first (a reload resumes it, with the lease
     renewed); `exclude` names the slot on screen. Otherwise the first free slot of an item they
-    hold no slot of, taken with SELECT ... FOR UPDATE SKIP LOCKED (PostgreSQL): concurrent
-    annotators never get the same slot and none waits on another. `study` limits the hand-out to
-    one study (a Study or its id).
+    hold no slot of, taken through the queue (annotation.queue): concurrent annotators never get
+    the same slot and none waits on another. `study` limits the hand-out to one study (a Study or
+    its id).
     """
-    paused = AnnotatorStatus.objects.filter(user=annotator, paused=True).first()
-    if paused is not None:
-        raise AnnotatorPaused(paused.reason or "your account is paused; ask an admin")
-    minutes = _lease_minutes()
-    for _ in range(3):
-        try:
-            with transaction.atomic():
-                return _take(annotator, study, exclude, minutes)
-        except IntegrityError:
-            # Two requests of the same annotator took two slots of one item at once; the unique
-            # (item, annotator) key refused the second. Its view of the held items is fresh now.
-            continue
-    return None
+    queue.ensure_not_paused(annotator)
+    minutes = QualityControlSettings.current().lease_minutes
+    return queue.hand_out(lambda: _take(annotator, study, exclude, minutes))
 
 
 def _take(annotator, study, exclude, minutes) -> StudySlot | None:
     """next_item's work, inside its transaction."""
     now = timezone.now()
-    mine = StudySlot.objects.filter(annotator=annotator, state=StudySlotState.LEASED, item__study__active=True)
+    with_item = StudySlot.objects.select_related("item__study", "item__input__task")
+    mine = with_item.filter(annotator=annotator, state=StudySlotState.LEASED, item__study__active=True)
     if study is not None:
         mine = mine.filter(item__study=study)
     if exclude is not None:
         mine = mine.exclude(pk=exclude)
-    # Locked, so a colleague taking it over (its lease ran out) and our renewal never cross.
-    if connection.features.has_select_for_update:
-        mine = mine.select_for_update(of=("self",))
-    current = mine.order_by("assigned_at", "pk").values_list("pk", flat=True).first()
+    current = queue.resume(mine, now, minutes)
     if current is not None:
-        StudySlot.objects.filter(pk=current).update(leased_until=now + timedelta(minutes=minutes))
-        return StudySlot.objects.select_related("item__study", "item__input__task").get(pk=current)
+        return current
 
     held = StudySlot.objects.filter(annotator=annotator).values("item")
-    free = pool(now, study).exclude(item__in=held).order_by("item_id", "pk").values_list("pk", flat=True)
-    slot_id = _locking(free).first()
+    slot_id = queue.take(pool(now, study).exclude(item__in=held).order_by("item_id", "pk"))
     if slot_id is None:
         return None
-    slot = StudySlot.objects.select_related("item__study", "item__input__task").get(pk=slot_id)
-    ids = list(StudyCandidate.objects.filter(item_id=slot.item_id).values_list("pk", flat=True))
-    slot.annotator = annotator
-    slot.state = StudySlotState.LEASED
-    slot.assigned_at = now
-    slot.leased_until = now + timedelta(minutes=minutes)
-    slot.shown_order = shown_order(annotator.pk, slot.item_id, ids)
-    slot.save(update_fields=["annotator", "state", "assigned_at", "leased_until", "shown_order"])
-    return slot
+    slot = with_item.get(pk=slot_id)
+    ids = StudyCandidate.objects.filter(item_id=slot.item_id).values_list("pk", flat=True)
+    return queue.lease(slot, annotator, now, minutes, shown_order(annotator.pk, slot.item_id, ids))
 
 
 def studies_with_work(annotator, now=None) -> list[dict]:
@@ -258,12 +228,23 @@ def studies_with_work(annotator, now=None) -> list[dict]:
     lease there. For the annotator's home page; study names stay out (they may name generators)."""
     now = now or timezone.now()
     held = StudySlot.objects.filter(annotator=annotator).values("item")
-    free = dict(pool(now).exclude(item__in=held).order_by().values("item__study")
-                .annotate(n=Count("item", distinct=True)).values_list("item__study", "n"))
-    leased = set(StudySlot.objects.filter(annotator=annotator, state=StudySlotState.LEASED, item__study__active=True)
-                 .values_list("item__study", flat=True))
-    return [{"study_id": pk, "items_left": free.get(pk, 0), "in_progress": pk in leased}
-            for pk in sorted(set(free) | leased)]
+    free = dict(
+        pool(now)
+        .exclude(item__in=held)
+        .order_by()
+        .values("item__study")
+        .annotate(n=Count("item", distinct=True))
+        .values_list("item__study", "n")
+    )
+    leased = set(
+        StudySlot.objects.filter(
+            annotator=annotator, state=StudySlotState.LEASED, item__study__active=True
+        ).values_list("item__study", flat=True)
+    )
+    return [
+        {"study_id": pk, "items_left": free.get(pk, 0), "in_progress": pk in leased}
+        for pk in sorted(set(free) | leased)
+    ]
 
 
 # --- recording a judgment -------------------------------------------------------------------------
@@ -275,23 +256,16 @@ class Recorded:
     created: bool  # False: the same submission was already stored (a retry or a double click)
 
 
-def _position(value, n: int, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
-        raise StudyJudgmentRejected(f"{what} must be one of this item's candidates (1-{n})")
-    return value
-
-
-def _parse(payload) -> tuple[uuid.UUID, int, object, object]:
-    if not isinstance(payload, dict):
-        raise StudyJudgmentRejected("the submission must be a JSON object")
-    try:
-        submission_id = uuid.UUID(str(payload.get("submission_id")))
-    except ValueError:
-        raise StudyJudgmentRejected("submission_id is missing or not a UUID") from None
-    dwell = payload.get("dwell_ms", 0)
-    if not isinstance(dwell, int) or isinstance(dwell, bool) or dwell < 0:
-        raise StudyJudgmentRejected("dwell_ms must be a whole number of milliseconds, 0 or more")
-    return submission_id, dwell, payload.get("usable"), payload.get("picks")
+def _usability(usable, n: int) -> list[bool]:
+    """The usable / not usable vote per screen position, every one given."""
+    if not isinstance(usable, list) or len(usable) != n:
+        raise StudyJudgmentRejected(f"say for every candidate (all {n}) whether it is usable")
+    missing = [str(i + 1) for i, vote in enumerate(usable) if vote is None]
+    if missing:
+        raise StudyJudgmentRejected(f"say whether every candidate is usable; missing: {', '.join(missing)}")
+    if not all(isinstance(vote, bool) for vote in usable):
+        raise StudyJudgmentRejected("usable takes true or false per candidate")
+    return usable
 
 
 def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
@@ -303,7 +277,7 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
     {"submission_id": uuid, "dwell_ms": int, "usable": [bool per position],
      "picks": {dimension_slug: {"best": position, "worst": position} | {"discarded": true}}}
     """
-    submission_id, dwell_ms, usable, picks = _parse(payload)
+    submission_id, dwell_ms = parse_envelope(payload)
     existing = StudyJudgment.objects.filter(submission_id=submission_id).first()
     if existing is not None:
         if existing.annotator_id != annotator.pk or existing.slot_id != slot_id:
@@ -311,8 +285,12 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
         return Recorded(existing, created=False)
 
     with transaction.atomic():
-        slot = (StudySlot.objects.select_for_update(of=("self",)).select_related("item__input__task")
-                .filter(pk=slot_id).first())
+        slot = (
+            StudySlot.objects.select_for_update(of=("self",))
+            .select_related("item__input__task")
+            .filter(pk=slot_id)
+            .first()
+        )
         if slot is None:
             raise StudyJudgmentRejected("no such item")
         if slot.annotator_id != annotator.pk:
@@ -326,52 +304,24 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
         if not order or sorted(order) != sorted(candidates):
             # The item's candidates changed since the lease: the screen no longer matches them.
             raise StudyJudgmentRejected("the candidates shown are not this item's; reload the page")
-        n = len(order)
-
-        if not isinstance(usable, list) or len(usable) != n:
-            raise StudyJudgmentRejected(f"say for every candidate (all {n}) whether it is usable")
-        missing = [str(i + 1) for i, vote in enumerate(usable) if vote is None]
-        if missing:
-            raise StudyJudgmentRejected(f"say whether every candidate is usable; missing: {', '.join(missing)}")
-        if not all(isinstance(vote, bool) for vote in usable):
-            raise StudyJudgmentRejected("usable takes true or false per candidate")
-
-        if not isinstance(picks, dict):
-            raise StudyJudgmentRejected("picks must map each dimension to its best and worst (or discarded)")
-        dimensions = {d.slug: d for d in slot.item.input.judged_dimensions()}
-        unknown = sorted(set(picks) - set(dimensions))
-        if unknown:
-            raise StudyJudgmentRejected(
-                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not judged for this input"
-            )
-        not_answered = [d.name for slug, d in dimensions.items() if slug not in picks]
-        if not_answered:
-            raise StudyJudgmentRejected(f"every dimension needs an answer; missing: {', '.join(not_answered)}")
-        rows = []
-        for slug, pick in picks.items():
-            dimension = dimensions[slug]
-            if not isinstance(pick, dict):
-                raise StudyJudgmentRejected(f"{dimension.name}: give best and worst, or discarded")
-            if pick.get("discarded") is True:
-                if pick.get("best") is not None or pick.get("worst") is not None:
-                    raise StudyJudgmentRejected(f"{dimension.name}: discarded cannot also name a best or a worst")
-                rows.append(StudyPick(dimension=dimension, discarded=True))
-                continue
-            if pick.get("best") is None or pick.get("worst") is None:
-                raise StudyJudgmentRejected(
-                    f"{dimension.name}: pick both the best and the worst, or mark no clear difference"
-                )
-            best = _position(pick.get("best"), n, f"{dimension.name}: best")
-            worst = _position(pick.get("worst"), n, f"{dimension.name}: worst")
-            if best == worst:
-                raise StudyJudgmentRejected(f"{dimension.name}: the best and the worst must be different candidates")
-            rows.append(StudyPick(dimension=dimension, best=candidates[order[best]], worst=candidates[order[worst]]))
+        usable = _usability(payload.get("usable"), len(order))
+        parsed = parse_picks(payload.get("picks"), slot.item.input.judged_dimensions(), order, "item")
+        rows = [
+            StudyPick(dimension=pick.dimension, discarded=True)
+            if pick.discarded
+            else StudyPick(dimension=pick.dimension, best=candidates[pick.best], worst=candidates[pick.worst])
+            for pick in parsed
+        ]
 
         try:
             with transaction.atomic():
                 judgment = StudyJudgment.objects.create(
-                    slot=slot, item_id=slot.item_id, annotator=annotator, shown_order=order,
-                    submission_id=submission_id, dwell_ms=dwell_ms,
+                    slot=slot,
+                    item_id=slot.item_id,
+                    annotator=annotator,
+                    shown_order=order,
+                    submission_id=submission_id,
+                    dwell_ms=dwell_ms,
                 )
         except IntegrityError:
             # The same submission (or another of this annotator on this item) got in first.
@@ -379,10 +329,12 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
         for row in rows:
             row.judgment = judgment
         StudyPick.objects.bulk_create(rows)
-        UsabilityVote.objects.bulk_create([
-            UsabilityVote(judgment=judgment, study_candidate=candidates[order[position]], usable=vote)
-            for position, vote in enumerate(usable)
-        ])
+        UsabilityVote.objects.bulk_create(
+            [
+                UsabilityVote(judgment=judgment, study_candidate=candidates[order[position]], usable=vote)
+                for position, vote in enumerate(usable)
+            ]
+        )
         StudySlot.objects.filter(pk=slot.pk).update(state=StudySlotState.DONE, leased_until=None)
         StudyItem.objects.filter(pk=slot.item_id).update(judgments_done=F("judgments_done") + 1)
     return Recorded(judgment, created=True)
@@ -405,15 +357,17 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
 
 def _rate(successes: int, total: int) -> dict:
     interval = wilson_interval(successes, total)
-    return {"rate": successes / total if total else None,
-            "low": interval[0] if interval else None, "high": interval[1] if interval else None}
+    return {
+        "rate": successes / total if total else None,
+        "low": interval[0] if interval else None,
+        "high": interval[1] if interval else None,
+    }
 
 
 def gsb_figures(good: int, same: int, bad: int) -> dict:
     """Counts, shares with Wilson 95 % intervals, and net = (G - B) / (G + S + B)."""
     total = good + same + bad
-    figures = {"good": good, "same": same, "bad": bad, "total": total,
-               "net": (good - bad) / total if total else None}
+    figures = {"good": good, "same": same, "bad": bad, "total": total, "net": (good - bad) / total if total else None}
     for name, count in (("good", good), ("same", same), ("bad", bad)):
         rate = _rate(count, total)
         figures[f"{name}_share"], figures[f"{name}_low"], figures[f"{name}_high"] = (
@@ -445,10 +399,13 @@ def study_report(study: Study) -> dict:
     dimension_of = {d.pk: d for d in Dimension.objects.all()}
 
     # Usability: votes per arm x task, counted by the database.
-    votes = (UsabilityVote.objects.filter(judgment__item__study=study).order_by()
-             .values("study_candidate__arm_id", "judgment__item__input__task_id")
-             .annotate(n=Count("pk"), usable=Count("pk", filter=Q(usable=True)))
-             .values_list("study_candidate__arm_id", "judgment__item__input__task_id", "n", "usable"))
+    votes = (
+        UsabilityVote.objects.filter(judgment__item__study=study)
+        .order_by()
+        .values("study_candidate__arm_id", "judgment__item__input__task_id")
+        .annotate(n=Count("pk"), usable=Count("pk", filter=Q(usable=True)))
+        .values_list("study_candidate__arm_id", "judgment__item__input__task_id", "n", "usable")
+    )
     counted = defaultdict(lambda: [0, 0])  # (arm, task slug) -> [usable, votes]
     for arm_id, task_id, n, usable in votes:
         for key in ((arm_id, task_slug[task_id]), (arm_id, ALL_TASKS)):
@@ -468,14 +425,17 @@ def study_report(study: Study) -> dict:
     # Good/Same/Bad: one pass over the picks, then the per-judgment "overall".
     arm_of = dict(StudyCandidate.objects.filter(item__study=study).values_list("pk", "arm_id"))
     pairs = list(permutations(arm_ids, 2))
-    tally = defaultdict(lambda: [0, 0, 0])       # (a, b, task, dimension id | OVERALL) -> [good, same, bad]
-    balance = defaultdict(int)                   # (judgment, a, b) -> dimensions won - lost
+    tally = defaultdict(lambda: [0, 0, 0])  # (a, b, task, dimension id | OVERALL) -> [good, same, bad]
+    balance = defaultdict(int)  # (judgment, a, b) -> dimensions won - lost
     judgment_task = {}
-    dimensions_seen = defaultdict(set)           # task slug -> dimension ids
-    picks = (StudyPick.objects.filter(judgment__item__study=study)
-             .values_list("judgment_id", "judgment__item__input__task_id", "dimension_id", "best_id", "worst_id",
-                          "discarded")
-             .order_by("judgment_id"))
+    dimensions_seen = defaultdict(set)  # task slug -> dimension ids
+    picks = (
+        StudyPick.objects.filter(judgment__item__study=study)
+        .values_list(
+            "judgment_id", "judgment__item__input__task_id", "dimension_id", "best_id", "worst_id", "discarded"
+        )
+        .order_by("judgment_id")
+    )
     for judgment_id, task_id, dimension_id, best_id, worst_id, discarded in picks.iterator(chunk_size=5000):
         slug = task_slug[task_id]
         judgment_task[judgment_id] = slug
@@ -504,12 +464,23 @@ def study_report(study: Study) -> dict:
     label = {arm.pk: arm.label for arm in arms}
     gsb = []
     for a, b in pairs:
-        blocks = [{"task": task.slug, "task_name": task.name,
-                   "rows": gsb_rows(a, b, [task.slug], dimensions_seen[task.slug])} for task in tasks]
+        blocks = [
+            {
+                "task": task.slug,
+                "task_name": task.name,
+                "rows": gsb_rows(a, b, [task.slug], dimensions_seen[task.slug]),
+            }
+            for task in tasks
+        ]
         if len(tasks) > 1:
             every = set().union(*dimensions_seen.values()) if dimensions_seen else set()
-            blocks.append({"task": ALL_TASKS, "task_name": "All tasks",
-                           "rows": gsb_rows(a, b, [task.slug for task in tasks], every)})
+            blocks.append(
+                {
+                    "task": ALL_TASKS,
+                    "task_name": "All tasks",
+                    "rows": gsb_rows(a, b, [task.slug for task in tasks], every),
+                }
+            )
         gsb.append({"a": label[a], "b": label[b], "tasks": blocks})
 
     progress = study.items.aggregate(
@@ -517,19 +488,32 @@ def study_report(study: Study) -> dict:
     )
     judgments = StudyJudgment.objects.filter(item__study=study).count()
     return {
-        "study": {"id": study.pk, "name": study.name, "judgments_per_item": study.judgments_per_item,
-                  "items": progress["items"], "items_complete": progress["done"], "judgments": judgments,
-                  "judgments_wanted": progress["items"] * study.judgments_per_item},
-        "arms": [{"label": arm.label, "batch": arm.batch_id, "batch_name": str(arm.batch),
-                  "generator": arm.batch.generator.name} for arm in arms],
+        "study": {
+            "id": study.pk,
+            "name": study.name,
+            "judgments_per_item": study.judgments_per_item,
+            "items": progress["items"],
+            "items_complete": progress["done"],
+            "judgments": judgments,
+            "judgments_wanted": progress["items"] * study.judgments_per_item,
+        },
+        "arms": [
+            {
+                "label": arm.label,
+                "batch": arm.batch_id,
+                "batch_name": str(arm.batch),
+                "generator": arm.batch.generator.name,
+            }
+            for arm in arms
+        ],
         "tasks": [{"slug": task.slug, "name": task.name} for task in tasks],
         "usability": usability,
         "gsb": gsb,
         "definitions": {
             "usability": "usable votes / votes per arm and task; Wilson 95 % interval",
             "gsb": "per judgment and dimension: Good when A is best or B is worst, Bad when B is best or A is worst, "
-                   "Same when discarded or neither is best or worst; overall per judgment: Good when A wins more "
-                   "dimensions than it loses, Bad when fewer, Same when as many; net = (G - B) / (G + S + B)",
+            "Same when discarded or neither is best or worst; overall per judgment: Good when A wins more "
+            "dimensions than it loses, Bad when fewer, Same when as many; net = (G - B) / (G + S + B)",
         },
     }
 
@@ -552,9 +536,13 @@ def study_outcomes(task=None):
         slug = task.slug if isinstance(task, Task) else task
         picks = picks.filter(judgment__item__input__task__slug=slug)
         candidates = candidates.filter(item__input__task__slug=slug)
-    picks = (picks.order_by("judgment__item_id", "judgment_id", "dimension_id")
-             .values_list("judgment__item_id", "judgment__item__input__task__slug", "dimension__slug", "best_id",
-                          "worst_id").iterator(chunk_size=5000))
+    picks = (
+        picks.order_by("judgment__item_id", "judgment_id", "dimension_id")
+        .values_list(
+            "judgment__item_id", "judgment__item__input__task__slug", "dimension__slug", "best_id", "worst_id"
+        )
+        .iterator(chunk_size=5000)
+    )
     members = (
         candidates.order_by("item_id", "pk")
         .values_list("item_id", "pk", "candidate__candidate_set__batch__generator_id")
