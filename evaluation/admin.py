@@ -1,5 +1,5 @@
 """Admin for human evaluation studies: the add form (two or more batches with their labels, built
-by evaluation.studies.create_study), the study page with its arms and progress, and the report
+by evaluation.studies.check_study), the study page with its arms and progress, and the report
 (usability per arm x task, Good/Same/Bad per arm pair x task x dimension, with Wilson intervals).
 
 Permissions follow the model's, like the quality-control pages: platform admins create and edit
@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from generation.models import GenerationBatch
 
 from .models import Study, StudyArm
-from .studies import create_study, study_report
+from .studies import check_study, save_study, study_report
 
 ARM_ROWS = 6
 DEFAULT_LABELS = "ABCDEF"
@@ -37,7 +37,7 @@ class BatchChoiceField(forms.ModelChoiceField):
 
 class StudyCreateForm(forms.Form):
     """A study's name, judgments per item and up to ARM_ROWS arms (a batch and a label each); the
-    rules are create_study's, so the API and scripts share them."""
+    rules are check_study's, so the API and scripts share them."""
 
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
@@ -74,17 +74,27 @@ class StudyCreateForm(forms.Form):
         return [(data[f"batch_{row}"], (data.get(f"label_{row}") or "").strip() or DEFAULT_LABELS[row])
                 for row in range(ARM_ROWS) if data.get(f"batch_{row}")]
 
+    def clean(self):
+        data = super().clean()
+        if not self.errors:
+            try:
+                self.plan = check_study(data["name"], self.arms(), data["judgments_per_item"])
+            except ValidationError as error:
+                self._add_problems(error)
+        return data
+
     def save(self, user) -> Study | None:
-        """Create the study, or put every problem on the form and return None."""
-        data = self.cleaned_data
+        """Create the checked study, or put the problem on the form and return None."""
         try:
-            return create_study(data["name"], self.arms(), data["judgments_per_item"], user=user,
-                                description=data.get("description", ""))
+            return save_study(self.plan, user=user, description=self.cleaned_data.get("description", ""))
         except ValidationError as error:
-            for field, problems in getattr(error, "message_dict", {None: error.messages}).items():
-                for problem in problems:
-                    self.add_error(field if field in self.fields else None, problem)
+            self._add_problems(error)
             return None
+
+    def _add_problems(self, error: ValidationError) -> None:
+        for field, problems in getattr(error, "message_dict", {None: error.messages}).items():
+            for problem in problems:
+                self.add_error(field if field in self.fields else None, problem)
 
 
 # --- report cells -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """REST API for human evaluation studies: list, retrieve, create (the rules of
-evaluation.studies.create_study), and the report as JSON."""
+evaluation.studies.check_study), and the report as JSON."""
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
 from django.urls import path
@@ -13,7 +13,7 @@ from generation.models import GenerationBatch
 
 from .leaderboard_api import LeaderboardView
 from .models import Study, StudyArm
-from .studies import create_study, study_report
+from .studies import check_study, save_study, study_report
 
 
 class StudyArmSerializer(serializers.ModelSerializer):
@@ -50,16 +50,23 @@ class StudyCreateSerializer(serializers.Serializer):
     judgments_per_item = serializers.IntegerField(default=3)
     arms = StudyArmInputSerializer(many=True)
 
-    def create(self, validated_data):
+    def validate(self, attrs):
+        # The study's own rules (evaluation.studies.check_study), so that a bad study is refused at
+        # validation like any other field error and create() only saves.
         try:
-            return create_study(
-                validated_data["name"], [(arm["batch"], arm["label"]) for arm in validated_data["arms"]],
-                validated_data["judgments_per_item"], user=self.context["request"].user,
-                description=validated_data["description"],
+            attrs["plan"] = check_study(
+                attrs["name"], [(arm["batch"], arm["label"]) for arm in attrs["arms"]], attrs["judgments_per_item"]
             )
         except DjangoValidationError as error:
-            # create_study checks every rule and builds the study in one call, so its problems can
-            # only be reported from here.
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
+        return attrs
+
+    def create(self, validated_data):
+        try:
+            return save_study(validated_data["plan"], user=self.context["request"].user,
+                              description=validated_data["description"])
+        except DjangoValidationError as error:
+            # A study of the same name saved between validation and now.
             raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
 
     def to_representation(self, instance):

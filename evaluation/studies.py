@@ -44,7 +44,9 @@ from annotation import queue
 from annotation.models import QualityControlSettings
 from annotation.picks import JudgmentRejected, parse_envelope, parse_picks
 from annotation.queue import AnnotatorPaused
+from generation.models import Candidate, CandidateSet, GenerationBatch, SetStatus
 from inputs.models import Dimension, Task
+from onereward.jobs import JobStatus
 
 from .models import (
     Study,
@@ -68,21 +70,48 @@ OVERALL = "overall"
 # One refusal for annotation tasks and study items: the pick parser raises it for both.
 StudyJudgmentRejected = JudgmentRejected
 
-__all__ = ["AnnotatorPaused", "StudyJudgmentRejected", "create_study", "next_item", "pool", "record_study_judgment",
-           "study_outcomes", "study_report", "studies_with_work", "wilson_interval"]
+__all__ = [
+    "AnnotatorPaused",
+    "StudyJudgmentRejected",
+    "StudyPlan",
+    "check_study",
+    "create_study",
+    "next_item",
+    "pool",
+    "record_study_judgment",
+    "study_outcomes",
+    "study_report",
+    "studies_with_work",
+    "wilson_interval",
+]
 
 
 # --- building a study -----------------------------------------------------------------------------
 
 
-def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, user=None, description: str = "",
-                 active: bool = True) -> Study:
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study that passed every rule (check_study), ready to be saved (save_study)."""
+
+    name: str
+    judgments_per_item: int
+    arms: list  # (GenerationBatch, label), in the arms' order
+    inputs: list[int]  # the inputs finished in every arm's batch
+    shown: list[dict[int, int]]  # per arm: input id -> the candidate shown (index 0 of a finished set)
+
+
+def create_study(
+    name: str, batches_with_labels, judgments_per_item: int = 3, user=None, description: str = "", active: bool = True
+) -> Study:
     """Build a study from (batch, label) pairs, in one transaction: the arms, one item per input
     that is done in every arm's batch, with each arm's candidate 0, and `judgments_per_item` open
     slots per item. Raises ValidationError naming every problem found (nothing is stored)."""
-    from generation.models import Candidate, CandidateSet, GenerationBatch, SetStatus
-    from onereward.jobs import JobStatus
+    return save_study(check_study(name, batches_with_labels, judgments_per_item), user, description, active)
 
+
+def check_study(name: str, batches_with_labels, judgments_per_item: int = 3) -> StudyPlan:
+    """Every rule of a new study, checked without writing: the plan, or ValidationError naming
+    every problem found. Forms and the API call it to validate, then save_study to create."""
     errors: dict[str, list[str]] = defaultdict(list)
     name = (name or "").strip()
     if not name:
@@ -120,8 +149,9 @@ def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, us
     if not errors:
         task_sets = {}
         for batch, label in arms:
-            task_sets[label] = set(CandidateSet.objects.filter(batch=batch).values_list("input__task__slug", flat=True)
-                                   .distinct())
+            task_sets[label] = set(
+                CandidateSet.objects.filter(batch=batch).values_list("input__task__slug", flat=True).distinct()
+            )
         if len({frozenset(tasks) for tasks in task_sets.values()}) > 1:
             listed = "; ".join(f"{label}: {', '.join(sorted(tasks)) or 'none'}" for label, tasks in task_sets.items())
             errors["arms"].append(f"the arms cover different tasks ({listed}); compare batches over the same tasks")
@@ -142,7 +172,13 @@ def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, us
             errors["arms"].append("no input is finished in every arm's batch: there is nothing to compare")
     if errors:
         raise ValidationError(dict(errors))
+    return StudyPlan(name, judgments_per_item, arms, common, shown)
 
+
+def save_study(plan: StudyPlan, user=None, description: str = "", active: bool = True) -> Study:
+    """Store a checked plan in one transaction. A study of the same name saved since the check is
+    refused (ValidationError on "name"), with nothing stored."""
+    name, judgments_per_item, arms, shown = plan.name, plan.judgments_per_item, plan.arms, plan.shown
     with transaction.atomic():
         study = Study(
             name=name, description=description, judgments_per_item=judgments_per_item, active=active, created_by=user
@@ -155,7 +191,7 @@ def create_study(name: str, batches_with_labels, judgments_per_item: int = 3, us
         arm_rows = StudyArm.objects.bulk_create(
             [StudyArm(study=study, batch=batch, label=label, order=order) for order, (batch, label) in enumerate(arms)]
         )
-        items = StudyItem.objects.bulk_create([StudyItem(study=study, input_id=input_id) for input_id in common])
+        items = StudyItem.objects.bulk_create([StudyItem(study=study, input_id=input_id) for input_id in plan.inputs])
         StudyCandidate.objects.bulk_create(
             [
                 StudyCandidate(item=item, arm=arm, candidate_id=per_arm[item.input_id])

@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, options
@@ -45,6 +48,23 @@ def parse_config(config_class, argv=None, prog: str | None = None, description: 
     exits with code 2 on an unknown option, as usual."""
     args = build_parser(config_class, prog, description).parse_args(argv)
     return config_class.from_dict(config_values(config_class, args))
+
+
+def run_trainer(config_class, train: Callable, report: Callable, argv=None, prog: str | None = None,
+                doc: str | None = None) -> int:
+    """The main of a trainer's command: logging on, the config read from argv and its inputs
+    checked, `train(config)` run and `report(result)` shown. Exit code 2 on a bad config (before or
+    during training, the message on stderr), 0 when training ended; other failures propagate (1)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = parse_config(config_class, argv, prog=prog, description=(doc or "").split("\n\n")[0] or None)
+        config.check_inputs()
+        result = train(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report(result)
+    return 0
 
 
 def config_values(config_class, args: argparse.Namespace) -> dict:

@@ -37,6 +37,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from mlcore.config import ConfigError
+from mlcore.rundir import RunDirectory
 from onereward.jobs import BackgroundJob, JobStatus, follow
 from onereward.permissions import ModelPermissionsWithView
 
@@ -60,7 +61,7 @@ class TrainingRun(BackgroundJob):
     """What every training run keeps: its settings and the live progress copied from the trainer.
 
     A subclass names its trainer (`trainer_module`, `config_class`, `accelerate_dir`) and defines
-    `training_config()`, the settings fields `processes`, `accelerate_config`, `extra` and
+    `row_config()`, the settings fields `processes`, `accelerate_config`, `extra` and
     `max_steps`, and `platform_errors()` for the rules the trainer's config cannot know."""
 
     name = models.CharField(max_length=200, blank=True)
@@ -90,13 +91,16 @@ class TrainingRun(BackgroundJob):
     def planned_steps(self) -> int | None:
         return self.total_steps or self.max_steps
 
-    def training_config(self) -> dict:
-        """The trainer's configuration: a JSON object of `config_class` fields."""
+    def row_config(self) -> dict:
+        """The trainer's configuration as the row's fields set it: a JSON object of `config_class`
+        fields, before the extra options."""
         raise NotImplementedError
 
-    def with_extra(self, config: dict) -> dict:
-        """`config` with the run's extra trainer options, which override it."""
-        return {**config, **self.extra} if isinstance(self.extra, dict) else config
+    def training_config(self) -> dict:
+        """The trainer's configuration: the row's, plus the extra options for the fields the row
+        does not set (clean() refuses the others, so what the page shows is what runs)."""
+        config = self.row_config()
+        return {**self.extra, **config} if isinstance(self.extra, dict) else config
 
     def platform_errors(self) -> dict:
         """{field: message} for rules about the records (a dataset is built, a generator's backend)."""
@@ -108,6 +112,8 @@ class TrainingRun(BackgroundJob):
             errors[name].append(message)
         if not isinstance(self.extra, dict):
             errors["extra"].append(f"a JSON object of {self.config_class.__name__} fields")
+        else:
+            errors["extra"].extend(self.extra_overlaps())
         # A value the field's own check refuses (a required one left empty) is reported once, by it.
         refused = {f.name for f in self._meta.concrete_fields if not f.null and getattr(self, f.attname) is None}
         for name, message in self.config_errors():
@@ -115,6 +121,21 @@ class TrainingRun(BackgroundJob):
                 errors[name].append(message)
         if any(errors.values()):
             raise ValidationError({name: found for name, found in errors.items() if found})
+
+    def extra_overlaps(self) -> list[str]:
+        """A message for each extra option that a field of the row (or the platform) sets: two
+        places for one setting would let the form show one value while another runs."""
+        try:
+            owned = self.row_config()
+        except ObjectDoesNotExist:
+            return []  # a required record is missing: its field says so
+        row_fields = {f.name: f for f in self._meta.concrete_fields}
+        messages = []
+        for key in sorted(set(self.extra) & set(owned)):
+            field = row_fields.get(self.config_field_names.get(key, key))
+            where = f'its own field, "{field.verbose_name}"' if field is not None else "the platform"
+            messages.append(f"{key} is set by {where}; it cannot be an extra option")
+        return messages
 
     def config_errors(self) -> list[tuple[str, str]]:
         """(row field, message) for each problem the trainer's config finds in this row: its own
@@ -219,28 +240,6 @@ def trainer_command(module: str, config_path: Path, processes: int = 1,
     return command + ["-m", module, "--config", str(config_path)]
 
 
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # not written yet, or being replaced
-
-
-def read_metrics(output: Path) -> list[dict]:
-    """Every record of the trainer's metrics.jsonl (a torn last line is skipped)."""
-    try:
-        lines = (output / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
 def thin(points: list, limit: int = HISTORY_POINTS) -> list:
     while len(points) > limit:
         points = points[::2]
@@ -251,8 +250,8 @@ def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOu
     """Start `command`, call `on_progress(dict)` with each new progress file, stop the child if
     `job` is cancelled meanwhile. The child's output goes to output/train.log."""
     log_path = output / "train.log"
-    for stale in ("progress.json", "result.json"):
-        (output / stale).unlink(missing_ok=True)
+    files = RunDirectory(output)
+    files.clear_status()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     root = Path(__file__).resolve().parent.parent
     with open(log_path, "ab") as log_file:
@@ -261,7 +260,7 @@ def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOu
         last = None
         while child.poll() is None:
             time.sleep(POLL_SECONDS)
-            progress = read_json(output / "progress.json")
+            progress = files.read_progress()
             if progress and progress != last:
                 on_progress(progress)
                 last = progress
@@ -273,11 +272,11 @@ def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOu
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
                 return TrainerOutcome(True, child.returncode, None, "")
-    progress = read_json(output / "progress.json")
+    progress = files.read_progress()
     if progress and progress != last:
         on_progress(progress)
     tail = log_path.read_bytes()[-LOG_TAIL:].decode(errors="replace")
-    result = read_json(output / "result.json") if child.returncode == 0 else None
+    result = files.read_result() if child.returncode == 0 else None
     return TrainerOutcome(False, child.returncode, result, tail)
 
 
@@ -324,7 +323,7 @@ class RunTraining:
         outcome = run_trainer(run, run.trainer_command(config_path), output, run.copy_progress)
         if outcome.cancelled:
             return
-        histories = self.histories(read_metrics(output))
+        histories = self.histories(RunDirectory(output).read_metrics())
         if any(histories.values()):
             run._update(**histories)
         if outcome.result is None:

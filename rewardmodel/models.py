@@ -54,7 +54,7 @@ class RewardModelRun(TrainingRun):
     processes = models.PositiveSmallIntegerField(default=1, help_text="Processes for `accelerate launch` (GPUs).")
     accelerate_config = models.CharField(
         max_length=32, blank=True, choices=[(v, v or "default (DDP)") for v in ACCELERATE_CONFIGS],
-        help_text="A config of rewardmodel/accelerate/ for several processes (FSDP or DeepSpeed for 7B).")
+        help_text="A config of rewardmodel/core/accelerate/ for several processes (FSDP or DeepSpeed for 7B).")
     zero_shot_eval = models.BooleanField(default=default("zero_shot_eval"),
                                          help_text="Also evaluate the base model before training.")
     eval_every = models.PositiveIntegerField(null=True, blank=True,
@@ -82,9 +82,9 @@ class RewardModelRun(TrainingRun):
             errors["batch_size"] = "the batch must be a multiple of per-device batch x processes"
         return errors
 
-    def training_config(self) -> dict:
+    def row_config(self) -> dict:
         """The trainer's configuration (rewardmodel.core.config.TrainingConfig fields)."""
-        return self.with_extra({
+        return {
             "dataset_dir": str(self.output_dir / "dataset"),
             "output_dir": str(self.output_dir),
             "base_model": self.base_model,
@@ -101,7 +101,7 @@ class RewardModelRun(TrainingRun):
             "save_every": self.save_every,
             "zero_shot_eval": self.zero_shot_eval,
             "eval_every": self.eval_every,
-        })
+        }
 
     def progress_fields(self, progress: dict) -> dict:
         fields = super().progress_fields(progress)

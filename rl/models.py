@@ -79,17 +79,9 @@ class RLRun(TrainingRun):
         errors = {}
         if self.base_generator_id and self.base_generator.backend != "flux_fill":
             errors["base_generator"] = "RL optimises a FLUX Fill generator (backend flux_fill)"
-        # The trainer checks the weights against the condition pool it is given; their shape is
-        # checked here, where the pool is not built yet.
-        probabilities = self.task_probabilities or {}
-        if not isinstance(probabilities, dict) or any(
-                not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in probabilities.values()):
-            errors["task_probabilities"] = 'a JSON object of non-negative numbers, e.g. {"image_fill": 0.5}'
-        elif probabilities and sum(probabilities.values()) <= 0:
-            errors["task_probabilities"] = "at least one task needs a probability above 0"
         return errors
 
-    def training_config(self) -> dict:
+    def row_config(self) -> dict:
         """The trainer's configuration (rl.core.config.OneRewardConfig fields)."""
         output = self.output_dir
         config = {
@@ -114,7 +106,7 @@ class RLRun(TrainingRun):
         # An unsaved run (being validated) has no tags yet; the path is only written for a saved one.
         if self.pk and self.eval_tags.exists():
             config["eval_inputs"] = str(output / "eval-conditions")
-        return self.with_extra(config)
+        return config
 
     def progress_fields(self, progress: dict) -> dict:
         fields = super().progress_fields(progress)

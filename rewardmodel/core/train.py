@@ -13,41 +13,30 @@ resumes from its last checkpoint. Exit code 2 on a bad config, 1 when training f
 """
 from __future__ import annotations
 
-import logging
 import sys
 
-from mlcore.cli import parse_config
+from mlcore.cli import run_trainer
 
-from .config import ConfigError, TrainingConfig
+from .config import TrainingConfig
 from .evaluation import format_table
 from .training import train
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = parse_config(TrainingConfig, argv, prog="python -m rewardmodel.core.train",
-                              description=__doc__.split("\n\n")[0])
-        config.check_inputs()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def progress(update: dict) -> None:
+    print(f"step {update['step']}/{update['total_steps']}  loss {update['loss']:.4f}  "
+          f"{update['samples_per_second']:.1f} pairs/s  eta {update['eta_seconds']:.0f} s", flush=True)
 
-    def progress(update: dict) -> None:
-        eta = update["eta_seconds"]
-        print(f"step {update['step']}/{update['total_steps']}  loss {update['loss']:.4f}  "
-              f"{update['samples_per_second']:.1f} pairs/s  eta {eta:.0f} s", flush=True)
 
-    try:
-        result = train(config, progress=progress)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def report(result: dict) -> None:
     if result.get("evaluation"):
         print(format_table(result["evaluation"], result.get("zero_shot")), flush=True)
     elif result.get("stopped_at"):
         print(f"stopped at step {result['stopped_at']} of {result['total_steps']}; run again to resume", flush=True)
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_trainer(TrainingConfig, lambda config: train(config, progress=progress), report, argv,
+                       prog="python -m rewardmodel.core.train", doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,11 @@ class OneRewardConfig:
             problems.add("base_generator", "a FLUX Fill generator config {base, transformer, loras, dtype, ...}")
         if self.algorithm not in ALGORITHMS:
             problems.add("algorithm", f"'fixed' (Algorithm 1) or 'dynamic' (Algorithm 2), got {self.algorithm!r}")
+        weights = self.task_probabilities
+        if weights is not None and not all(is_number(w) and w >= 0 for w in weights.values()):
+            problems.add("task_probabilities", f'non-negative numbers, e.g. {{"image_fill": 0.5}}, got {weights!r}')
+        elif weights and sum(weights.values()) <= 0:
+            problems.add("task_probabilities", "at least one task needs a probability above 0")
         if not is_number(self.reward_cap) or not 0 < self.reward_cap <= 1:
             problems.add("reward_cap", f"lambda in (0, 1], got {self.reward_cap!r}")
         t_range = tuple(self.t_range)

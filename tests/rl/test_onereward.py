@@ -103,6 +103,8 @@ def test_config_from_dict_checks_names_types_and_values(world, tmp_path):
         ({**good, "rollout": {"steps": 0}}, "rollout.steps"),
         ({**good, "rollout": {"cfg": 2}}, "rollout: unknown option 'cfg'"),
         ({**good, "mixed_precision": "fp8"}, "mixed_precision"),
+        ({**good, "task_probabilities": {"image_fill": -1}}, "task_probabilities: non-negative numbers"),
+        ({**good, "task_probabilities": {"image_fill": 0, "object_removal": 0}}, "at least one task needs"),
     ]:
         with pytest.raises(ConfigError, match=message):
             OneRewardConfig.from_dict(values)

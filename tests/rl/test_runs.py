@@ -177,15 +177,21 @@ def test_admin_run_page_shows_progress_and_reward_curves(world, make_user, clien
 
 def test_the_trainers_config_refuses_bad_values_where_they_are_typed(world, make_user, client):
     """The rules are OneRewardConfig's own; a value set through the extra options is checked too,
-    and each error names the field at fault."""
+    and each error names the field at fault. An extra option may not set what a field sets."""
     generator, judge = world
     with pytest.raises(ValidationError) as refused:
         start_run(base_generator=generator, reward_model=judge, ema_decay=1.0)
     assert list(refused.value.message_dict) == ["ema_decay"]
     with pytest.raises(ValidationError) as refused:
         start_run(base_generator=generator, reward_model=judge, extra={"reward_cap": 1.5, "rollout": {"steps": 0}})
-    assert refused.value.message_dict["extra"] == ["reward_cap: lambda in (0, 1], got 1.5",
-                                                   "rollout.steps: a positive integer, got 0"]
+    assert refused.value.message_dict["extra"] == [
+        'reward_cap is set by its own field, "reward cap"; it cannot be an extra option',
+        "rollout.steps: a positive integer, got 0"]
+    with pytest.raises(ValidationError) as refused:
+        start_run(base_generator=generator, reward_model=judge, extra={"output_dir": "/elsewhere", "judge": "x"})
+    assert refused.value.message_dict["extra"] == [
+        'judge is set by its own field, "reward model"; it cannot be an extra option',
+        "output_dir is set by the platform; it cannot be an extra option"]
     with pytest.raises(ValidationError, match="unknown RL option"):
         start_run(base_generator=generator, reward_model=judge, extra={"reward_cup": 0.5})
     assert not RLRun.objects.exists()
@@ -201,9 +207,10 @@ def test_the_trainers_config_refuses_bad_values_where_they_are_typed(world, make
               "task_probabilities": "{}", "reward_cap": 0.9, "t_start": 0.6, "t_end": 0.75, "ema_decay": 0.99,
               "learning_rate": 1e-5, "batch_size": 8, "max_steps": 10, "lora_rank": 4, "seed": 0, "save_every": 5,
               "processes": 1, "accelerate_config": ""}
-    page = client.post("/admin/rl/rlrun/add/", {**fields, "extra": '{"reward_cap": 1.5}'})
+    page = client.post("/admin/rl/rlrun/add/", {**fields, "extra": '{"mixed_precision": "fp8"}'})
     assert page.status_code == 200
-    assert page.context["adminform"].form.errors["extra"] == ["reward_cap: lambda in (0, 1], got 1.5"]
+    assert page.context["adminform"].form.errors["extra"][0].startswith("mixed_precision: one of "), page.context[
+        "adminform"].form.errors
     page = client.post("/admin/rl/rlrun/add/", {**fields, "t_start": 0.8, "t_end": 0.7, "extra": "{}"})
     assert list(page.context["adminform"].form.errors) == ["t_end"]
     assert not RLRun.objects.exists()
