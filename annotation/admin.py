@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from generation.models import GenerationBatch
 from onereward import charts
 
 from . import quality
@@ -283,8 +284,6 @@ class AnnotationTaskAdmin(admin.ModelAdmin):
         settings = QualityControlSettings.current()
         rows = quality.annotator_report(since, settings)
         agreement = quality.agreement(since)
-        from generation.models import GenerationBatch
-
         batches = quality.batch_progress(
             GenerationBatch.objects.select_related("generator").order_by("-created_at")[:BATCHES_SHOWN])
         context = self._context(

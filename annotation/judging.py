@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .models import DimensionPick, Judgment, Skip, Slot, SlotKind, SlotState
 from .picks import JudgmentRejected, parse_envelope, parse_picks
+from .quality import update_standing
 
 __all__ = ["JudgmentRejected", "Recorded", "record_judgment", "skip"]
 
@@ -83,8 +84,6 @@ def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
             type(slot.task).objects.filter(pk=slot.task_id).update(judgments_done=F("judgments_done") + 1)
         if slot.kind == SlotKind.GOLD:
             # Gold answers move the annotator's standing (and may pause them), once stored.
-            from .quality import update_standing
-
             transaction.on_commit(lambda: update_standing(user))
     return Recorded(judgment, created=True)
 

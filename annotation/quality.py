@@ -23,6 +23,9 @@ from django.db.models.functions import Least, TruncDate
 from django.utils import timezone
 from scipy import stats
 
+from generation.models import CandidateSet, GenerationBatch
+from inputs.models import Dimension, Input, Task
+
 from .models import AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
 
 STREAM_CHUNK = 5000
@@ -598,9 +601,6 @@ def agreement(since: datetime | None = None) -> list[AgreementRow]:
     One pass over the picks: per unit the count of each category (best and worst), then the sums
     alpha and percent agreement need, per taxonomy task x dimension, in the database.
     """
-    from generation.models import CandidateSet, GenerationBatch
-    from inputs.models import Dimension, Input, Task
-
     n_max = GenerationBatch.objects.aggregate(n=Max("candidates_per_input"))["n"] or 0
     categories = [(f"{prefix}{k}", Q(discarded=False, **{f"{side}__index": k}))
                   for prefix, side in (("b", "best"), ("w", "worst")) for k in range(n_max)]
@@ -698,8 +698,6 @@ class BatchProgress:
 
 def batch_progress(batches=None) -> list[BatchProgress]:
     """Per generation batch (a queryset, default all, newest first). One query."""
-    from generation.models import GenerationBatch
-
     batches = GenerationBatch.objects.select_related("generator") if batches is None else batches
     task = "candidate_sets__annotation_task"
     regular = Q(**{f"{task}__is_gold": False})

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 
 from generation.models import GenerationBatch
 
+from .leaderboard_admin import leaderboard_view
 from .models import Study, StudyArm
 from .studies import check_study, save_study, study_report
 
@@ -217,8 +218,6 @@ class StudyAdmin(admin.ModelAdmin):
         ]
 
     def leaderboard_view(self, request):
-        from .leaderboard_admin import leaderboard_view
-
         return leaderboard_view(request, self)
 
     def add_view(self, request, form_url="", extra_context=None):

@@ -24,11 +24,7 @@ class GeneratorViewSet(viewsets.ModelViewSet):
 class LaunchPermission(ModelPermissionsWithView):
     """Cancel and resume need the right to launch (add) batches."""
 
-    def has_permission(self, request, view):
-        if getattr(view, "action", None) in ("cancel", "resume"):
-            return request.user.is_authenticated and request.user.has_perm("generation.add_generationbatch")
-        return super().has_permission(request, view)
-
+    action_perms = {"cancel": ["generation.add_generationbatch"], "resume": ["generation.add_generationbatch"]}
 
 class GenerationBatchViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Batches. POST launches one (202); GET one for its progress and candidate sets."""

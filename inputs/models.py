@@ -3,6 +3,8 @@
 The taxonomy is data (seeded by a migration, editable in the admin): the reward model and the RL
 loop read a task's dimensions from here, so a new task or dimension needs no code change.
 """
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -173,8 +175,6 @@ class InputImport(BackgroundJob):
     @classmethod
     def queue(cls, archive, *, task=None, prompt="", tags=(), canvas=None, user=None) -> "InputImport":
         """Store an uploaded zip and hand its import to a worker (admin form and API alike)."""
-        import uuid
-
         from django.core.files.storage import default_storage
 
         stored = default_storage.save(f"imports/{uuid.uuid4().hex}/archive.zip", archive)

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from .roles import can_use_admin
+
 
 class PlatformAdminSite(admin.AdminSite):
     site_header = "OneReward platform"
@@ -8,6 +10,4 @@ class PlatformAdminSite(admin.AdminSite):
 
     def has_permission(self, request):
         # Staff alone is not enough: an annotator who was made staff by hand still stays out.
-        from .roles import can_use_admin
-
         return super().has_permission(request) and can_use_admin(request.user)

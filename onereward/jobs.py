@@ -1,9 +1,13 @@
 """The status row every piece of long work keeps: queued / running / done / failed / cancelled,
 a progress figure and an error text. Celery tasks are thin: they load the row, do the work through
 the row's methods, and leave the row telling what happened."""
+import time
+
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+
+from onereward.celery import app
 
 
 class JobStatus(models.TextChoices):
@@ -49,8 +53,6 @@ class BackgroundJob(models.Model):
 
     def enqueue(self) -> None:
         """Send the job to its worker once the row is committed (a worker must find it)."""
-        from onereward.celery import app
-
         def send():
             result = app.send_task(self.task_name, args=[self.pk])
             type(self).objects.filter(pk=self.pk).update(celery_task_id=result.id)
@@ -101,8 +103,6 @@ class BackgroundJob(models.Model):
 
 def follow(job: BackgroundJob, describe, write, interval: float = 1.0) -> None:
     """Print `describe(job)` each time it changes until the job finishes (management commands' --wait)."""
-    import time
-
     last = None
     while True:
         job.refresh_from_db()

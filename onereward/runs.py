@@ -498,12 +498,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 class RunPermission(ModelPermissionsWithView):
     """Cancel and resume need the right to start (add) runs."""
 
-    def has_permission(self, request, view):
-        if getattr(view, "action", None) in ("cancel", "resume"):
-            opts = view.queryset.model._meta
-            return request.user.is_authenticated and request.user.has_perm(f"{opts.app_label}.add_{opts.model_name}")
-        return super().has_permission(request, view)
-
+    action_perms = {action: ["%(app_label)s.add_%(model_name)s"] for action in ("cancel", "resume")}
 
 class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """POST starts a run on the GPU workers (202); GET one to follow it; cancel and resume it."""

@@ -24,8 +24,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotation.models import AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
+from annotation.quality import gold_accuracy
+from generation.models import Candidate, CandidateSet
 from inputs.core import taxonomy as taxonomy_rules
-from inputs.models import Dimension, Task
+from inputs.models import Dimension, Task, TaskDimension
 from onereward.jobs import JobStatus
 
 from .core import pairing
@@ -46,8 +48,6 @@ class DatasetCancelled(Exception):
 def excluded_annotators(dataset: PreferenceDataset) -> set[int]:
     """Annotators not in good standing: paused, or with gold accuracy under the bar (over every
     gold judgment; annotators with fewer scored gold picks than the QC minimum are not judged)."""
-    from annotation.quality import gold_accuracy
-
     if not dataset.good_standing_only:
         return set()
     qc = QualityControlSettings.current()
@@ -124,8 +124,6 @@ def _image(name: str, embed: bool):
 
 
 def _set_details(set_ids: list[int], embed: bool, tasks: dict[int, Task]) -> dict[int, SetDetails]:
-    from generation.models import Candidate, CandidateSet
-
     details = {}
     rows = CandidateSet.objects.filter(pk__in=set_ids).values_list(
         "pk", "input_id", "input__content_hash", "input__task_id", "input__prompt", "input__source", "input__mask",
@@ -202,8 +200,6 @@ def taxonomy() -> dict:
     """Tasks and dimensions as the ML core reads them (no database there): names, definitions,
     prompt rules, RL probabilities and each task's judged dimensions in order (inputs.core.taxonomy
     gives a task entry's shape)."""
-    from inputs.models import TaskDimension
-
     links: dict[int, list[tuple[str, bool]]] = {}
     for task_id, dimension, only_with_prompt in TaskDimension.objects.order_by("task", "order", "dimension__order") \
             .values_list("task_id", "dimension__slug", "only_with_prompt"):

@@ -27,11 +27,7 @@ class RewardModelRunViewSet(TrainingRunViewSet):
 
 
 class SendBackPermission(ModelPermissionsWithView):
-    def has_permission(self, request, view):
-        if getattr(view, "action", None) == "send_back":
-            return request.user.is_authenticated and request.user.has_perm("rewardmodel.add_reannotationrequest")
-        return super().has_permission(request, view)
-
+    action_perms = {"send_back": ["rewardmodel.add_reannotationrequest"]}
 
 class RewardModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = RewardModelVersion.objects.select_related("run")

@@ -24,13 +24,7 @@ class RLRunViewSet(TrainingRunViewSet):
 
 
 class StudyPermission(ModelPermissionsWithView):
-    def has_permission(self, request, view):
-        if getattr(view, "action", None) == "human_study":
-            user = request.user
-            return user.is_authenticated and user.has_perm("evaluation.add_study") and \
-                user.has_perm("generation.add_generationbatch")
-        return super().has_permission(request, view)
-
+    action_perms = {"human_study": ["evaluation.add_study", "generation.add_generationbatch"]}
 
 class PolicyCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = PolicyCheckpoint.objects.select_related("generator")

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from evaluation.studies import create_study
 from generation.models import GenerationBatch, Generator
 from inputs.models import Input
 from onereward.jobs import JobStatus
@@ -120,8 +121,6 @@ def start_human_study(checkpoint: PolicyCheckpoint, *, inputs, judgments_per_ite
 
 def create_pending_studies(batch: GenerationBatch) -> None:
     """Called when a batch finishes: a checkpoint whose study batches are now all done gets its study."""
-    from evaluation.studies import create_study
-
     for checkpoint in PolicyCheckpoint.objects.filter(study_batches=batch, study__isnull=True):
         batches = list(checkpoint.study_batches.select_related("generator"))
         if any(b.status != JobStatus.DONE for b in batches):
