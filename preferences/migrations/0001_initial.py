@@ -3,28 +3,11 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from onereward.migration_ops import relabel_content_types
+
 
 APP = "preferences"
 MODELS = ["preferencedataset"]
-
-
-def move_content_types(apps, schema_editor):
-    # Permissions and admin log entries point at content types: renaming the type keeps every
-    # group's permissions on the moved models.
-    _relabel(apps, schema_editor, "annotation", APP)
-
-
-def restore_content_types(apps, schema_editor):
-    _relabel(apps, schema_editor, APP, "annotation")
-
-
-def _relabel(apps, schema_editor, old, new):
-    content_types = apps.get_model("contenttypes", "ContentType").objects.using(schema_editor.connection.alias)
-    for model in MODELS:
-        if content_types.filter(app_label=new, model=model).exists():
-            content_types.filter(app_label=old, model=model).delete()
-        else:
-            content_types.filter(app_label=old, model=model).update(app_label=new)
 
 
 class Migration(migrations.Migration):
@@ -91,6 +74,6 @@ class Migration(migrations.Migration):
                     },
                 ),
             ],
-            database_operations=[migrations.RunPython(move_content_types, restore_content_types)],
+            database_operations=[relabel_content_types(MODELS, "annotation", APP)],
         ),
     ]
