@@ -9,55 +9,23 @@ processes sees the same 8 pairs as a step of one, so they differ only by the ord
 in the gradient all-reduce (measured: at most 5e-7 absolute over the 8 steps at lr 1e-3).
 """
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.trainer_processes import run_module
+
 from .synthetic_pairs import brightness_pairs
 from .tiny_qwen import save_tiny_qwen
 
-REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_trainer(config: dict, processes: int, tmp_path: Path) -> subprocess.CompletedProcess:
     path = tmp_path / f"config-{Path(config['output_dir']).name}-{len(list(tmp_path.glob('config-*')))}.json"
     path.write_text(json.dumps(config))
-    if processes == 1:
-        command = [sys.executable, "-m", "rewardmodel.core.train", "--config", str(path)]
-    else:
-        command = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(free_port()),
-            "-m",
-            "rewardmodel.core.train",
-            "--config",
-            str(path),
-        ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = run_module("rewardmodel.core.train", ["--config", str(path)], processes)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return done
 

@@ -6,11 +6,7 @@ the EMA arithmetic, the hinge, the x0 formula, exact resume, the output files an
 (loaded back as a generator), the command line, and two processes against one.
 """
 import json
-import os
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +18,9 @@ from rl.core.config import ConfigError, OneRewardConfig
 from rl.core.onereward import OneRewardTrainer, predict_clean
 from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora
 from tests.rewardmodel.tiny_qwen import save_tiny_qwen
+from tests.trainer_processes import run_module
 
 from . import base_generator, rl_config, write_default_conditions
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -333,37 +328,8 @@ def test_the_base_generators_loras_are_part_of_the_start(world, tmp_path):
 # --- command line and processes ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_cli(arguments: list[str], processes: int = 1, tmp_path=None) -> subprocess.CompletedProcess:
-    if processes == 1:
-        command = [sys.executable, "-m", "rl.core.train", *arguments]
-    else:
-        command = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(free_port()),
-            "-m",
-            "rl.core.train",
-            *arguments,
-        ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return run_module("rl.core.train", arguments, processes)
 
 
 def test_cli_refuses_a_bad_config_with_exit_code_2(world, tmp_path):
