@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .models import DimensionPick, Judgment, Skip, Slot, SlotKind, SlotState
-from .picks import JudgmentRejected, parse_envelope, parse_picks
+from .picks import JudgmentRejected, check_held, parse_envelope, parse_picks, stored_submission
 from .quality import update_standing
 
 __all__ = ["JudgmentRejected", "Recorded", "record_judgment", "skip"]
@@ -26,24 +26,20 @@ class Recorded:
 def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
     """Store the judgment for a slot leased to `user`, or raise JudgmentRejected storing nothing."""
     submission_id, dwell_ms = parse_envelope(payload)
-    existing = Judgment.objects.filter(submission_id=submission_id).first()
+    existing = stored_submission(Judgment.objects, submission_id, user, slot_id)
     if existing is not None:
-        if existing.annotator_id != user.pk or existing.slot_id != slot_id:
-            raise JudgmentRejected("this submission id belongs to another judgment")
         return Recorded(existing, created=False)
 
     with transaction.atomic():
         slot = (Slot.objects.select_for_update(of=("self",))
                 .select_related("task__candidate_set__input__task", "task__candidate_set__batch")
                 .filter(pk=slot_id).first())
-        if slot is None:
-            raise JudgmentRejected("no such task")
-        if slot.annotator_id != user.pk:
-            raise JudgmentRejected(
-                "this task is not assigned to you (its lease may have run out and gone to someone else)"
-            )
-        if slot.state == SlotState.DONE:
-            raise JudgmentRejected("you have already judged this task")
+        if slot is not None and slot.state == SlotState.DONE:
+            # A retry that waited on the slot's lock while its original was being stored.
+            existing = stored_submission(Judgment.objects, submission_id, user, slot_id)
+            if existing is not None:
+                return Recorded(existing, created=False)
+        check_held(slot, user, "task")
         candidate_set = slot.task.candidate_set
         candidates = {c.index: c for c in candidate_set.candidates.all()}
         order = slot.shown_order

@@ -9,6 +9,10 @@ message names the dimension and what to do, for the page to show as it is.
 import uuid
 from dataclasses import dataclass
 
+from .models import SlotState
+
+DONE = SlotState.DONE.value
+
 
 class JudgmentRejected(Exception):
     """The submission is invalid; nothing was stored. The message says what is wrong."""
@@ -39,6 +43,29 @@ def parse_envelope(payload) -> tuple[uuid.UUID, int]:
     if not _whole(dwell) or dwell < 0:
         raise JudgmentRejected("dwell_ms must be a whole number of milliseconds, 0 or more")
     return submission_id, dwell
+
+
+def stored_submission(judgments, submission_id: uuid.UUID, user, slot_id: int):
+    """The judgment of `judgments` (a queryset) stored under this submission id, when it is this
+    annotator's on this slot: a retry, or a double click, gets the stored one. None when there is
+    none; JudgmentRejected when the id is another judgment's."""
+    existing = judgments.filter(submission_id=submission_id).first()
+    if existing is not None and (existing.annotator_id != user.pk or existing.slot_id != slot_id):
+        raise JudgmentRejected("this submission id belongs to another judgment")
+    return existing
+
+
+def check_held(slot, user, noun: str) -> None:
+    """Refuse a judgment on a slot (locked by the caller) that is missing, leased to someone else
+    or done; `noun` ("task", "item") names what is judged."""
+    if slot is None:
+        raise JudgmentRejected(f"no such {noun}")
+    if slot.annotator_id != user.pk:
+        raise JudgmentRejected(
+            f"this {noun} is not assigned to you (its lease may have run out and gone to someone else)"
+        )
+    if slot.state == DONE:
+        raise JudgmentRejected(f"you have already judged this {noun}")
 
 
 def parse_picks(picks, dimensions, shown_order: list, noun: str) -> list[Pick]:

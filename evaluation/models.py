@@ -9,6 +9,8 @@ every arm finished becomes a StudyItem showing one candidate per arm.
 from django.conf import settings
 from django.db import models
 
+from annotation.models import SlotState
+
 
 class Study(models.Model):
     name = models.CharField(max_length=200, unique=True)
@@ -78,10 +80,9 @@ class StudyCandidate(models.Model):
         constraints = [models.UniqueConstraint(fields=["item", "arm"], name="one_candidate_per_item_arm")]
 
 
-class StudySlotState(models.TextChoices):
-    OPEN = "open", "Open"
-    LEASED = "leased", "Leased"
-    DONE = "done", "Done"
+# A study slot goes through the states of an annotation slot: one queue (annotation.queue) hands
+# out both.
+StudySlotState = SlotState
 
 
 class StudySlot(models.Model):

@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from annotation import queue
 from annotation.models import QualityControlSettings
-from annotation.picks import JudgmentRejected, parse_envelope, parse_picks
+from annotation.picks import JudgmentRejected, check_held, parse_envelope, parse_picks, stored_submission
 from annotation.queue import AnnotatorPaused
 from generation.models import Candidate, CandidateSet, GenerationBatch, SetStatus
 from inputs.models import Dimension, Task
@@ -314,27 +314,19 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
      "picks": {dimension_slug: {"best": position, "worst": position} | {"discarded": true}}}
     """
     submission_id, dwell_ms = parse_envelope(payload)
-    existing = StudyJudgment.objects.filter(submission_id=submission_id).first()
+    existing = stored_submission(StudyJudgment.objects, submission_id, annotator, slot_id)
     if existing is not None:
-        if existing.annotator_id != annotator.pk or existing.slot_id != slot_id:
-            raise StudyJudgmentRejected("this submission id belongs to another judgment")
         return Recorded(existing, created=False)
 
     with transaction.atomic():
-        slot = (
-            StudySlot.objects.select_for_update(of=("self",))
-            .select_related("item__input__task")
-            .filter(pk=slot_id)
-            .first()
-        )
-        if slot is None:
-            raise StudyJudgmentRejected("no such item")
-        if slot.annotator_id != annotator.pk:
-            raise StudyJudgmentRejected(
-                "this item is not assigned to you (its lease may have run out and gone to someone else)"
-            )
-        if slot.state == StudySlotState.DONE:
-            raise StudyJudgmentRejected("you have already judged this item")
+        slot = StudySlot.objects.select_for_update(of=("self",)).select_related("item__input__task")
+        slot = slot.filter(pk=slot_id).first()
+        if slot is not None and slot.state == StudySlotState.DONE:
+            # A retry that waited on the slot's lock while its original was being stored.
+            existing = stored_submission(StudyJudgment.objects, submission_id, annotator, slot_id)
+            if existing is not None:
+                return Recorded(existing, created=False)
+        check_held(slot, annotator, "item")
         order = list(slot.shown_order)
         candidates = {c.pk: c for c in StudyCandidate.objects.filter(item_id=slot.item_id)}
         if not order or sorted(order) != sorted(candidates):

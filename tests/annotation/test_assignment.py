@@ -16,7 +16,7 @@ from annotation.models import (
     QualityControlSettings,
     Slot,
 )
-from tests.annotation.world import annotate_concurrently, full_picks, make_tasks
+from tests.annotation.world import annotate_concurrently, full_picks, make_tasks, race_a_retry
 
 
 @pytest.fixture
@@ -209,6 +209,24 @@ def test_malformed_payloads_and_foreign_slots_are_refused(no_mixing, make_user):
     with pytest.raises(JudgmentRejected, match="no such task"):
         record_judgment(alice, 999999, {"submission_id": str(uuid.uuid4()), "dwell_ms": 1, "picks": {}})
     assert Judgment.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_that_waits_on_its_original_gets_the_stored_judgment(make_user):
+    assert connection.vendor == "postgresql"
+    settings = QualityControlSettings.current()
+    settings.gold_rate = settings.repeat_share = 0.0
+    settings.save()
+    make_tasks(1, n=3)
+    alice = make_user("alice", "annotator")
+    slot = next_slot(alice)
+    payload = {"submission_id": str(uuid.uuid4()), "dwell_ms": 900, "picks": full_picks(slot, best=0, worst=2)}
+    original, retry = race_a_retry(record_judgment, alice, Slot, slot.pk, payload)
+    assert original.created and not retry.created, (original, retry)
+    assert retry.judgment.pk == original.judgment.pk == Judgment.objects.get().pk
+    other = {**payload, "submission_id": str(uuid.uuid4())}
+    with pytest.raises(JudgmentRejected, match="already judged"):
+        record_judgment(alice, slot.pk, other)  # a new submission on a judged slot is still refused
 
 
 @pytest.mark.django_db(transaction=True)

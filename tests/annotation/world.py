@@ -69,3 +69,56 @@ def annotate_concurrently(users) -> tuple[list[str], dict[int, list[int]]]:
     for thread in threads:
         thread.join(timeout=300)
     return errors, judged
+
+
+def race_a_retry(record, user, slot_model, slot_id: int, payload: dict):
+    """A retried submission that arrives while its original is being stored: the original takes the
+    slot's lock and stores the judgment, the retry (the same payload) checks for a stored one before
+    the original commits and then waits on the lock. Returns (original, retry) as `record` returned
+    them, or the exception it raised. Needs PostgreSQL and a transactional test."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    outcome, original_stored, release = {}, threading.Event(), threading.Event()
+
+    def original():
+        try:
+            with transaction.atomic():
+                slot_model.objects.select_for_update().get(pk=slot_id)
+                outcome["original"] = record(user, slot_id, payload)
+                original_stored.set()
+                release.wait(30)  # hold the lock, uncommitted, until the retry waits on it
+        except Exception as exc:  # noqa: BLE001 - returned to the caller
+            outcome["original"] = exc
+            original_stored.set()
+        finally:
+            connections.close_all()
+
+    def retry():
+        try:
+            outcome["retry"] = record(user, slot_id, payload)
+        except Exception as exc:  # noqa: BLE001 - returned to the caller
+            outcome["retry"] = exc
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=original)
+    first.start()
+    assert original_stored.wait(30)
+    second = threading.Thread(target=retry)
+    second.start()
+    with connection.cursor() as cursor:
+        for _ in range(300):  # until the retry waits on the slot's row lock
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the retry never waited on the slot's lock")
+    release.set()
+    first.join(30)
+    second.join(30)
+    return outcome["original"], outcome["retry"]

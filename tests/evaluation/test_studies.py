@@ -41,6 +41,7 @@ from inputs.importing import import_inputs
 from inputs.models import Input, Task
 from onereward.jobs import JobStatus
 from tests.annotation.test_annotate_views import assert_no_leak, response_text, synthetic_specs
+from tests.annotation.world import race_a_retry
 
 FILL_DIMENSIONS = ["text_alignment", "consistency", "structure", "aesthetics"]
 
@@ -331,6 +332,22 @@ def test_a_foreign_or_unknown_slot_is_refused(world, make_user):
     with pytest.raises(StudyJudgmentRejected, match="no such item"):
         record_study_judgment(alice, 999999, {"submission_id": str(uuid.uuid4()), "usable": [], "picks": {}})
     assert not StudyJudgment.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_that_waits_on_its_original_gets_the_stored_judgment(make_user):
+    assert connection.vendor == "postgresql"
+    world = World()
+    inputs = world.inputs(1)
+    create_study("retried", [(world.batch("x", inputs), "X"), (world.batch("y", inputs), "Y")], 1)
+    alice = make_user("alice", "annotator")
+    slot = next_item(alice)
+    payload = {"submission_id": str(uuid.uuid4()), "dwell_ms": 100, "usable": [True, False],
+               "picks": {slug: {"best": 0, "worst": 1} for slug in FILL_DIMENSIONS}}
+    original, retry = race_a_retry(record_study_judgment, alice, StudySlot, slot.pk, payload)
+    assert original.created and not retry.created, (original, retry)
+    assert retry.judgment.pk == original.judgment.pk == StudyJudgment.objects.get().pk
+    assert UsabilityVote.objects.count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
