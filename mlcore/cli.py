@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, options
+from .failures import cause_of
+from .rundir import RunDirectory
 
 NULL = ("null", "none")
 
@@ -54,15 +56,25 @@ def run_trainer(config_class, train: Callable, report: Callable, argv=None, prog
                 doc: str | None = None) -> int:
     """The main of a trainer's command: logging on, the config read from argv and its inputs
     checked, `train(config)` run and `report(result)` shown. Exit code 2 on a bad config (before or
-    during training, the message on stderr), 0 when training ended; other failures propagate (1)."""
+    during training, the message on stderr), 0 when training ended; other failures propagate (1).
+    A failure during training leaves its cause in the run directory's failure.json."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = parse_config(config_class, argv, prog=prog, description=(doc or "").split("\n\n")[0] or None)
         config.check_inputs()
-        result = train(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        result = train(config)
+    except ConfigError as exc:
+        RunDirectory(config.output_dir).write_failure(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # The cause goes where the run's page reads it first; the traceback stays in the log.
+        RunDirectory(config.output_dir).write_failure(cause_of(exc))
+        raise
     report(result)
     return 0
 

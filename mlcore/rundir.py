@@ -7,6 +7,7 @@ platform's worker, a notebook, the next call that resumes the run):
     metrics.jsonl                one JSON object per logged step, {"step": N, ...}
     progress.json                the latest {"step", "total_steps", "loss", "eta_seconds", "phase", ...}
     result.json                  what a finished run returns
+    failure.json                 {"cause": one sentence} when the trainer stopped on an error
 
 Every JSON file is replaced atomically (written aside, then renamed), so a reader never sees half
 of one; metrics.jsonl is appended line by line and its reader skips a line cut by a crash.
@@ -31,6 +32,7 @@ LATEST = "latest"
 METRICS = "metrics.jsonl"
 PROGRESS = "progress.json"
 RESULT = "result.json"
+FAILURE = "failure.json"
 
 
 def write_json_atomic(path, data) -> None:
@@ -144,9 +146,18 @@ class RunDirectory:
     def read_result(self) -> dict | None:
         return read_json(self.path / RESULT)
 
+    def write_failure(self, cause: str) -> None:
+        write_json_atomic(self.path / FAILURE, {"cause": cause})
+
+    def read_failure(self) -> str | None:
+        """The one-sentence cause the trainer left when it stopped on an error, or None."""
+        failure = read_json(self.path / FAILURE)
+        return failure.get("cause") if isinstance(failure, dict) else None
+
     def clear_status(self) -> None:
-        """Remove progress.json and result.json of an earlier call, before a new one starts."""
-        for name in (PROGRESS, RESULT):
+        """Remove progress.json, result.json and failure.json of an earlier call, before a new one
+        starts."""
+        for name in (PROGRESS, RESULT, FAILURE):
             (self.path / name).unlink(missing_ok=True)
 
 

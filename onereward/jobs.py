@@ -47,6 +47,17 @@ class BackgroundJob(models.Model):
             return 1.0
         return self.progress_done / self.progress_total if self.progress_total else 0.0
 
+    # An error is its cause (one sentence a person can act on), then, after a blank line, the
+    # details (a log's end, a traceback) for whoever debugs it.
+    @property
+    def error_cause(self) -> str:
+        return self.error.split("\n\n", 1)[0].strip()
+
+    @property
+    def error_details(self) -> str:
+        parts = self.error.split("\n\n", 1)
+        return parts[1].strip() if len(parts) > 1 else ""
+
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED

@@ -170,8 +170,19 @@ class TrainingRun(BackgroundJob):
             if queue:
                 self.enqueue()
 
+    @property
+    def last_checkpoint_step(self) -> int | None:
+        """The step of the checkpoint a resume continues from; None when there is none yet."""
+        latest = RunDirectory(self.output_dir).latest_checkpoint() if self.pk else None
+        return RunDirectory.read_state(latest).get("step") if latest is not None else None
+
+    @property
+    def can_resume(self) -> bool:
+        return self.status in RESUMABLE
+
     def resume(self) -> bool:
-        """Queue a failed or cancelled run again: the trainer continues from its last checkpoint."""
+        """Queue a failed or cancelled run again: the trainer continues from its last checkpoint, or
+        starts from the beginning when it saved none."""
         rows = type(self).objects.filter(pk=self.pk, status__in=RESUMABLE)
         resumed = bool(rows.update(status=JobStatus.QUEUED, finished_at=None, error=""))
         self.refresh_from_db()
@@ -327,7 +338,8 @@ class RunTraining:
         if any(histories.values()):
             run._update(**histories)
         if outcome.result is None:
-            run.fail(f"the trainer exited with code {outcome.returncode}; the end of its log:\n{outcome.log_tail}")
+            cause = RunDirectory(output).read_failure() or f"the trainer exited with code {outcome.returncode}"
+            run.fail(f"{cause}\n\nThe end of the trainer's log:\n{outcome.log_tail}")
             return
         self.finish(outcome.result)
 
@@ -389,7 +401,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, unquote(object_id))
         if run is not None:
-            extra_context = {**(extra_context or {}), **self.progress_context(run)}
+            extra_context = {**(extra_context or {}), **self.progress_context(run, request)}
         return super().change_view(request, object_id, form_url, extra_context)
 
     # What the progress fragment shows beside the step, the loss and the ETA.
@@ -399,10 +411,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def progress_plot(self, run) -> str:
         return ""
 
-    def progress_context(self, run) -> dict:
+    def progress_context(self, run, request) -> dict:
+        # The tools refresh with the progress: Cancel while the run is unfinished, Resume (or Run
+        # again, when no checkpoint was saved) once it failed or was cancelled.
         return {"run": run, "opts": self.model._meta, "steps": self.progress_figure(run), "eta": self.eta(run),
                 "figures": self.progress_figures(run), "plot": self.progress_plot(run),
-                "progress_template": self.progress_template}
+                "progress_template": self.progress_template, "can_manage": self.has_add_permission(request),
+                "resume_step": run.last_checkpoint_step if run.can_resume else None}
 
     @admin.display(description="Progress")
     def progress_figure(self, run):
@@ -446,7 +461,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return run
 
     def progress_view(self, request, pk):
-        return TemplateResponse(request, self.progress_template, self.progress_context(self._run(request, pk)))
+        return TemplateResponse(request, self.progress_template,
+                                self.progress_context(self._run(request, pk), request))
 
     def cancel_view(self, request, pk):
         run = self._managed_run(request, pk)
@@ -456,9 +472,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def resume_view(self, request, pk):
         run = self._managed_run(request, pk)
+        step = run.last_checkpoint_step
         if run.resume():
-            self.message_user(request, f"{run} is queued again; it continues from its last checkpoint.",
-                              messages.SUCCESS)
+            where = f"it continues from its checkpoint at step {step}" if step is not None else \
+                "it starts from the beginning (no checkpoint was saved)"
+            self.message_user(request, f"{run} is queued again; {where}.", messages.SUCCESS)
         return redirect(self._url_name("change"), run.pk)
 
     @admin.action(description="Cancel the selected runs", permissions=["add"])

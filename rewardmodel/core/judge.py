@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from mlcore.failures import model_load_error
+
 from .preprocessing import VisionGeometry, preprocess
 from .query import TEMPLATE_VERSION, build_query
 
@@ -119,7 +121,10 @@ class Judge(torch.nn.Module):
 
         if Path(base).is_dir():
             base = os.path.abspath(base)  # recorded with a saved adapter: must not depend on the cwd
-        config = AutoConfig.from_pretrained(base)
+        try:
+            config = AutoConfig.from_pretrained(base)
+        except OSError as exc:
+            raise model_load_error("the judge model", base, exc, "use the demo judge") from exc
         model_class = _model_class(config)
         device = _resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, device)

@@ -206,3 +206,32 @@ def test_a_cancel_is_never_overwritten_and_only_a_stopped_run_resumes(dataset, m
     run.mark_running()
     RewardModelTraining(run).finish({"steps": 3, "template_version": 1})
     assert run.status == "done" and run.version.steps == 3
+
+
+def test_a_failed_run_shows_its_cause_first_and_offers_resume_only_with_a_checkpoint(dataset, make_user, client,
+                                                                                     tmp_path):
+    """The trainer runs for real in a child process and cannot load its base model: the run's page
+    leads with the one sentence that says what to change, the log below, and since no checkpoint
+    was saved it offers to run again from the start, not to resume."""
+    missing = tmp_path / "no-such-model"
+    run = start_run(dataset=dataset, base_model=str(missing), max_steps=2, zero_shot_eval=False)
+    RewardModelTraining(run, worker="here").execute()
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error_cause == (f"the judge model '{missing}' could not be loaded: there is no such directory; "
+                               "give a local directory or use the demo judge"), run.error
+    assert "Traceback" in run.error_details and "ModelLoadError" in run.error_details
+    client.force_login(make_user("eve", "ml_engineer"))
+    page = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/change/").content.decode()
+    cause, log = page.find("Why it stopped:"), page.find("The end of the trainer&#x27;s log")
+    assert 0 < cause < log, page[:2000]
+    assert "Run again from the start (no checkpoint was saved)" in page and "Resume from the checkpoint" not in page
+
+    # With a checkpoint in its directory, the same run offers to resume from its step.
+    (run.output_dir / "checkpoints" / "step-4").mkdir(parents=True)
+    (run.output_dir / "checkpoints" / "step-4" / "trainer_state.json").write_text('{"step": 4}')
+    (run.output_dir / "checkpoints" / "latest").write_text("step-4")
+    progress = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/progress/").content.decode()
+    assert "Resume from the checkpoint at step 4" in progress and "Run again" not in progress
+    response = client.post(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/resume/", follow=True)
+    assert "it continues from its checkpoint at step 4" in response.content.decode()

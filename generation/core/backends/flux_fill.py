@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from generation.core.backends.base import BackendConfigError, GenerationRequest
+from mlcore.failures import model_load_error
 
 if TYPE_CHECKING:
     import torch
@@ -322,10 +323,17 @@ class FluxFillBackend:
 
         components = {}
         if config.transformer:
-            components["transformer"] = _load_transformer(FluxTransformer2DModel, config.transformer, dtype)
-        pipeline = FluxFillPipeline.from_pretrained(
-            os.path.expanduser(config.base), **_dtype_kwarg(dtype), **components
-        )
+            try:
+                components["transformer"] = _load_transformer(FluxTransformer2DModel, config.transformer, dtype)
+            except OSError as exc:
+                raise model_load_error("the FLUX Fill transformer", config.transformer, exc,
+                                       "leave the transformer empty") from exc
+        try:
+            pipeline = FluxFillPipeline.from_pretrained(
+                os.path.expanduser(config.base), **_dtype_kwarg(dtype), **components
+            )
+        except OSError as exc:
+            raise model_load_error("the FLUX Fill model", config.base, exc, "use the demo generator") from exc
         for lora in config.loras:
             pipeline.load_lora_weights(os.path.expanduser(lora.path), adapter_name=lora.name)
         if config.loras:
