@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from onereward.files import stored_file_response
 
+from .core.splits import SPLITS
 from .export import create_dataset, delete_files, stored_files
 from .forms import PreferenceDatasetForm
 from .models import PreferenceDataset
@@ -28,9 +29,26 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
                     "created_by", "created_at"]
     list_filter = ["status", "name", "pairing"]
     search_fields = ["name", "description", "content_hash"]
-    readonly_fields = ["name", "version", "description", "status", "progress_figure", "error", "options_summary",
-                       "counts_table", "file_links", "pair_count", "judgment_count", "content_hash", "created_by",
-                       "created_at", "started_at", "finished_at"]
+    readonly_fields = [
+        "name",
+        "version",
+        "description",
+        "status",
+        "progress_figure",
+        "error",
+        "split_warnings",
+        "options_summary",
+        "inputs_per_split",
+        "counts_table",
+        "file_links",
+        "pair_count",
+        "judgment_count",
+        "content_hash",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
     fields = readonly_fields
     actions = ["rebuild_as_new_version", "cancel_builds"]
     change_form_template = "admin/preferences/preferencedataset/change_form.html"
@@ -83,17 +101,39 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
         ]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", lines))
 
+    @admin.display(description="Warnings")
+    def split_warnings(self, dataset):
+        warnings = (dataset.manifest or {}).get("warnings") or []
+        if not warnings:
+            return "–"
+        return format_html_join("", '<p class="errornote">{}</p>', ((warning,) for warning in warnings))
+
+    @admin.display(description="Inputs per split")
+    def inputs_per_split(self, dataset):
+        counts = (dataset.manifest or {}).get("inputs_per_split")
+        if not counts:
+            return "–"
+        return ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS)
+
     @admin.display(description="Pairs per task x dimension")
     def counts_table(self, dataset):
         if not dataset.counts:
             return "–"
-        rows = [(task, dimension, split_counts.get("train", 0), split_counts.get("validation", 0),
-                 split_counts.get("test", 0))
-                for task, per_dimension in sorted(dataset.counts.items())
-                for dimension, split_counts in sorted(per_dimension.items())]
+        rows = [
+            (
+                task,
+                dimension,
+                split_counts.get("train", 0),
+                split_counts.get("validation", 0),
+                split_counts.get("test", 0),
+            )
+            for task, per_dimension in sorted(dataset.counts.items())
+            for dimension, split_counts in sorted(per_dimension.items())
+        ]
         return format_html(
             "<table><tr><th>Task</th><th>Dimension</th><th>Train</th><th>Validation</th><th>Test</th></tr>{}</table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
 
     @admin.display(description="Files")
     def file_links(self, dataset):
@@ -102,10 +142,17 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
             return "–"
         info = dataset.manifest.get("files", {})
         return format_html_join(
-            "", '<div><a href="{}">{}</a> {}</div>',
-            ((reverse("admin:preferences_preferencedataset_file", args=[dataset.pk, name]), name,
-              f"({info[name]['rows']} rows, {info[name]['bytes']:,} bytes)" if name in info else "")
-             for name in names))
+            "",
+            '<div><a href="{}">{}</a> {}</div>',
+            (
+                (
+                    reverse("admin:preferences_preferencedataset_file", args=[dataset.pk, name]),
+                    name,
+                    f"({info[name]['rows']} rows, {info[name]['bytes']:,} bytes)" if name in info else "",
+                )
+                for name in names
+            ),
+        )
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -127,8 +174,13 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
             if dataset is not None:
                 self.message_user(request, f"{dataset} is queued.", messages.SUCCESS)
                 return redirect("admin:preferences_preferencedataset_change", dataset.pk)
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Build a preference dataset version", "form": form, "multipart": False}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Build a preference dataset version",
+            "form": form,
+            "multipart": False,
+        }
         return TemplateResponse(request, "admin/form_page.html", context)
 
     def _dataset(self, request, pk) -> PreferenceDataset:
@@ -145,7 +197,7 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
         dataset = self._dataset(request, pk)
         if name not in stored_files(dataset):
             raise Http404("no such file in this dataset")
-        suffix = name[name.rfind("."):]
+        suffix = name[name.rfind(".") :]
         response = stored_file_response(
             f"{dataset.storage_prefix}/{name}", CONTENT_TYPES.get(suffix, "application/octet-stream")
         )
@@ -184,6 +236,10 @@ def _options_of(dataset: PreferenceDataset) -> dict:
         if name not in ("batches", "tasks", "dimensions", "annotators")
     ]
     options = {name: getattr(dataset, name) for name in fields}
-    options.update(batches=list(dataset.batches.all()), tasks=list(dataset.tasks.all()),
-                   dimensions=list(dataset.dimensions.all()), annotators=list(dataset.annotators.all()))
+    options.update(
+        batches=list(dataset.batches.all()),
+        tasks=list(dataset.tasks.all()),
+        dimensions=list(dataset.dimensions.all()),
+        annotators=list(dataset.annotators.all()),
+    )
     return options

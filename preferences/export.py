@@ -30,7 +30,7 @@ from inputs.core import taxonomy as taxonomy_rules
 from inputs.models import Dimension, Task, TaskDimension
 from onereward.jobs import JobStatus
 
-from .core import pairing
+from .core import pairing, splits
 from .core.files import FORMATS, SCHEMA_VERSION, SPLITS, DatasetWriter, file_sha256
 from .models import PreferenceDataset
 
@@ -277,6 +277,7 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
     pair_count = sum(count for per_task in counts.values() for per_dim in per_task.values()
                      for count in per_dim.values())
     settings = options(dataset)
+    inputs_per_split = _inputs_per_split(dataset, judgments)
     content = hashlib.sha256()
     content.update(json.dumps(settings, sort_keys=True).encode())
     content.update(writer.digest.digest())
@@ -289,7 +290,10 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
         "judgments": judgment_count,
         "candidate_sets": done_sets,
         "pairs": pair_count,
-        "inputs_per_split": _inputs_per_split(dataset, judgments),
+        "inputs_per_split": inputs_per_split,
+        "warnings": splits.split_warnings(
+            {"train": dataset.train_fraction, "validation": dataset.validation_fraction,
+             "test": dataset.test_fraction}, inputs_per_split, splits.pairs_per_split(counts)),
         "counts": counts,
         # Names and definitions, so that a trainer with no database can build its queries.
         "taxonomy": taxonomy(),

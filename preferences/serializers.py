@@ -20,16 +20,58 @@ class PreferenceDatasetSerializer(serializers.ModelSerializer):
     dimensions = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
     annotators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
     files = serializers.SerializerMethodField()
+    inputs_per_split = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
 
     class Meta:
         model = PreferenceDataset
-        fields = ["id", "name", "version", "description", "status", "progress_done", "progress_total", "error",
-                  "batches", "tasks", "dimensions", "annotators", "submitted_from", "submitted_until",
-                  "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats", "pairing",
-                  "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction", "test_fraction",
-                  "split_seed", "embed_images", "formats", "pair_count", "judgment_count", "counts", "content_hash",
-                  "files", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "name",
+            "version",
+            "description",
+            "status",
+            "progress_done",
+            "progress_total",
+            "error",
+            "batches",
+            "tasks",
+            "dimensions",
+            "annotators",
+            "submitted_from",
+            "submitted_until",
+            "good_standing_only",
+            "min_gold_accuracy",
+            "include_gold",
+            "include_repeats",
+            "pairing",
+            "aggregation",
+            "tie_rule",
+            "min_votes",
+            "train_fraction",
+            "validation_fraction",
+            "test_fraction",
+            "split_seed",
+            "embed_images",
+            "formats",
+            "pair_count",
+            "judgment_count",
+            "counts",
+            "inputs_per_split",
+            "warnings",
+            "content_hash",
+            "files",
+            "created_at",
+            "finished_at",
+        ]
         read_only_fields = fields
+
+    def get_inputs_per_split(self, dataset) -> dict[str, int]:
+        return (dataset.manifest or {}).get("inputs_per_split", {})
+
+    def get_warnings(self, dataset) -> list[str]:
+        """Problems of the splits found when the version was built (see preferences.core.splits)."""
+        return (dataset.manifest or {}).get("warnings", [])
 
     def get_files(self, dataset) -> list[dict]:
         request = self.context.get("request")
@@ -37,9 +79,15 @@ class PreferenceDatasetSerializer(serializers.ModelSerializer):
         for name in stored_files(dataset):
             url = reverse("preference-dataset-download", kwargs={"pk": dataset.pk, "name": name})
             info = dataset.manifest.get("files", {}).get(name, {})
-            files.append({"name": name, "rows": info.get("rows"), "bytes": info.get("bytes"),
-                          "sha256": info.get("sha256"),
-                          "url": request.build_absolute_uri(url) if request else url})
+            files.append(
+                {
+                    "name": name,
+                    "rows": info.get("rows"),
+                    "bytes": info.get("bytes"),
+                    "sha256": info.get("sha256"),
+                    "url": request.build_absolute_uri(url) if request else url,
+                }
+            )
         return files
 
 
@@ -48,10 +96,12 @@ class PreferenceDatasetCreateSerializer(serializers.ModelSerializer):
 
     batches = serializers.PrimaryKeyRelatedField(many=True, required=False, queryset=GenerationBatch.objects.all())
     tasks = serializers.SlugRelatedField(many=True, required=False, slug_field="slug", queryset=Task.objects.all())
-    dimensions = serializers.SlugRelatedField(many=True, required=False, slug_field="slug",
-                                              queryset=Dimension.objects.all())
-    annotators = serializers.SlugRelatedField(many=True, required=False, slug_field="username",
-                                              queryset=get_user_model().objects.all())
+    dimensions = serializers.SlugRelatedField(
+        many=True, required=False, slug_field="slug", queryset=Dimension.objects.all()
+    )
+    annotators = serializers.SlugRelatedField(
+        many=True, required=False, slug_field="username", queryset=get_user_model().objects.all()
+    )
     formats = serializers.ListField(child=serializers.ChoiceField(choices=["jsonl", "trl"]), required=False)
 
     class Meta:

@@ -37,6 +37,8 @@ def evaluation_table(evaluation: dict, zero_shot: dict | None = None) -> str:
     """Accuracy (%) per task x dimension on the test split: forward, reversed, their mean, the
     base model's mean before training, the paper's figure, the human agreement ceiling and the
     judge's agreement with individual votes (where several annotators judged), with pair counts."""
+    if evaluation.get("not_evaluated"):
+        return format_html('<p class="errornote">{}</p>', evaluation["not_evaluated"])
     rows = evaluation.get("rows") or []
     if not rows:
         return "–"

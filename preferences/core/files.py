@@ -23,8 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .splits import SPLITS
+
 SCHEMA_VERSION = 1
-SPLITS = ("train", "validation", "test")
+
 FORMATS = ("jsonl", "trl")
 BATCH_ROWS = 5000  # rows per Parquet row group (one write per split)
 SHARD_ROWS = 500_000  # rows per file

@@ -147,11 +147,21 @@ def evaluate(judge, dataset_dir, split: str = "test", batch_size: int = 16, *, s
     rows = score_pairs(judge, pairs, batch_size=batch_size, num_workers=num_workers) if len(pairs) else []
     if scores_path is not None:
         write_scores(rows, scores_path)
+    if not rows:
+        # An accuracy over no pairs is no figure: say so, instead of a table of zeros.
+        return {"split": split, "pairs": 0, "rows": [], "not_evaluated": not_evaluated(split)}
     return summarise(rows, split)
+
+
+def not_evaluated(split: str) -> str:
+    return (f"not evaluated: the dataset version has no {split} pairs; build a version whose {split} split "
+            "has inputs (see its warnings) and train on it")
 
 
 def format_table(evaluation: dict, zero_shot: dict | None = None) -> str:
     """A plain-text table of an evaluation (and, when given, the zero-shot accuracy beside it)."""
+    if evaluation.get("not_evaluated"):
+        return evaluation["not_evaluated"]
     headers = ["task", "dimension", "pairs", "forward %", "reversed %", "accuracy %"]
     if zero_shot is not None:
         headers.append("zero-shot %")

@@ -413,7 +413,7 @@ def _evaluate_and_record(judge, accelerator, config, run_dir: RunDirectory, step
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     zero_shot = None
-    if config.zero_shot_eval:
+    if config.zero_shot_eval and not evaluation.get("not_evaluated"):
         # Measured after training rather than before, so that no process waits at a barrier while
         # the main process evaluates; the base model is the same either way.
         base = Judge.from_pretrained(config.base_model, dtype=config.model_dtype, device=accelerator.device,

@@ -281,3 +281,50 @@ def test_large_splits_are_sharded(world, monkeypatch, tmp_path):
             == manifest["pairs"]
         )
     assert pq.read_table(tmp_path / "data").num_rows == manifest["pairs"]
+
+
+def test_split_warnings_on_hand_made_counts():
+    from preferences.core.splits import split_warnings
+
+    fractions = {"train": 0.9, "validation": 0.05, "test": 0.05}
+    assert split_warnings(fractions, {"train": 40, "validation": 12, "test": 11},
+                          {"train": 400, "validation": 120, "test": 110}) == []
+    assert split_warnings(fractions, {"train": 11, "validation": 0, "test": 0}, {"train": 22}) == [
+        "the validation split got no inputs (11 inputs in all, 5% share): a reward-model run cannot validate "
+        "(no validation loss or accuracy); raise its share or add inputs",
+        "the test split got no inputs (11 inputs in all, 5% share): a reward model trained on it cannot be "
+        "evaluated; raise its share or add inputs"]
+    assert split_warnings({**fractions, "validation": 0.0}, {"train": 9, "validation": 0, "test": 3},
+                          {"train": 90, "validation": 0, "test": 0}) == [
+        "the test split got 3 inputs but no pairs: a reward model trained on it cannot be evaluated"]
+    assert split_warnings(fractions, {"train": 30, "validation": 1, "test": 20},
+                          {"train": 300, "validation": 4, "test": 200}) == [
+        "the validation split has only 1 input (4 pairs): figures measured on it are noisy; aim for 10 or more"]
+
+
+def test_a_version_whose_small_splits_got_no_inputs_says_so(make_user, client):
+    """Eleven inputs at the default 90/5/5 shares: the hash puts every one of them in train here, and
+    the version reports the empty splits in its manifest, its API record and its admin page."""
+    from rest_framework.test import APIClient
+
+    tasks = make_tasks(11, n=3, k=1)
+    alice = make_user("alice", "annotator")
+    for task in tasks:
+        judge(task, alice, all_dims(0, 1))
+    version = built()
+    per_split = version.manifest["inputs_per_split"]
+    assert per_split == {"train": len({r["input_id"] for r in rows_of(version, "train")}),
+                         "validation": len({r["input_id"] for r in rows_of(version, "validation")}),
+                         "test": len({r["input_id"] for r in rows_of(version, "test")})}
+    empty = [split for split in ("validation", "test") if per_split[split] == 0]
+    assert empty, per_split  # the case this test is about: a 5 % split of 11 inputs left empty
+    warnings = version.manifest["warnings"]
+    assert [w.split(" split ")[0] for w in warnings if "got no inputs" in w] == [f"the {s}" for s in empty]
+    admin = make_user("eve", "ml_engineer")
+    api = APIClient()
+    api.force_authenticate(admin)
+    record = api.get(f"/api/preference-datasets/{version.pk}/").json()
+    assert record["warnings"] == warnings and record["inputs_per_split"] == per_split
+    client.force_login(admin)
+    page = client.get(f"/admin/preferences/preferencedataset/{version.pk}/change/").content.decode()
+    assert "got no inputs" in page and f"train {per_split['train']}, validation {per_split['validation']}" in page

@@ -161,3 +161,13 @@ def test_evaluate_command(case, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "rewardmodel.core.evaluate", "--model", str(model), "--dataset",
                               str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "manifest.json is missing" in missing.stderr
+
+
+def test_a_split_without_pairs_is_not_evaluated(case):
+    """No accuracy table of zeros: a judge evaluated on a split with no pairs says why."""
+    model, data, _, _ = case
+    judge = Judge.from_pretrained(str(model), device="cpu")
+    evaluation = evaluate(judge, data, "validation")  # the hand-made dataset has a test split only
+    assert evaluation["pairs"] == 0 and evaluation["rows"] == []
+    assert evaluation["not_evaluated"].startswith("not evaluated: the dataset version has no validation pairs")
+    assert format_table(evaluation) == evaluation["not_evaluated"]

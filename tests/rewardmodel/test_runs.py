@@ -164,6 +164,9 @@ def test_evaluation_table_and_plot_render():
     assert ("<td>75.0</td><td>50.0</td><td><strong>62.5</strong></td><td>50.0</td><td>74.6</td><td>90.0</td>"
             "<td>–</td>") in html
     assert loss_plot([[0, 1.0]]) == "" and "<polyline" in loss_plot([[0, 1.0], [5, 0.5]])
+    # A version trained on a dataset without test pairs says it was not evaluated (no 0-pair table).
+    reason = "not evaluated: the dataset version has no test pairs; build a version whose test split has inputs"
+    assert reason in evaluation_table({"split": "test", "pairs": 0, "rows": [], "not_evaluated": reason})
 
 
 def test_extra_options_are_checked_by_the_trainers_config(dataset, make_user, client):

@@ -59,6 +59,8 @@ class Command(TrainingRunCommand):
     def report(self, run) -> None:
         version = run.version
         self.stdout.write(f"Registered {version} ({version.model_path}); loss {version.final_loss}")
+        if version.evaluation.get("not_evaluated"):
+            self.stdout.write(f"  {version.evaluation['not_evaluated']}")
         for row in version.evaluation.get("rows", []):
             self.stdout.write(f"  {row['task']} / {row['dimension']}: accuracy {row.get('accuracy')} % "
                               f"(forward {row.get('forward_accuracy')}, reversed {row.get('reversed_accuracy')}) "
