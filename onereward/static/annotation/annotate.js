@@ -1,18 +1,18 @@
-/* The annotation workspace: keyboard-first best/worst picks per dimension, synchronized zoom and
- * pan, flicking to the source, and a queue that keeps the next task ready so the annotator never
- * waits on the server. Judgments are posted in the background with a client-made submission id
- * (a retry stores nothing twice); a refused one brings its task back with the picks kept. */
+/* The annotation workspace: the shared picker (picker.js) plus what only this page has: skipping,
+ * synchronized zoom and pan, the help card, and a queue that keeps the next task ready so the
+ * annotator never waits on the server. Judgments are posted in the background with a client-made
+ * submission id (a retry stores nothing twice); a refused one brings its task back with the picks
+ * kept. */
 (() => {
   "use strict";
 
-  const page = document.getElementById("annotate");
-  if (!page) return;
+  const root = document.getElementById("annotate");
+  if (!root) return;
+  const { Candidates, JudgingPage, uuid4 } = window.Picker;
   const workspace = document.getElementById("ann-workspace");
   const help = document.getElementById("ann-help");
   const savingLine = document.getElementById("ann-saving");
-  const flashLine = document.getElementById("ann-flash");
-  const taskUrl = page.dataset.taskUrl;
-  const csrfToken = page.dataset.csrf;
+  const taskUrl = root.dataset.taskUrl;
 
   const MAX_SCALE = 16;
   const ZOOM_STEP = 1.25;
@@ -21,37 +21,14 @@
   const LEASE_MARGIN_MS = 90000;  // a task whose lease ends sooner than this is fetched again
   const SKIP_CONFIRM_MS = 2500;
 
-  let current = null;          // the Task on screen (null while loading)
   const queue = [];            // Tasks ready to show: prefetched, or displaced by a returned one
   let prefetching = null;      // Promise of the fetch in progress
   let lastSlot = null;         // the last slot shown: the server's `after`
   const inflight = new Set();  // posts not settled yet
   const retired = new Set();   // slots submitted or skipped from this page
-  let masksOn = true;
-  let worstArmed = false;
   let skipArmedUntil = 0;
   const zoom = { scale: 1, x: 0, y: 0 };
   let pointer = null;          // last pointer position over a frame, in frame pixels
-
-  // --- small helpers ----------------------------------------------------------------------------
-
-  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-  function uuid4() {
-    // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
-
-  let flashTimer = null;
-  function flash(text, ms = 4000) {
-    flashLine.textContent = text;
-    clearTimeout(flashTimer);
-    if (ms) flashTimer = setTimeout(() => { flashLine.textContent = ""; }, ms);
-  }
 
   function updateSaving(retrying) {
     const n = inflight.size;
@@ -59,33 +36,17 @@
     savingLine.classList.toggle("is-retrying", Boolean(retrying && n));
   }
 
-  function parseFragment(html) {
-    const holder = document.createElement("div");
-    holder.innerHTML = html.trim();
-    const el = holder.querySelector(".ann-task");
-    if (!el) throw new Error("the server sent no task");
-    return el;
-  }
-
   // --- a task on (or off) the screen -------------------------------------------------------------
 
-  class Task {
+  class Task extends Candidates {
+    static REFUSED_HINT = " Fix it and press Enter again, or press S S to skip.";
+
     constructor(el) {
-      this.el = el;
-      this.state = el.dataset.state;
+      super(el, "task");
       this.fetchedAt = performance.now();
-      this.elapsed = 0;
-      this.shownAt = null;
-      if (this.state !== "task") return;
-      this.slot = Number(el.dataset.slot);
-      this.n = Number(el.dataset.n);
-      this.aspect = Number(el.dataset.width) / Number(el.dataset.height) || 1;
+      if (!this.judging) return;
       this.leaseMs = Number(el.dataset.leaseSeconds) * 1000;
-      this.judgmentUrl = el.dataset.judgmentUrl;
       this.skipUrl = el.dataset.skipUrl;
-      this.dims = [...el.querySelectorAll(".ann-dim")].map((li) => ({ slug: li.dataset.slug, name: li.dataset.name, li }));
-      this.picks = {};
-      this.dim = 0;
       this.images = [];
     }
 
@@ -100,189 +61,86 @@
 
     fresh() {
       const age = performance.now() - this.fetchedAt;
-      if (this.state === "task") return age < this.leaseMs - LEASE_MARGIN_MS;
+      if (this.judging) return age < this.leaseMs - LEASE_MARGIN_MS;
       return age < EMPTY_FRESH_MS;
     }
+  }
 
-    static complete(p) {
-      return Boolean(p && (p.discarded || (Number.isInteger(p.best) && Number.isInteger(p.worst))));
+  class Workspace extends JudgingPage {
+    get repeatable() { return [...super.repeatable, "Equal", "Minus", "NumpadAdd", "NumpadSubtract"]; }
+
+    arrived(el) {
+      const task = new Task(el);
+      if (this.judged()) return;  // a task is on screen already
+      show(task);
     }
 
-    missing() {
-      return this.dims.filter((d) => !Task.complete(this.picks[d.slug])).map((d) => {
-        const p = this.picks[d.slug] || {};
-        if (Number.isInteger(p.best)) return `${d.name} (worst)`;
-        if (Number.isInteger(p.worst)) return `${d.name} (best)`;
-        return d.name;
-      });
+    submit() { submit(); }
+
+    layout() {
+      super.layout();
+      if (!this.judged()) return;
+      clampZoom();
+      applyZoom();
     }
 
-    payloadPicks() {
-      const out = {};
-      for (const d of this.dims) {
-        const p = this.picks[d.slug];
-        out[d.slug] = p.discarded ? { discarded: true } : { best: p.best, worst: p.worst };
+    toggleMasks() {
+      super.toggleMasks();
+      this.flash(this.masksOn ? "Mask overlay on." : "Mask overlay off.", 1200);
+    }
+
+    pageKey(event) {
+      if (event.key !== "?" && event.code !== "KeyH") return false;
+      event.preventDefault();
+      if (!event.repeat) toggleHelp();
+      return true;
+    }
+
+    escape() {
+      toggleHelp(false);
+      skipArmedUntil = 0;
+    }
+
+    ownKey(code) {
+      switch (code) {
+        case "KeyS": skip(); return true;
+        case "KeyZ": toggleZoom(); return true;
+        case "KeyR": resetZoom(); return true;
+        case "Equal": case "NumpadAdd": zoomAt(ZOOM_STEP); return true;
+        case "Minus": case "NumpadSubtract": zoomAt(1 / ZOOM_STEP); return true;
+        default: return false;
       }
-      return out;
     }
 
-    choose(kind, position) {
-      if (!(position >= 0 && position < this.n)) return;
-      const slug = this.dims[this.dim].slug;
-      const p = { ...(this.picks[slug] || {}) };
-      delete p.discarded;
-      const other = kind === "best" ? "worst" : "best";
-      if (p[kind] === position) {
-        delete p[kind];
-      } else {
-        p[kind] = position;
-        if (p[other] === position) delete p[other];
-        // With two candidates the one not named is the other extreme.
-        if (this.n === 2 && !Number.isInteger(p[other])) p[other] = 1 - position;
+    ownClick(button) {
+      switch (button.dataset.action) {
+        case "help": toggleHelp(); return true;
+        case "skip": skipArmedUntil = performance.now() + SKIP_CONFIRM_MS; skip(); return true;
+        default: return false;
       }
-      this.picks[slug] = p;
-      if (Task.complete(p) && this.dim < this.dims.length - 1) this.dim += 1;
-      this.render();
-    }
-
-    discard() {
-      const slug = this.dims[this.dim].slug;
-      const was = this.picks[slug] && this.picks[slug].discarded;
-      this.picks[slug] = was ? {} : { discarded: true };
-      if (!was && this.dim < this.dims.length - 1) this.dim += 1;
-      this.render();
-    }
-
-    move(step) {
-      this.dim = Math.max(0, Math.min(this.dims.length - 1, this.dim + step));
-      this.render();
-    }
-
-    render() {
-      const missing = this.missing();
-      this.dims.forEach((d, i) => {
-        const p = this.picks[d.slug] || {};
-        d.li.classList.toggle("is-current", i === this.dim);
-        d.li.classList.toggle("is-done", Task.complete(p));
-        const state = d.li.querySelector(".ann-dimstate");
-        if (p.discarded) state.textContent = "no clear difference";
-        else if (Number.isInteger(p.best) || Number.isInteger(p.worst)) {
-          const show = (v) => (Number.isInteger(v) ? String(v + 1) : "?");
-          state.textContent = `best ${show(p.best)} · worst ${show(p.worst)}`;
-        } else state.textContent = "to do";
-      });
-      const p = this.picks[this.dims[this.dim].slug] || {};
-      this.el.classList.toggle("is-discarded", Boolean(p.discarded));
-      this.el.querySelectorAll(".ann-candidate").forEach((tile) => {
-        const position = Number(tile.dataset.position);
-        const best = p.best === position;
-        const worst = p.worst === position;
-        tile.classList.toggle("is-best", best);
-        tile.classList.toggle("is-worst", worst);
-        tile.querySelector(".ann-verdict").textContent = best ? "best" : worst ? "worst" : "";
-      });
-      this.el.querySelector(".ann-submit").classList.toggle("is-ready", missing.length === 0);
-      const now = this.el.querySelector(".ann-now");
-      const name = document.createElement("strong");
-      name.textContent = this.dims[this.dim].name;
-      const step = document.createElement("span");
-      step.className = "ann-step";
-      step.textContent = ` ${this.dim + 1}/${this.dims.length}`;
-      now.replaceChildren(name, step);
-      if (worstArmed) {
-        const armed = document.createElement("span");
-        armed.className = "ann-armed";
-        armed.textContent = " · worst: press its number";
-        now.append(armed);
-      } else if (missing.length === 0) {
-        const ready = document.createElement("span");
-        ready.className = "ann-step";
-        ready.textContent = " · all answered: Enter submits";
-        now.append(ready);
-      }
-      const note = this.el.querySelector(".ann-missing");
-      if (!note.hidden && missing.length === 0) note.hidden = true;
-      this.el.classList.toggle("worst-armed", worstArmed);
-    }
-
-    showMissing() {
-      const missing = this.missing();
-      const note = this.el.querySelector(".ann-missing");
-      note.textContent = `Not yet: ${missing.join(", ")}.`;
-      note.hidden = false;
-      const first = this.dims.findIndex((d) => !Task.complete(this.picks[d.slug]));
-      if (first >= 0) this.dim = first;
-      this.render();
-    }
-
-    showError(message) {
-      const box = this.el.querySelector(".ann-error");
-      if (!box) return;
-      box.textContent = message ? `Not saved: ${message}. Fix it and press Enter again, or press S S to skip.` : "";
-      box.hidden = !message;
-    }
-
-    started() { this.shownAt = performance.now(); }
-
-    stopped() {
-      if (this.shownAt !== null) this.elapsed += performance.now() - this.shownAt;
-      this.shownAt = null;
     }
   }
+
+  const page = new Workspace(root, workspace, document.getElementById("ann-flash"), "task");
 
   // --- the queue ---------------------------------------------------------------------------------
 
-  function loadingView() {
-    const el = document.createElement("section");
-    el.className = "ann-task ann-none ann-loading";
-    el.innerHTML = "<h2>Loading the next task…</h2>";
-    return el;
-  }
-
   function show(task) {
-    if (current && current !== task) current.stopped();
-    current = task;
-    worstArmed = false;
     skipArmedUntil = 0;
-    setFlick(false);
-    if (!task) {
-      workspace.replaceChildren(loadingView());
-      return;
-    }
-    if (task.el.parentNode !== workspace) workspace.replaceChildren(task.el);
-    if (task.state === "task") {
-      lastSlot = task.slot;
-      task.started();
-      task.el.classList.toggle("masks-off", !masksOn);
-      resetZoom();
-      task.render();  // first: the line under the frames takes its height before the frames are sized
-      layout();
-    } else if (window.htmx) {
-      htmx.process(task.el);  // its polling for new tasks starts
-    }
+    Object.assign(zoom, { scale: 1, x: 0, y: 0 });
+    page.display(task);
+    if (!task) return;
+    if (task.judging) lastSlot = task.slot;
     if (task.el.dataset.pool !== undefined) document.getElementById("ann-pool").textContent = task.el.dataset.pool;
     ensurePrefetch();
   }
 
   async function fetchTask(after) {
-    const url = after ? `${taskUrl}?after=${after}` : taskUrl;
-    let delay = 500;
-    for (;;) {
-      try {
-        const response = await fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } });
-        if (response.ok && !response.redirected) {
-          const task = new Task(parseFragment(await response.text()));
-          if (task.state === "task") task.preload();
-          return task;
-        }
-        if (response.redirected || response.status === 401 || response.status === 403) {
-          flash("You are signed out: reload the page to sign in again.", 0);
-          return null;
-        }
-      } catch (err) { /* offline: try again */ }
-      await sleep(delay);
-      delay = Math.min(delay * 2, 10000);
-    }
+    const el = await page.fetchFragment(after ? `${taskUrl}?after=${after}` : taskUrl);
+    if (!el) return null;
+    const task = new Task(el);
+    if (task.judging) task.preload();
+    return task;
   }
 
   function settled() {
@@ -290,9 +148,10 @@
   }
 
   function ensurePrefetch() {
+    const current = page.current;
     if (prefetching) return;
-    if (current && current.state !== "task") return;   // the empty and paused views poll on their own
-    if (current && queue.length) return;               // one task ahead is enough
+    if (current && !current.judging) return;   // the empty and paused views poll on their own
+    if (current && queue.length) return;       // one task ahead is enough
     prefetching = (async () => {
       // The server resumes a lease it still holds for us before a new one, so ask only once the
       // answers in flight have closed their slots.
@@ -306,16 +165,16 @@
   }
 
   function known(slot) {
-    return (current && current.slot === slot) || queue.some((t) => t.slot === slot);
+    return (page.current && page.current.slot === slot) || queue.some((t) => t.slot === slot);
   }
 
   function deliver(task) {
-    if (task.state === "task" && retired.has(task.slot)) {
+    if (task.judging && retired.has(task.slot)) {
       setTimeout(ensurePrefetch, 1000);  // the server had not closed it yet: ask again
       return;
     }
-    if (task.state === "task" && known(task.slot)) return;
-    if (current === null) show(task);
+    if (task.judging && known(task.slot)) return;
+    if (page.current === null) show(task);
     else queue.push(task);
   }
 
@@ -328,39 +187,7 @@
   // --- posting answers ---------------------------------------------------------------------------
 
   function post(url, body) {
-    const attempt = (async () => {
-      let delay = 500;
-      let serverErrors = 0;
-      for (;;) {
-        let response;
-        try {
-          response = await fetch(url, {
-            method: "POST", credentials: "same-origin", redirect: "manual",
-            headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
-            body: JSON.stringify(body),
-          });
-        } catch (err) {
-          updateSaving(true);
-          await sleep(delay);
-          delay = Math.min(delay * 2, 10000);
-          continue;
-        }
-        if (response.status >= 500 && serverErrors < 4) {
-          serverErrors += 1;
-          updateSaving(true);
-          await sleep(delay);
-          delay = Math.min(delay * 2, 10000);
-          continue;
-        }
-        if (response.type === "opaqueredirect") return { ok: false, error: "you are signed out; sign in again (in another tab) and resubmit" };
-        let data = null;
-        try { data = await response.json(); } catch (err) { /* an HTML error page */ }
-        if (response.ok && data && data.ok) return { ok: true, created: response.status === 201 };
-        const reason = (data && data.error) || (response.status === 403
-          ? "the page's security token was refused; reload the page" : `the server answered ${response.status}`);
-        return { ok: false, error: reason };
-      }
-    })();
+    const attempt = page.post(url, body, () => updateSaving(true));
     inflight.add(attempt);
     updateSaving(false);
     attempt.then(() => { inflight.delete(attempt); updateSaving(false); });
@@ -368,11 +195,11 @@
   }
 
   function submit() {
-    const task = current;
-    if (!task || task.state !== "task") return;
+    const task = page.judged();
+    if (!task) return;
     if (task.missing().length) { task.showMissing(); return; }
     task.stopped();
-    const payload = { submission_id: uuid4(), dwell_ms: Math.round(task.elapsed), picks: task.payloadPicks() };
+    const payload = task.payload(uuid4());
     task.showError("");
     retired.add(task.slot);
     const sending = post(task.judgmentUrl, payload);  // in flight before the next prefetch asks
@@ -392,68 +219,40 @@
   function bringBack(task, message) {
     retired.delete(task.slot);
     task.refused = true;
-    if (current && current !== task && current.state === "task") {
-      current.stopped();
-      queue.unshift(current);
+    const shown = page.judged();
+    if (shown && shown !== task) {
+      shown.stopped();
+      queue.unshift(shown);
     }
     show(task);
     task.showError(message);
-    flash("An answer was refused: its task is back.", 6000);
+    page.flash("An answer was refused: its task is back.", 6000);
   }
 
   function skip() {
-    const task = current;
-    if (!task || task.state !== "task") return;
+    const task = page.judged();
+    if (!task) return;
     if (performance.now() > skipArmedUntil) {
       skipArmedUntil = performance.now() + SKIP_CONFIRM_MS;
-      flash("Press S again to skip this task.", SKIP_CONFIRM_MS);
+      page.flash("Press S again to skip this task.", SKIP_CONFIRM_MS);
       return;
     }
     skipArmedUntil = 0;
-    flash("Skipped.", 1500);
+    page.flash("Skipped.", 1500);
     task.stopped();
     retired.add(task.slot);
     const sending = post(task.skipUrl, {});
     advance();
     sending.then((result) => {
       // A refused task has usually lost its lease already: moving on is all that was asked.
-      if (!result.ok && !task.refused) flash(`Skip: ${result.error}`, 6000);
+      if (!result.ok && !task.refused) page.flash(`Skip: ${result.error}`, 6000);
     });
   }
 
-  // --- frames: layout, zoom, pan, flick, mask ----------------------------------------------------
-
-  function layout() {
-    if (!current || current.state !== "task") return;
-    const stage = current.el.querySelector(".ann-stage");
-    const grid = current.el.querySelector(".ann-grid");
-    const top = stage.getBoundingClientRect().top;
-    const height = Math.max(240, window.innerHeight - top - 12);
-    current.el.style.height = `${height}px`;
-    const style = getComputedStyle(grid);
-    const gap = parseFloat(style.columnGap) || 8;
-    const caption = 30;
-    const pad = 16;
-    const width = stage.clientWidth - pad;
-    const h = stage.clientHeight - pad;
-    const count = current.n + 1;
-    let best = { cols: 1, tile: 0 };
-    for (let cols = 1; cols <= count; cols += 1) {
-      const rows = Math.ceil(count / cols);
-      const byWidth = (width - gap * (cols - 1)) / cols;
-      const byHeight = ((h - gap * (rows - 1)) / rows - caption) * current.aspect;
-      const tile = Math.floor(Math.min(byWidth, byHeight));
-      if (tile > best.tile) best = { cols, tile };
-    }
-    grid.style.setProperty("--cols", best.cols);
-    grid.style.setProperty("--tile", `${Math.max(best.tile, 60)}px`);
-    grid.style.setProperty("--aspect", current.aspect);
-    clampZoom();
-    applyZoom();
-  }
+  // --- frames: zoom and pan, every frame together --------------------------------------------------
 
   function frameSize() {
-    const view = current && current.el.querySelector(".ann-view");
+    const view = page.current && page.current.el.querySelector(".ann-view");
     return view ? { w: view.clientWidth, h: view.clientHeight } : { w: 1, h: 1 };
   }
 
@@ -465,11 +264,12 @@
   }
 
   function applyZoom() {
-    if (!current || current.state !== "task") return;
+    const task = page.judged();
+    if (!task) return;
     const transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
-    current.el.querySelectorAll(".ann-layer").forEach((layer) => { layer.style.transform = transform; });
-    current.el.classList.toggle("is-zoomed", zoom.scale > 1);
-    current.el.classList.toggle("is-pixelated", zoom.scale >= 4);
+    task.el.querySelectorAll(".ann-layer").forEach((layer) => { layer.style.transform = transform; });
+    task.el.classList.toggle("is-zoomed", zoom.scale > 1);
+    task.el.classList.toggle("is-pixelated", zoom.scale >= 4);
   }
 
   function zoomAt(factor, at) {
@@ -535,110 +335,13 @@
   });
   workspace.addEventListener("pointerleave", () => { pointer = null; });
 
-  function setFlick(on) {
-    if (current && current.state === "task") current.el.classList.toggle("is-flicking", on);
-  }
-
-  function toggleMasks() {
-    masksOn = !masksOn;
-    if (current && current.state === "task") current.el.classList.toggle("masks-off", !masksOn);
-    flash(masksOn ? "Mask overlay on." : "Mask overlay off.", 1200);
-  }
-
   function toggleHelp(open) {
     help.hidden = open === undefined ? !help.hidden : !open;
   }
 
-  // --- keys and clicks ---------------------------------------------------------------------------
-
-  document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable]")) return;
-    const { code, key } = event;
-    const handled = () => event.preventDefault();
-    if (key === "?" || code === "KeyH") { handled(); if (!event.repeat) toggleHelp(); return; }
-    if (key === "Escape") {
-      toggleHelp(false);
-      worstArmed = false;
-      skipArmedUntil = 0;
-      if (current && current.state === "task") current.render();
-      return;
-    }
-    if (!current || current.state !== "task") return;
-    // A held key repeats; only zooming and moving between dimensions mean it.
-    if (event.repeat && !["ArrowUp", "ArrowDown", "Tab", "Equal", "Minus", "NumpadAdd", "NumpadSubtract", "KeyF"].includes(code)) {
-      event.preventDefault();
-      return;
-    }
-    const task = current;
-    const digit = /^(?:Digit|Numpad)(\d)$/.exec(code);
-    if (digit) {
-      handled();
-      const number = Number(digit[1]);
-      if (number === 0) { worstArmed = false; task.discard(); return; }
-      const kind = event.shiftKey || worstArmed ? "worst" : "best";
-      worstArmed = false;
-      if (number > task.n) { flash(`There are ${task.n} candidates.`, 1500); task.render(); return; }
-      task.choose(kind, number - 1);
-      return;
-    }
-    switch (code) {
-      case "KeyN": handled(); task.discard(); break;
-      case "KeyW": handled(); worstArmed = !worstArmed; task.render(); break;
-      case "Tab": handled(); task.move(event.shiftKey ? -1 : 1); break;
-      case "ArrowDown": handled(); task.move(1); break;
-      case "ArrowUp": handled(); task.move(-1); break;
-      case "Enter": case "NumpadEnter": handled(); submit(); break;
-      case "KeyS": handled(); skip(); break;
-      case "KeyM": handled(); toggleMasks(); break;
-      case "KeyZ": handled(); toggleZoom(); break;
-      case "KeyR": handled(); resetZoom(); break;
-      case "KeyF": handled(); if (!event.repeat) setFlick(true); break;
-      case "Equal": case "NumpadAdd": handled(); zoomAt(ZOOM_STEP); break;
-      case "Minus": case "NumpadSubtract": handled(); zoomAt(1 / ZOOM_STEP); break;
-      default: break;
-    }
-  });
-  document.addEventListener("keyup", (event) => { if (event.code === "KeyF") setFlick(false); });
-  window.addEventListener("blur", () => setFlick(false));
-  window.addEventListener("resize", () => layout());
   window.addEventListener("beforeunload", (event) => {
     if (inflight.size) { event.preventDefault(); event.returnValue = ""; }
   });
 
-  page.addEventListener("click", (event) => {
-    const button = event.target.closest("button");
-    if (!button) {
-      const li = event.target.closest(".ann-dim");
-      if (li && current && current.state === "task") {
-        current.dim = current.dims.findIndex((d) => d.li === li);
-        current.render();
-      }
-      return;
-    }
-    button.blur();  // Enter and Space stay the page's keys
-    const task = current && current.state === "task" ? current : null;
-    if (button.dataset.pick && task) task.choose(button.dataset.pick, Number(button.dataset.position));
-    switch (button.dataset.action) {
-      case "submit": submit(); break;
-      case "discard": if (task) task.discard(); break;
-      case "skip": skipArmedUntil = performance.now() + SKIP_CONFIRM_MS; skip(); break;
-      case "help": toggleHelp(); break;
-      default: break;
-    }
-  });
-
-  // The empty and paused views poll with htmx; a task they bring in becomes the current one.
-  if (window.htmx) {
-    htmx.onLoad((el) => {
-      if (!(el instanceof Element) || !el.matches(".ann-task") || !workspace.contains(el)) return;
-      if (current && current.el === el) return;
-      const task = new Task(el);
-      if (current && current.state === "task") return;  // a task is on screen already
-      show(task);
-    });
-  }
-
-  const first = workspace.querySelector(".ann-task");
-  if (first) show(new Task(first));
+  page.start();
 })();
