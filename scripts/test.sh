@@ -3,5 +3,6 @@
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/system-packages.sh
 scripts/setup-env.sh
 exec .venv/bin/python -m pytest "$@"
