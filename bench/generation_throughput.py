@@ -5,7 +5,7 @@ per candidate), N candidates of one input with the same settings and seeds.
     .venv/bin/python bench/generation_throughput.py --size 256x256
     .venv/bin/python bench/generation_throughput.py --full-size          # FLUX.1 Fill layout, CUDA, bf16
 
-The tiny model is built from configs (tests/generation/tiny_flux.py), saved to a temporary
+The tiny model is built from configs (generation/core/demo_flux.py), saved to a temporary
 directory and loaded through FluxFillBackend.from_config. --full-size builds FLUX.1-Fill-dev's
 transformer (19 double + 38 single blocks, 3072 wide, 384 input channels) and VAE with random
 weights directly on the GPU in bfloat16 (about 24 GB), at 1024x1024 unless --size says otherwise.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.timing import timed_alternately  # noqa: E402
 from generation.core.backends.base import CandidateSettings, GenerationRequest  # noqa: E402
 from generation.core.backends.flux_fill import FluxFillBackend, FluxFillConfig  # noqa: E402
-from tests.generation.tiny_flux import build_pipeline, save_tiny_flux_fill  # noqa: E402
+from generation.core.demo_flux import build_pipeline, save_tiny_flux_fill  # noqa: E402
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -80,7 +80,7 @@ def main() -> None:
         backend = FluxFillBackend.from_config({"base": str(directory), "device": str(device), "dtype": "float32",
                                                "max_sequence_length": seq, "max_batch": max(args.candidates, 1)})
         pipeline = backend.pipeline
-        model = "tiny FLUX Fill (tests/generation/tiny_flux.py), float32"
+        model = "tiny FLUX Fill (generation/core/demo_flux.py), float32"
 
     image, mask = make_input(width, height)
     prompt = "a red cup on a wooden table"

@@ -5,7 +5,7 @@
     .venv/bin/python bench/reward_model.py --full-size            # Qwen2.5-VL-7B layout, CUDA, bf16
     .venv/bin/python bench/reward_model.py --full-size --dry-run  # the same code path, shrunk, on CPU
 
-Tiny model (tests/rewardmodel/tiny_qwen.py, saved and loaded through Judge.from_pretrained):
+Tiny model (rewardmodel/core/demo_judge.py, saved and loaded through Judge.from_pretrained):
 - scoring: `Judge.score(..., both_orders=True)` over N pairs, batched 16 pairs (32 sequences) per
   forward, against the baseline of one pair (2 sequences) per forward;
 - training: the real trainer (`rewardmodel.core.training.train`) on a synthetic dataset of PNG files,
@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.timing import timed_alternately  # noqa: E402
 from rewardmodel.core.config import TrainingConfig  # noqa: E402
+from rewardmodel.core.demo_judge import build_tokenizer, save_tiny_qwen  # noqa: E402
 from rewardmodel.core.judge import Judge  # noqa: E402
 from rewardmodel.core.preprocessing import VisionGeometry  # noqa: E402
 from rewardmodel.core.query import build_query  # noqa: E402
 from rewardmodel.core.training import both_orders, pair_loss, train  # noqa: E402
 from tests.rewardmodel.synthetic_pairs import brightness_pairs, taxonomy  # noqa: E402
-from tests.rewardmodel.tiny_qwen import build_tokenizer, save_tiny_qwen  # noqa: E402
 
 QUERY = build_query(taxonomy(), "image_fill", "aesthetics", "")
 

@@ -119,8 +119,8 @@ def child(args) -> None:
 
 
 def bench_tiny(args) -> None:
-    from tests.generation.tiny_flux import save_tiny_flux_fill
-    from tests.rewardmodel.tiny_qwen import save_tiny_qwen
+    from generation.core.demo_flux import save_tiny_flux_fill
+    from rewardmodel.core.demo_judge import save_tiny_qwen
 
     with tempfile.TemporaryDirectory(prefix="bench-rl-") as work:
         work = Path(work)
@@ -158,10 +158,10 @@ def full_size_components(dry: bool, judge_max_pixels: int):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from generation.core.backends.flux_fill import FluxFillBackend, FluxFillConfig
+    from generation.core.demo_flux import build_pipeline
+    from rewardmodel.core.demo_judge import build_tokenizer
     from rewardmodel.core.judge import Judge
     from rewardmodel.core.preprocessing import VisionGeometry
-    from tests.generation.tiny_flux import build_pipeline
-    from tests.rewardmodel.tiny_qwen import build_tokenizer
 
     sys.path.insert(0, str(ROOT / "bench"))
     from reward_model import qwen25_vl_7b_config

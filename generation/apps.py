@@ -6,4 +6,4 @@ class GenerationConfig(AppConfig):
     verbose_name = "Generation"
 
     def ready(self):
-        from . import signals  # noqa: F401  (worker start-up and file clean-up hooks)
+        from . import demo, signals  # noqa: F401  (the demo's generators; worker start-up and file clean-up hooks)

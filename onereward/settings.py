@@ -174,6 +174,8 @@ ONEREWARD_GENERATION_LEASE_SECONDS = env_int("ONEREWARD_GENERATION_LEASE_SECONDS
 # Where GPU workers keep training runs (datasets copied from storage, checkpoints, the trained
 # models): a local or shared disk of the GPU hosts, not the media storage (a 7B model is 15 GB).
 ONEREWARD_TRAINING_DIR = Path(env_str("ONEREWARD_TRAINING_DIR", str(DATA_DIR / "training")))
+# The small demo models seed_demo builds (a FLUX Fill and a Qwen2.5-VL judge with random weights).
+ONEREWARD_DEMO_MODELS_DIR = Path(env_str("ONEREWARD_DEMO_MODELS_DIR", str(DATA_DIR / "demo-models")))
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

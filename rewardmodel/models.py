@@ -13,8 +13,8 @@ from django.db import models
 from onereward.runs import TrainingRun, config_default, thin
 
 from .core.config import MIXED_PRECISION, TrainingConfig
+from .demo import default_base_model
 
-DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 ACCELERATE_CONFIGS = ["", "ddp", "fsdp", "deepspeed_zero3"]
 
 
@@ -33,8 +33,9 @@ class RewardModelRun(TrainingRun):
 
     dataset = models.ForeignKey("preferences.PreferenceDataset", on_delete=models.PROTECT,
                                 related_name="reward_model_runs")
-    base_model = models.CharField(max_length=500, default=DEFAULT_BASE_MODEL,
-                                  help_text="A Qwen2-VL family model: a directory on the GPU hosts or a hub id.")
+    base_model = models.CharField(max_length=500, default=default_base_model,
+                                  help_text="A Qwen2-VL family model: a directory on the GPU hosts or a hub id "
+                                            "(default: the demo judge once seed_demo has built it).")
     adapter_rank = models.PositiveSmallIntegerField(null=True, blank=True,
                                                     help_text="LoRA rank; empty = full fine-tune.")
     learning_rate = models.FloatField(default=default("learning_rate"))

@@ -31,6 +31,13 @@ class RLRunForm(forms.ModelForm):
         self.fields["reward_model"].queryset = RewardModelVersion.objects.all()
         self.fields["train_tags"].queryset = Tag.objects.all()
         self.fields["eval_tags"].queryset = Tag.objects.all()
+        if not self.is_bound:
+            # A new run starts from the newest judge and, by default, the newest FLUX Fill generator
+            # (after seed_demo, the demo one): the loop's next step, ready to start.
+            self.initial.setdefault("reward_model", RewardModelVersion.objects.order_by("-created_at")
+                                    .values_list("pk", flat=True).first())
+            self.initial.setdefault("base_generator", self.fields["base_generator"].queryset.order_by("-created_at")
+                                    .values_list("pk", flat=True).first())
 
 
 class HumanStudyForm(forms.Form):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the platform on the embedded defaults: SQLite, local files, a broker kept in a folder.
-# Installs on first run, migrates, seeds the demo once, starts a worker and the web server.
+# Installs on first run, migrates, seeds the demo (users, inputs, demo models; once), starts a worker
+# and the web server.
 # Usage: scripts/run.sh   (PORT=8000 by default; Ctrl-C stops both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +11,8 @@ PORT=${PORT:-8000}
 
 $PY manage.py migrate --noinput
 logins=$($PY -c 'import django, os; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onereward.settings"); django.setup(); from inputs.management.commands.seed_demo import logins_file; print(logins_file())')
-if [ ! -f "$logins" ]; then
-  $PY manage.py seed_demo
-fi
+# Safe to re-run: users keep their passwords, inputs and the demo models are made only when missing.
+$PY manage.py seed_demo
 
 $PY -m celery -A onereward worker -Q default,gpu --concurrency 1 --loglevel INFO &
 worker=$!

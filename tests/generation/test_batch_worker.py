@@ -128,7 +128,7 @@ def test_a_flux_fill_batch_from_the_command_line_with_wait(celery_worker_process
     the generator record, true CFG on for some candidates."""
     from django.core.management import call_command
 
-    from tests.generation.tiny_flux import save_tiny_flux_fill
+    from generation.core.demo_flux import save_tiny_flux_fill
 
     base = save_tiny_flux_fill(tmp_path / "tiny-flux-fill")
     generator = Generator(name="tiny FLUX Fill", backend="flux_fill",

@@ -17,7 +17,7 @@ from generation.core.backends.base import (
     load_backend,
 )
 from generation.core.backends.flux_fill import FluxFillBackend, pad_canvas
-from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora, save_tiny_transformer
+from generation.core.demo_flux import save_tiny_flux_fill, save_tiny_lora, save_tiny_transformer
 
 SEQ = 32  # T5 tokens: enough for the test prompts, keeps the tiny T5 fast
 STEPS = 3

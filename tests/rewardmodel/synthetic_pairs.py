@@ -151,9 +151,8 @@ def trained_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     batch 16, lr 1e-3 (the tiny random model needs far more than the paper's 1e-6 for a 7B one),
     10 warmup steps, 120 steps (about 4 epochs of 512 pairs). Returns (output_dir, result)."""
     from rewardmodel.core.config import TrainingConfig
+    from rewardmodel.core.demo_judge import save_tiny_qwen
     from rewardmodel.core.training import train
-
-    from .tiny_qwen import save_tiny_qwen
 
     if "run" not in _trained:
         root = tmp_path_factory.mktemp("learning")
@@ -191,9 +190,8 @@ def trained_rl_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
     no zero-shot evaluation.
     Returns (output_dir, result)."""
     from rewardmodel.core.config import TrainingConfig
+    from rewardmodel.core.demo_judge import save_tiny_qwen
     from rewardmodel.core.training import train
-
-    from .tiny_qwen import save_tiny_qwen
 
     if "rl" not in _trained:
         root = tmp_path_factory.mktemp("rl-judge")

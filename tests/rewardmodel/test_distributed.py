@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from tests.trainer_processes import run_module
 
 from .synthetic_pairs import brightness_pairs
-from .tiny_qwen import save_tiny_qwen
 
 TOLERANCE = 1e-5
 

@@ -4,11 +4,10 @@ import json
 import pytest
 import torch
 
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from rewardmodel.core.judge import Judge
 from rewardmodel.core.preprocessing import VisionGeometry
 from rewardmodel.core.query import TEMPLATE_VERSION
-
-from .tiny_qwen import save_tiny_qwen
 
 QUERY = "Is the first image better than the second image on aesthetics? Answer Yes or No."
 LONG_QUERY = ("Task: Image fill. Prompt: \"a red cup on a wooden table\". Is the first image better than the "

@@ -6,11 +6,11 @@ from django.core.files.storage import default_storage
 
 from preferences.export import build, create_dataset
 from preferences.models import PreferenceDataset
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from rewardmodel.models import RewardModelRun
 from tests.annotation.world import make_tasks
 from tests.conftest import photo, png_bytes, wait_for
 from tests.preferences.preference_world import judge
-from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

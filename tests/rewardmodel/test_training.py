@@ -11,13 +11,13 @@ import torch
 from mlcore.rundir import RunDirectory
 from rewardmodel.core import train as train_cli
 from rewardmodel.core.config import ConfigError, TrainingConfig
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from rewardmodel.core.judge import Judge
 from rewardmodel.core.pairs import PreferencePairs, collate_pairs
 from rewardmodel.core.query import TEMPLATE_VERSION
 from rewardmodel.core.training import train
 
 from .synthetic_pairs import brightness_pairs
-from .tiny_qwen import save_tiny_qwen
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Tests of the OneReward RL trainer. Shared builders of the tiny world they run in:
 
-- a tiny FLUX Fill pipeline (tests/generation/tiny_flux.py) and a tiny Qwen2.5-VL judge
-  (tests/rewardmodel/tiny_qwen.py), both saved to disk and read back by the real loading code;
+- a tiny FLUX Fill pipeline (generation/core/demo_flux.py) and a tiny Qwen2.5-VL judge
+  (rewardmodel/core/demo_judge.py), both saved to disk and read back by the real loading code;
 - conditions directories written by rl.core.conditions.write_conditions with the seeded taxonomy
   (annotation/taxonomy_seed.py) in the export's shape, plus the two RL fields of a task.
 """

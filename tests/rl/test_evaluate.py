@@ -11,12 +11,12 @@ import torch
 
 from generation.core.backends.base import CandidateSettings, GenerationRequest
 from generation.core.backends.flux_fill import FluxFillBackend
+from generation.core.demo_flux import save_tiny_flux_fill, save_tiny_lora
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from rewardmodel.core.query import build_query
 from rl.core.conditions import ConditionPool
 from rl.core.evaluate import composite, evaluate_policy
 from rl.core.onereward import OneRewardTrainer
-from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora
-from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 
 from . import base_generator, rl_config, write_default_conditions
 

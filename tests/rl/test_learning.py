@@ -24,9 +24,9 @@ import time
 
 import pytest
 
+from generation.core.demo_flux import save_tiny_flux_fill
 from rl.core.conditions import write_conditions
 from rl.core.onereward import OneRewardTrainer
-from tests.generation.tiny_flux import save_tiny_flux_fill
 from tests.rewardmodel.synthetic_pairs import trained_rl_brightness_judge
 
 from . import box_mask, canvas, rl_config, rl_taxonomy

@@ -14,10 +14,10 @@ import torch
 
 from generation.core.backends.base import CandidateSettings, GenerationRequest
 from generation.core.backends.flux_fill import FluxFillBackend
+from generation.core.demo_flux import save_tiny_flux_fill, save_tiny_lora
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from rl.core.config import ConfigError, OneRewardConfig
 from rl.core.onereward import OneRewardTrainer, predict_clean
-from tests.generation.tiny_flux import save_tiny_flux_fill, save_tiny_lora
-from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 from tests.trainer_processes import run_module
 
 from . import base_generator, rl_config, write_default_conditions

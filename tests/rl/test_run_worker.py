@@ -4,15 +4,15 @@ import json
 
 import pytest
 
+from generation.core.demo_flux import save_tiny_flux_fill
 from generation.models import Candidate, GenerationBatch, Generator
 from inputs.models import Tag
 from preferences.models import PreferenceDataset
+from rewardmodel.core.demo_judge import save_tiny_qwen
 from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rl.models import RLRun
 from tests.annotation.world import make_inputs
 from tests.conftest import wait_for
-from tests.generation.tiny_flux import save_tiny_flux_fill
-from tests.rewardmodel.tiny_qwen import save_tiny_qwen
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from evaluation.models import Study
+from generation.core.demo_flux import save_tiny_flux_fill
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
 from inputs.models import Tag
 from rewardmodel.models import RewardModelRun, RewardModelVersion
@@ -17,7 +18,6 @@ from rl.execution import register_checkpoint, start_human_study, write_condition
 from rl.forms import start_run
 from rl.models import PolicyCheckpoint, RLRun
 from tests.annotation.world import make_inputs
-from tests.generation.tiny_flux import save_tiny_flux_fill
 
 pytestmark = pytest.mark.django_db
 

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from inputs.demo_inputs import demo_specs
 from inputs.importing import import_inputs
+from onereward.demo import seeding_demo
 from onereward.roles import assign_role
 
 DEMO_USERS = [
@@ -23,10 +24,12 @@ def logins_file() -> Path:
 
 
 class Command(BaseCommand):
-    help = "Create demo users (one per role, passwords printed) and demo inputs for every task. Safe to re-run."
+    help = ("Create demo users (one per role, passwords printed), demo inputs for every task and the demo models "
+            "(a small FLUX Fill generator and a small judge, random weights, built once). Safe to re-run.")
 
     def add_arguments(self, parser):
         parser.add_argument("--reset-passwords", action="store_true", help="give existing demo users new passwords")
+        parser.add_argument("--skip-models", action="store_true", help="users and inputs only; no demo models")
 
     def handle(self, *args, **options):
         User = get_user_model()
@@ -44,6 +47,11 @@ class Command(BaseCommand):
                 assign_role(user, role)
         created_inputs = import_inputs(demo_specs(), skip_existing=True)
         self.stdout.write(f"Demo inputs: {len(created_inputs)} new, from scikit-image's photographs (tag 'demo').")
+        if not options["skip_models"]:
+            # Each app adds its demo models (generation: the generators; rewardmodel: the judge).
+            for _, lines in seeding_demo.send(sender=self.__class__):
+                for line in lines or []:
+                    self.stdout.write(line)
         self.stdout.write("Demo logins (username, password, role):")
         for line in lines:
             self.stdout.write("  " + line)

@@ -129,7 +129,11 @@
     skipArmedUntil = 0;
     Object.assign(zoom, { scale: 1, x: 0, y: 0 });
     page.display(task);
-    if (!task) return;
+    if (!task) {
+      // Nothing ready (the queued task went stale): ask the server, or the page waits forever.
+      ensurePrefetch();
+      return;
+    }
     if (task.judging) lastSlot = task.slot;
     if (task.el.dataset.pool !== undefined) document.getElementById("ann-pool").textContent = task.el.dataset.pool;
     ensurePrefetch();

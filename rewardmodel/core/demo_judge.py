@@ -1,11 +1,14 @@
-"""A tiny Qwen2.5-VL judge built from a config, with a tokenizer trained on a few sentences.
+"""The demo judge: a tiny Qwen2.5-VL built from a config, with a tokenizer trained on a few
+sentences, for machines without the 7B weights (seed_demo makes it the default base model of
+reward-model runs).
 
 Nothing is downloaded: the config has the real model's layout (a windowed vision tower with full
 attention in its last block, 2x2 patch merging into the language model, multimodal RoPE) at toy
 widths, the tokenizer is a byte-level BPE with Qwen's special tokens, and both are written with
 `save_pretrained`, so `Judge.from_pretrained(directory)` exercises the real loading code.
 
-Used by tests/rewardmodel and by the trainer and RL tests.
+Its weights are random (seeded) until a reward-model run trains it. The platform's demo, the
+tests and the benchmarks use it.
 """
 from __future__ import annotations
 

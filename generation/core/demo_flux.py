@@ -1,11 +1,14 @@
-"""A tiny FLUX.1 Fill pipeline built from configs, with tokenizers trained on a few sentences.
+"""The demo FLUX.1 Fill model: a tiny pipeline built from configs, with tokenizers trained on a few
+sentences, for machines without the 12B weights (seed_demo registers it as the demo generator).
 
 Nothing is downloaded: every component is made from a config with seeded random weights and saved
 with `save_pretrained`, so the backend's real loading code reads it back. The shapes follow the
 real FLUX.1-Fill-dev layout (VAE scale factor 8, packed 2x2 latents, a 256-channel packed mask),
 only narrower, so padding and packing are exercised as they are on the 12B model.
 
-Used by tests/generation/test_flux_fill.py and bench/generation_throughput.py.
+Its weights are random (seeded): what it paints is noise shaped by the mask, fast on a CPU. The
+platform's demo, the tests and the benchmarks use it; the full-size layout (`full_size=True`)
+measures speed and memory on a GPU. Needs diffusers, transformers and tokenizers.
 """
 from __future__ import annotations
 

@@ -1,0 +1,33 @@
+"""The generators of the demo (seed_demo): the CPU baseline and FLUX Fill on the demo model (a
+small pipeline with random weights, generation/core/demo_flux.py), built once into the demo
+models directory through diffusers' own save and load code."""
+from django.dispatch import receiver
+
+from onereward.demo import DEMO_LABEL, build_once, seeding_demo
+
+from .models import Generator
+
+CPU_BASELINE = "CPU baseline"
+FLUX_DEMO = "FLUX Fill (demo model)"
+SEED = 0
+
+
+def demo_flux_dir():
+    # torch and diffusers load here, when a demo is seeded, and never in the web processes.
+    from .core.demo_flux import save_tiny_flux_fill
+
+    return build_once("flux-fill", "model_index.json", lambda directory: save_tiny_flux_fill(directory, seed=SEED))
+
+
+@receiver(seeding_demo, dispatch_uid="generation-demo-generators")
+def seed_demo_generators(sender, **kwargs) -> list[str]:
+    directory, built = demo_flux_dir()
+    Generator.objects.update_or_create(name=CPU_BASELINE, defaults={
+        "backend": "cpu_baseline", "settings": {}, "active": True,
+        "description": "Fills the mask from its surroundings on the CPU: a baseline, no model."})
+    Generator.objects.update_or_create(name=FLUX_DEMO, defaults={
+        "backend": "flux_fill", "settings": {"base": str(directory), "dtype": "float32"}, "active": True,
+        "description": f"FLUX.1 Fill's layout at toy size ({DEMO_LABEL}): it runs the whole loop on a CPU; its "
+                       "candidates are noise until RL trains it. Register FLUX.1-Fill-dev for real edits."})
+    return [f"Demo FLUX Fill model {'built' if built else 'kept'} in {directory}; generators "
+            f"'{CPU_BASELINE}' and '{FLUX_DEMO}' registered."]
