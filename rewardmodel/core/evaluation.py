@@ -73,6 +73,14 @@ def _floats(values) -> list[float]:
     return [float(value) for value in values]
 
 
+def first_wins(forward: list[float], reversed_: list[float]) -> tuple[int, int]:
+    """The one rule for reading the judge, in reward-model and RL evaluation alike: on P(Yes)
+    renormalised over {Yes, No}, the image shown first wins when it is above 0.5. `forward` holds
+    the scores with the candidate under test first, `reversed_` with it second; returns how often
+    it won in each order."""
+    return sum(p > 0.5 for p in forward), sum(p < 0.5 for p in reversed_)
+
+
 def summarise(rows: list[dict], split: str = "test") -> dict:
     """The evaluation of scored pairs: one row per (task, dimension), sorted by task then
     dimension, and an "all" row over every pair.
@@ -91,8 +99,7 @@ def summarise(rows: list[dict], split: str = "test") -> dict:
 
 def _row(task: str, dimension: str, rows: list[dict]) -> dict:
     n = len(rows)
-    forward = sum(row["p_forward"] > 0.5 for row in rows)
-    reversed_ = sum(row["p_reversed"] < 0.5 for row in rows)
+    forward, reversed_ = first_wins([row["p_forward"] for row in rows], [row["p_reversed"] for row in rows])
     shares, agreements = [], []
     for row in rows:
         votes_for, votes_against = int(row["votes_for"] or 0), int(row["votes_against"] or 0)

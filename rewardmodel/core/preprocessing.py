@@ -3,15 +3,18 @@
 The same function feeds the judge when it is trained on annotated pairs and when RL backpropagates
 through it into the generator (METHOD.md §3): resize to the processor's target size, normalise with
 the CLIP mean and std, and patchify. Patchify is a reshape/permute, so gradients reach the pixels.
-For an image already at its target size the output equals transformers' Qwen2VLImageProcessor.
+The output equals transformers' Qwen2VLImageProcessor on the 8-bit image, resized or not: the
+forward pass of the resize is Pillow's own (see `resize`), the backward pass a differentiable copy.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -95,12 +98,75 @@ def target_size(height: int, width: int, geometry: VisionGeometry) -> tuple[int,
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """image: float (3, H, W) in [0, 1] -> float (3, *size) in [0, 1]; bicubic with antialias,
-    clamped as the processor's 8-bit resize is. Returned unchanged when already that size."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    resized = F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0]
-    return resized.clamp(0.0, 1.0)
+    """image: float (3, H, W) in [0, 1] -> float (3, *size) in [0, 1]: in the forward pass, exactly
+    what transformers' processor makes of the 8-bit image (Pillow's bicubic resize, by Pillow
+    itself, so whatever its version does, e.g. the pass order Pillow 13 picks by the scales);
+    in the backward pass, the gradient of the same antialiased bicubic (Pillow's kernel, a = -0.5)
+    without the 8-bit rounding (straight-through), so RL still reaches the pixels. An image already
+    at `size` is only rounded to 8 bits, as the processor sees it."""
+    out_h, out_w = size
+    height, width = image.shape[-2:]
+    soft = image
+    if out_w != width:
+        soft = _resample(soft, *_bicubic_weights(width, out_w, image.device, soft.dtype), dim=-1)
+    if out_h != height:
+        soft = _resample(soft, *_bicubic_weights(height, out_h, image.device, soft.dtype), dim=-2)
+    with torch.no_grad():
+        pixels = torch.round(image.detach() * 255).clamp(0, 255).to(torch.uint8)
+        if (out_h, out_w) != (height, width):
+            resized = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy()).resize((out_w, out_h), Image.BICUBIC)
+            pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+        exact = pixels.to(device=image.device, dtype=soft.dtype) / 255
+    return soft + (exact - soft).detach()
+
+
+def _bicubic(x: float) -> float:
+    a = -0.5  # Pillow's bicubic; torch's is a = -0.75
+    x = abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_taps(in_size: int, out_size: int) -> tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]:
+    """Pillow's resampling coefficients for one side (libImaging/Resample.c, precompute_coeffs):
+    per output pixel, the first input pixel and the normalised weights of its taps; downscaling
+    widens the kernel by the scale (antialiasing)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    rows, starts = [], []
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        taps = [_bicubic((x + xmin - center + 0.5) / filterscale) for x in range(xmax)]
+        total = sum(taps)
+        rows.append(tuple(w / total for w in taps) if total else tuple(taps))
+        starts.append(xmin)
+    return tuple(rows), tuple(starts)
+
+
+def _bicubic_weights(in_size: int, out_size: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out_size, taps) weights and the input indices they apply to (padded with weight 0)."""
+    rows, starts = _bicubic_taps(in_size, out_size)
+    taps = max(len(row) for row in rows)
+    weights = torch.zeros(out_size, taps, dtype=torch.float64)
+    index = torch.zeros(out_size, taps, dtype=torch.long)
+    for xx, (row, start) in enumerate(zip(rows, starts)):
+        weights[xx, : len(row)] = torch.tensor(row, dtype=torch.float64)
+        index[xx, : len(row)] = torch.arange(start, start + len(row))
+    return weights.to(device=device, dtype=dtype), index.to(device)
+
+
+def _resample(values: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Resample `values` (C, H, W) along `dim` (-1: width, -2: height):
+    out[..., o] = sum over taps t of values[..., index[o, t]] * weights[o, t]."""
+    moved = values.movedim(dim, -1)
+    return (moved[..., index] * weights).sum(-1).movedim(-1, dim)
 
 
 def patchify(image: torch.Tensor, geometry: VisionGeometry) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -10,8 +10,10 @@ the judge is asked in both orders:
     forward  = P(Yes | first = policy, second = base, q_e)  -> the policy wins when > 0.5
     reversed = P(Yes | first = base, second = policy, q_e)  -> the policy wins when < 0.5
 
-and a row (task x dimension) reports the policy's win rate in each order and their mean, with
-counts, and the mean P(Yes) of each order (raw: the RL reward; and renormalised over Yes/No).
+read renormalised over {Yes, No}, by the same rule as reward-model evaluation
+(rewardmodel.core.evaluation.first_wins); a row (task x dimension) reports the policy's win rate in
+each order and their mean, with counts, and the mean P(Yes) of each order (raw: the RL reward; and
+renormalised).
 A policy identical to its base wins exactly half of the averaged comparisons (one order or the
 other, whichever way the judge leans on a tie), so 0.5 is "no change" whatever the judge's
 position bias.
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mlcore.rundir import write_json_atomic
+from rewardmodel.core.evaluation import first_wins
 
 from .conditions import ConditionPool, ConditionsError
 from .config import RolloutSettings
@@ -137,8 +140,8 @@ def composite(generated: np.ndarray, source, mask) -> np.ndarray:
 
 def _row(task: str, dimension: str, rows: list[dict]) -> dict:
     n = len(rows)
-    forward = sum(row["p_yes"] > 0.5 for row in rows)
-    reversed_ = sum(row["p_yes_reversed"] < 0.5 for row in rows)
+    forward, reversed_ = first_wins([row["p_yes_renormalised"] for row in rows],
+                                    [row["p_yes_reversed_renormalised"] for row in rows])
 
     def mean(name):
         return sum(row[name] for row in rows) / n if n else None

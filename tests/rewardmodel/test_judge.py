@@ -74,6 +74,32 @@ def test_score_gives_probabilities_and_their_renormalisation(judge):
     torch.testing.assert_close(1 - scores["p_yes_renormalised"], p_no / (p_yes + p_no))
 
 
+def test_p_yes_is_the_next_token_probability_of_the_word_yes(judge):
+    """Read independently of the judge's own reading: the model's generate() for one new token on
+    the same prompt, its raw logits, and the id the tokenizer gives the word "Yes". A judge that
+    swapped Yes and No, or read the answer one position early, gives other numbers."""
+    from rewardmodel.core.preprocessing import preprocess
+
+    first, second = images((56, 56), (56, 84), seed=5)
+    pixel_values, grid = preprocess([first, second], judge.geometry)
+    image_tokens = (grid.prod(-1) // judge.geometry.merge_size**2).tolist()
+    encoded = judge.tokenizer(judge.chat_text(QUERY, image_tokens), return_tensors="pt")
+    extra = {"mm_token_type_ids": (encoded["input_ids"] == judge.image_token_id).int()} \
+        if judge._pass_token_types else {}
+    with torch.no_grad():
+        generated = judge.model.generate(**encoded, **extra, pixel_values=pixel_values, image_grid_thw=grid,
+                                         max_new_tokens=1, do_sample=False, output_logits=True,
+                                         return_dict_in_generate=True)
+    probabilities = generated.logits[0][0].float().softmax(-1)
+    [yes_id] = judge.tokenizer.encode("Yes", add_special_tokens=False)
+    [no_id] = judge.tokenizer.encode("No", add_special_tokens=False)
+    scores = judge.score([first], [second], [QUERY])
+    assert float(scores["p_yes"][0]) == pytest.approx(float(probabilities[yes_id]), rel=1e-4)
+    p_yes, p_no = float(probabilities[yes_id]), float(probabilities[no_id])
+    assert float(scores["p_yes_renormalised"][0]) == pytest.approx(p_yes / (p_yes + p_no), rel=1e-4)
+    assert abs(p_yes - p_no) > 1e-4 * (p_yes + p_no)  # the case tells a swap of Yes and No
+
+
 def test_both_orders_in_one_batch_equal_separate_calls(judge):
     first, second, queries = mixed_batch(seed=3)
     both = judge.score(first, second, queries, both_orders=True, batch_size=3)

@@ -9,7 +9,14 @@ from PIL import Image
 # this project does not install; both backends share `smart_resize` and the patch layout.
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from rewardmodel.core.preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionGeometry, preprocess, target_size
+from rewardmodel.core.preprocessing import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    VisionGeometry,
+    preprocess,
+    resize,
+    target_size,
+)
 
 GEOMETRIES = {
     "qwen2-vl": VisionGeometry(),
@@ -67,18 +74,34 @@ def test_several_images_of_different_sizes_are_concatenated_in_order():
     torch.testing.assert_close(pixel_values, expected["pixel_values"].float(), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [(60, 50), (100, 130), (31, 47), (300, 200)])
-def test_resized_images_stay_close_to_the_processor(size):
-    """Torch's antialiased bicubic against PIL's 8-bit one: the same target size, pixels within a
-    few 8-bit levels (the processor rounds to integers after resizing, this path does not)."""
+@pytest.mark.parametrize("size", [
+    (512, 512), (1024, 1024),  # the platform's fill and removal canvases
+    (576, 1024), (1024, 576), (768, 1024), (512, 768),  # extend canvases (16:9, 4:3, 3:2 and portrait)
+    (60, 50), (100, 130), (31, 47), (300, 200),  # small and odd sizes, up and down in either side
+])
+def test_resized_images_equal_the_processor(size):
+    """The processor resizes the 8-bit image with Pillow's bicubic; the judge's resize gives the
+    same values (its forward pass is Pillow's), to float rounding after normalisation."""
     geometry = GEOMETRIES["qwen2-vl"]
     pixels = random_rgb(*size)
     expected = processor_for(geometry)(images=Image.fromarray(pixels), return_tensors="pt")
     pixel_values, image_grid_thw = preprocess([as_tensor(pixels)], geometry)
     assert image_grid_thw.tolist() == expected["image_grid_thw"].tolist()
-    difference = (pixel_values - expected["pixel_values"]).abs()
-    level = 1 / 255 / min(OPENAI_CLIP_STD)  # one 8-bit level after normalisation
-    assert difference.mean() < level and difference.max() < 12 * level
+    assert target_size(*size, geometry) != size  # a real resize
+    torch.testing.assert_close(pixel_values, expected["pixel_values"].float(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size, target", [((60, 50), (56, 56)), ((300, 200), (308, 196)), ((31, 47), (56, 84))])
+def test_the_gradient_is_that_of_pillows_bicubic_without_rounding(size, target):
+    """The backward pass is linear: x.grad . x = v . soft(x) for a vector-Jacobian product with v.
+    soft(x) must be Pillow's own bicubic on floats (mode "F", no 8-bit rounding) of each channel."""
+    image = torch.rand(3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = resize(image, target)
+    v = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (out * v).sum().backward()
+    pillow = np.stack([np.asarray(Image.fromarray(channel.astype(np.float32), mode="F").resize(
+        (target[1], target[0]), Image.BICUBIC)) for channel in image.detach().numpy()])
+    assert float((image.grad * image.detach()).sum()) == pytest.approx(float((v.numpy() * pillow).sum()), rel=1e-5)
 
 
 @pytest.mark.parametrize("size", [(56, 56), (90, 70)])

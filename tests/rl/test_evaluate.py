@@ -37,16 +37,23 @@ def world(tmp_path_factory):
 
 
 class BrightnessJudge:
-    """Says "Yes" (0.8) when the first image's mean is higher than the second's, else 0.2."""
+    """Prefers the brighter first image: P(Yes) 0.4 and P(No) 0.1 when the first image's mean is
+    higher (renormalised 0.8), else P(Yes) 0.05 and P(No) 0.2 (renormalised 0.2). The raw P(Yes) is
+    under 0.5 either way, so only the renormalised reading (the rule of reward-model evaluation)
+    tells wins from losses."""
 
     def query(self, taxonomy, task, dimension, prompt):
         return build_query(taxonomy, task, dimension, prompt)
 
     def score(self, first, second, queries, both_orders=False, batch_size=16):
-        forward = torch.tensor([0.8 if a.mean() > b.mean() else 0.2 for a, b in zip(first, second)])
-        reversed_ = torch.tensor([0.8 if b.mean() > a.mean() else 0.2 for a, b in zip(first, second)])
-        return {"p_yes": forward, "p_yes_renormalised": forward, "p_yes_reversed": reversed_,
-                "p_yes_reversed_renormalised": reversed_}
+        def reading(brighter):
+            raw = torch.tensor([0.4 if b else 0.05 for b in brighter])
+            return raw, torch.tensor([0.8 if b else 0.2 for b in brighter])
+
+        forward, forward_renormalised = reading([a.mean() > b.mean() for a, b in zip(first, second)])
+        reversed_, reversed_renormalised = reading([b.mean() > a.mean() for a, b in zip(first, second)])
+        return {"p_yes": forward, "p_yes_renormalised": forward_renormalised, "p_yes_reversed": reversed_,
+                "p_yes_reversed_renormalised": reversed_renormalised}
 
 
 def test_a_policy_equal_to_its_base_wins_exactly_half(world, tmp_path):
@@ -110,6 +117,8 @@ def test_win_rates_count_the_judges_verdicts(world, tmp_path):
     assert rows[("image_fill", "structure")]["win_rate"] == pytest.approx(fill_wins / 4)
     assert rows[("object_removal", "removal_quality")]["win_rate"] == pytest.approx(brighter["removal-1"] / 2)
     assert rows[("object_removal", "removal_quality")]["mean_p_yes"] == pytest.approx(
+        (0.4 * brighter["removal-1"] + 0.05 * (2 - brighter["removal-1"])) / 2)
+    assert rows[("object_removal", "removal_quality")]["mean_p_yes_renormalised"] == pytest.approx(
         (0.8 * brighter["removal-1"] + 0.2 * (2 - brighter["removal-1"])) / 2)
     assert 0 < expected_all < 24  # the case tells wins from losses
 
