@@ -20,7 +20,7 @@ from generation.models import GenerationBatch
 from onereward import charts
 
 from . import quality
-from .models import AnnotationTask, AnnotatorStatus, QualityControlSettings, SlotKind
+from .models import AnnotationTask, AnnotatorStatus, QualityControlSettings, SimulatedAnnotator, SlotKind
 
 PERIODS = {"1": ("Last 24 hours", 1), "7": ("Last 7 days", 7), "30": ("Last 30 days", 30), "all": ("All time", None)}
 # The default keeps the page quick on a large platform (all time over a million judgments takes
@@ -397,6 +397,18 @@ class AnnotatorStatusAdmin(admin.ModelAdmin):
 
 
 # --- quality-control settings (one row) ----------------------------------------------------------
+
+
+@admin.register(SimulatedAnnotator)
+class SimulatedAnnotatorAdmin(admin.ModelAdmin):
+    """Accounts judged by an oracle (made by `manage.py simulate_annotators`); read here, run there."""
+
+    list_display = ["user", "oracle", "noise", "seed", "created_at"]
+    list_filter = ["oracle"]
+    readonly_fields = ["user", "oracle", "noise", "seed", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(QualityControlSettings)

@@ -197,3 +197,19 @@ class Skip(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["annotator", "task"], name="one_skip_per_annotator_task")]
+
+
+class SimulatedAnnotator(models.Model):
+    """An annotator account whose judgments an oracle makes (annotation/core/oracles.py), through
+    the same hand-out, validation and quality control as a person's. Datasets leave their
+    judgments out unless asked (PreferenceDataset.include_simulated); QC lists them apart."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="simulated_annotator")
+    oracle = models.CharField(max_length=200, help_text="A built-in oracle or a plug-in (package.module:Class).")
+    noise = models.FloatField(default=0.0, help_text="Share of answers drawn at random instead of the oracle's.")
+    seed = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.user} (simulated: {self.oracle}, noise {self.noise:g})"

@@ -26,7 +26,15 @@ from scipy import stats
 from generation.models import CandidateSet, GenerationBatch
 from inputs.models import Dimension, Input, Task
 
-from .models import AnnotationTask, AnnotatorStatus, DimensionPick, Judgment, QualityControlSettings, SlotKind
+from .models import (
+    AnnotationTask,
+    AnnotatorStatus,
+    DimensionPick,
+    Judgment,
+    QualityControlSettings,
+    SimulatedAnnotator,
+    SlotKind,
+)
 
 STREAM_CHUNK = 5000
 DISCARDED = "discarded"  # the category a discarded pick takes in agreement figures
@@ -743,6 +751,7 @@ class AnnotatorQuality:
     position: PositionBias | None
     activity: Activity | None
     below_threshold: bool  # enough gold picks and accuracy under the threshold
+    simulated: str = ""  # the oracle and noise of a simulated annotator; "" for a person
 
 
 def annotator_report(since: datetime | None = None, settings: QualityControlSettings | None = None
@@ -760,6 +769,8 @@ def annotator_report(since: datetime | None = None, settings: QualityControlSett
                 AnnotatorStatus.objects.order_by().values_list("user_id", "paused", "reason")}
     ids = set(gold) | set(consistency) | set(position) | set(activities) | set(statuses)
     names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+    simulated = {user_id: f"{oracle}, noise {noise:g}" for user_id, oracle, noise in
+                 SimulatedAnnotator.objects.filter(user_id__in=ids).values_list("user_id", "oracle", "noise")}
     report = []
     for annotator_id in ids:
         accuracy = gold.get(annotator_id) or GoldAccuracy(annotator_id)
@@ -770,5 +781,7 @@ def annotator_report(since: datetime | None = None, settings: QualityControlSett
             annotator_id=annotator_id, username=names.get(annotator_id, f"#{annotator_id}"), paused=paused,
             reason=reason, gold=accuracy, consistency=consistency.get(annotator_id),
             position=position.get(annotator_id), activity=activities.get(annotator_id), below_threshold=below,
+            simulated=simulated.get(annotator_id, ""),
         ))
-    return sorted(report, key=lambda row: row.username.lower())
+    # People first, then the simulated annotators: QC is about the people.
+    return sorted(report, key=lambda row: (bool(row.simulated), row.username.lower()))

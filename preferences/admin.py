@@ -82,7 +82,8 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
                 f"{dataset.good_standing_only} (min gold accuracy: "
                 f"{dataset.min_gold_accuracy if dataset.min_gold_accuracy is not None else 'QC threshold'})",
             ),
-            ("Gold / repeats included", f"{dataset.include_gold} / {dataset.include_repeats}"),
+            ("Gold / repeats / simulated included",
+             f"{dataset.include_gold} / {dataset.include_repeats} / {dataset.include_simulated}"),
             (
                 "Pairing",
                 f"{dataset.get_pairing_display()}; {dataset.get_aggregation_display()}; ties: "

@@ -78,6 +78,8 @@ def eligible_judgments(dataset: PreferenceDataset, excluded: set[int]):
         judgments = judgments.filter(task__is_gold=False).exclude(kind=SlotKind.GOLD)
     if not dataset.include_repeats:
         judgments = judgments.exclude(kind=SlotKind.REPEAT)
+    if not dataset.include_simulated:
+        judgments = judgments.filter(annotator__simulated_annotator__isnull=True)
     return judgments
 
 
@@ -227,6 +229,7 @@ def options(dataset: PreferenceDataset) -> dict:
         "min_gold_accuracy": dataset.min_gold_accuracy,
         "include_gold": dataset.include_gold,
         "include_repeats": dataset.include_repeats,
+        "include_simulated": dataset.include_simulated,
         "pairing": dataset.pairing,
         "aggregation": dataset.aggregation,
         "tie_rule": dataset.tie_rule,

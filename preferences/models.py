@@ -43,8 +43,8 @@ class PreferenceDataset(BackgroundJob):
     # What a person chooses for a new version (the admin form and the API take the same).
     OPTION_FIELDS = ["name", "description", "batches", "tasks", "dimensions", "annotators", "submitted_from",
                      "submitted_until", "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats",
-                     "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction", "validation_fraction",
-                     "test_fraction", "split_seed", "embed_images", "formats"]
+                     "include_simulated", "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction",
+                     "validation_fraction", "test_fraction", "split_seed", "embed_images", "formats"]
 
     name = models.SlugField(max_length=100, help_text="Versions of one dataset share a name.")
     version = models.PositiveIntegerField(editable=False)
@@ -67,6 +67,8 @@ class PreferenceDataset(BackgroundJob):
     )
     include_gold = models.BooleanField(default=False, help_text="Also judgments on gold tasks.")
     include_repeats = models.BooleanField(default=False, help_text="Also repeat judgments (self-consistency checks).")
+    include_simulated = models.BooleanField(
+        default=False, help_text="Also judgments of simulated annotators (oracles; see simulate_annotators).")
     # How pairs are made.
     pairing = models.CharField(max_length=16, choices=PairingPolicy.choices, default=PairingPolicy.BEST_WORST)
     aggregation = models.CharField(max_length=16, choices=VoteAggregation.choices, default=VoteAggregation.MAJORITY)

@@ -44,6 +44,7 @@ class PreferenceDatasetSerializer(serializers.ModelSerializer):
             "min_gold_accuracy",
             "include_gold",
             "include_repeats",
+            "include_simulated",
             "pairing",
             "aggregation",
             "tie_rule",

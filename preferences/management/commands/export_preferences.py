@@ -69,6 +69,8 @@ class Command(BaseCommand):
         )
         parser.add_argument("--include-gold", action="store_true", help="also judgments on gold tasks")
         parser.add_argument("--include-repeats", action="store_true", help="also repeat judgments")
+        parser.add_argument("--include-simulated", action="store_true",
+                            help="also judgments of simulated annotators (oracles)")
         parser.add_argument("--pairing", choices=PairingPolicy.values, default=PairingPolicy.BEST_WORST)
         parser.add_argument("--aggregation", choices=VoteAggregation.values, default=VoteAggregation.MAJORITY)
         parser.add_argument("--tie-rule", choices=TieRule.values, default=TieRule.DROP)
@@ -105,6 +107,7 @@ class Command(BaseCommand):
                 submitted_from=options["submitted_from"], submitted_until=options["submitted_until"],
                 good_standing_only=not options["all_annotators"], min_gold_accuracy=options["min_gold_accuracy"],
                 include_gold=options["include_gold"], include_repeats=options["include_repeats"],
+                include_simulated=options["include_simulated"],
                 pairing=options["pairing"], aggregation=options["aggregation"], tie_rule=options["tie_rule"],
                 min_votes=options["min_votes"], train_fraction=train, validation_fraction=validation,
                 test_fraction=test, split_seed=options["seed"], embed_images=options["embed_images"],
