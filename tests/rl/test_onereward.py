@@ -205,6 +205,67 @@ def test_algorithm_1_reference_stays_the_base_bit_for_bit(world, tmp_path):
     np.testing.assert_array_equal(rollout_of(run, 1, 123, reference=True), base)
 
 
+class SpyOnJudge:
+    """Records what the trainer shows the (real) judge: the two images and the queries of every call."""
+
+    def __init__(self, judge):
+        self.judge, self.calls = judge, []
+        self.original = judge.answer_logprobs
+
+    def __enter__(self):
+        def answer_logprobs(first, second, queries):
+            self.calls.append((list(first), list(second), list(queries)))
+            return self.original(first, second, queries)
+
+        self.judge.answer_logprobs = answer_logprobs
+        return self
+
+    def __exit__(self, *exc):
+        self.judge.answer_logprobs = self.original
+
+
+@pytest.mark.parametrize("algorithm", ["fixed", "dynamic"])
+def test_the_reward_is_p_yes_of_the_policy_first_against_the_algorithms_reference(world, tmp_path, algorithm):
+    """Checked against images and probabilities the trainer does not compute: the reference must be
+    the base generator's own candidate (Algorithm 1) or the EMA's full sampling (Algorithm 2, after
+    steps that moved the EMA away from the start and from the policy), shown SECOND; the policy's
+    differentiable one-step image FIRST; the reward P(Yes) read by Judge.score on those images; and
+    the loss the mean over the task's dimensions of max(0, lambda - reward)."""
+    from rl.core.evaluate import composite
+
+    run = trainer(world, tmp_path / "a", algorithm=algorithm, rollout=CFG_ROLLOUT, learning_rate=5e-2,
+                  ema_decay=0.5, max_steps=4, batch_size=1)
+    if algorithm == "dynamic":
+        for _ in range(2):
+            run.step()
+    # A condition judged on several dimensions, so that how their terms combine shows.
+    sample = next(s for step in range(3, 40) for s in run.plan(step) if len(run.pool.dimensions(s.condition)) > 1)
+    position = run.pool.inputs.index(sample.condition)
+    with SpyOnJudge(run.judge) as spy:
+        loss, record = run.sample_loss(sample)
+    [(first, second, queries)] = spy.calls
+    image, mask = sample.condition.load()
+    if algorithm == "fixed":
+        expected = composite(base_arrays(world, position, sample.reference_seed, CFG_ROLLOUT), image, mask)
+    else:
+        with run.reference():  # the EMA's weights, checked to be the tau average by the test below
+            expected = composite(rollout_of(run, position, sample.reference_seed, reference=False), image, mask)
+        base = composite(base_arrays(world, position, sample.reference_seed, CFG_ROLLOUT), image, mask)
+        policy = composite(rollout_of(run, position, sample.reference_seed, reference=False), image, mask)
+        assert not np.allclose(expected, base, atol=1e-3) and not np.allclose(expected, policy, atol=1e-3)
+    for shown in second:
+        assert not shown.requires_grad
+        np.testing.assert_allclose(shown.permute(1, 2, 0).numpy(), expected, atol=1e-4)
+    assert all(shown.requires_grad for shown in first)  # the policy's image, with its graph
+    dimensions = run.pool.dimensions(sample.condition)
+    assert queries == [run.judge.query(run.pool.taxonomy, sample.condition.task, d, sample.condition.prompt)
+                       for d in dimensions]
+    scores = run.judge.score([f.detach() for f in first], [s.detach() for s in second], queries)
+    np.testing.assert_allclose(record["rewards"], scores["p_yes"].numpy(), rtol=1e-4)
+    hinge = np.maximum(run.config.reward_cap - scores["p_yes"].numpy(), 0)
+    assert float(loss.detach()) == pytest.approx(float(hinge.mean()), rel=1e-4)
+
+
 def test_the_ema_update_is_the_tau_average(world, tmp_path):
     tau = 0.9
     run = trainer(world, tmp_path / "a", algorithm="dynamic", ema_decay=tau, learning_rate=1e-2)
