@@ -3,13 +3,23 @@ small pipeline with random weights, generation/core/demo_flux.py), built once in
 models directory through diffusers' own save and load code."""
 from django.dispatch import receiver
 
-from onereward.demo import DEMO_LABEL, build_once, seeding_demo
+from onereward.demo import DEMO_LABEL, build_once, demo_models_dir, seeding_demo
 
 from .models import Generator
 
 CPU_BASELINE = "CPU baseline"
 FLUX_DEMO = "FLUX Fill (demo model)"
 SEED = 0
+# An RL run of the demo generator starts from these (the field defaults are the 12B model's, for
+# 8000 steps of 50-step rollouts): short rollouts with FLUX Fill's usual guidance, a few steps.
+DEMO_RL_INITIAL = {"max_steps": 12, "batch_size": 2, "save_every": 6, "lora_rank": 8,
+                   "extra": {"rollout": {"steps": 8, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""},
+                             "log_every": 1}}
+
+
+def is_demo_generator(generator) -> bool:
+    """Whether a generator runs on the demo model (the demo generator, or a checkpoint trained from it)."""
+    return generator.backend == "flux_fill" and generator.settings.get("base") == str(demo_models_dir() / "flux-fill")
 
 
 def demo_flux_dir():

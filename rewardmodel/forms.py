@@ -5,6 +5,7 @@ from django import forms
 from onereward.runs import start
 from preferences.models import PreferenceDataset
 
+from .demo import DEMO_RUN_INITIAL, default_base_model, is_demo_model
 from .models import ReannotationRequest, RewardModelRun
 
 RUN_FIELDS = ["name", "dataset", "base_model", "adapter_rank", "learning_rate", "batch_size", "per_device_batch_size",
@@ -27,6 +28,10 @@ class RewardModelRunForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = PreferenceDataset.objects.filter(status="done").order_by("name", "-version")
+        if not self.is_bound and is_demo_model(self.initial.get("base_model") or default_base_model()):
+            for name, value in DEMO_RUN_INITIAL.items():
+                self.initial.setdefault(name, value)
+            self.fields["base_model"].help_text += " Now: the demo judge (small, random weights)."
 
 
 class SendBackForm(forms.Form):

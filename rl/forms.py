@@ -1,6 +1,7 @@
 """The one rule set for starting an RL run and a human study of a checkpoint (admin, API, command line)."""
 from django import forms
 
+from generation.demo import DEMO_RL_INITIAL, is_demo_generator
 from generation.models import Generator
 from inputs.models import Tag
 from onereward.runs import start
@@ -38,6 +39,10 @@ class RLRunForm(forms.ModelForm):
                                     .values_list("pk", flat=True).first())
             self.initial.setdefault("base_generator", self.fields["base_generator"].queryset.order_by("-created_at")
                                     .values_list("pk", flat=True).first())
+            chosen = Generator.objects.filter(pk=self.initial.get("base_generator")).first()
+            if chosen is not None and is_demo_generator(chosen):
+                for name, value in DEMO_RL_INITIAL.items():
+                    self.initial.setdefault(name, value)
 
 
 class HumanStudyForm(forms.Form):

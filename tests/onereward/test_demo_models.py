@@ -26,7 +26,7 @@ def seed(tmp_path, *args) -> str:
     return out.read_text()
 
 
-def test_the_demo_models_are_built_once_registered_and_load(tmp_path, settings):
+def test_the_demo_models_are_built_once_registered_and_load(tmp_path, settings, make_user, client):
     settings.DATA_DIR = tmp_path
     settings.ONEREWARD_DEMO_MODELS_DIR = tmp_path / "demo-models"
     assert RewardModelRun().base_model == "Qwen/Qwen2.5-VL-7B-Instruct"  # before the demo judge exists
@@ -55,6 +55,14 @@ def test_the_demo_models_are_built_once_registered_and_load(tmp_path, settings):
     scores = judge.score([image], [image.flip(-1)], ["Is the first image better than the second image? Answer Yes "
                                                       "or No."], both_orders=True)
     assert 0 < float(scores["p_yes_renormalised"][0]) < 1
+
+    # The run forms start from settings that finish on a CPU when the demo models are chosen.
+    client.force_login(make_user("eve", "ml_engineer"))
+    form = client.get("/admin/rewardmodel/rewardmodelrun/add/").context["adminform"].form
+    assert form.initial["learning_rate"] == 1e-4 and "demo judge" in form.fields["base_model"].help_text
+    form = client.get("/admin/rl/rlrun/add/").context["adminform"].form
+    assert form.initial["base_generator"] == flux.pk and form.initial["max_steps"] == 12
+    assert form.initial["extra"]["rollout"]["steps"] == 8
 
     stamp = (demo_judge_dir() / "config.json").stat().st_mtime_ns
     again = seed(tmp_path)
