@@ -20,6 +20,16 @@ OLD_LAYOUT = [
     ("evaluation", None),
 ]
 OLD_NODES = [node for node in OLD_LAYOUT if node[1]]
+# The last migration of each app in the move itself; later migrations change the schema as usual.
+NEW_LAYOUT = [
+    ("annotation", "0009_annotate_permission_on_tasks"),
+    ("generation", "0003_inputs_app"),
+    ("rewardmodel", "0003_preferences_app"),
+    ("rl", "0003_inputs_and_evaluation_apps"),
+    ("inputs", "0001_initial"),
+    ("preferences", "0001_initial"),
+    ("evaluation", "0001_initial"),
+]
 SCHEMA_CHANGE = re.compile(r"^\s*(CREATE|ALTER|DROP|RENAME)\b", re.IGNORECASE)
 
 
@@ -47,10 +57,10 @@ def scratch_database(django_db_blocker):
                 admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def old_layout_targets(executor) -> list:
-    """The old layout for the platform's apps; Django's and the libraries' apps at their latest."""
-    ours = {app for app, _ in OLD_LAYOUT}
-    return [node for node in executor.loader.graph.leaf_nodes() if node[0] not in ours] + OLD_LAYOUT
+def layout_targets(executor, layout) -> list:
+    """`layout` for the platform's apps; Django's and the libraries' apps at their latest."""
+    ours = {app for app, _ in layout}
+    return [node for node in executor.loader.graph.leaf_nodes() if node[0] not in ours] + layout
 
 
 def fill_old_layout(apps) -> dict:
@@ -113,7 +123,7 @@ def fill_old_layout(apps) -> dict:
 
 def test_old_layout_migrates_without_rewriting_a_table(scratch_database):
     executor = MigrationExecutor(scratch_database)
-    targets = old_layout_targets(executor)
+    targets = layout_targets(executor, OLD_LAYOUT)
     executor.migrate(targets)
     executor.loader.build_graph()
     ids = fill_old_layout(executor.loader.project_state([node for node in targets if node[1]]).apps)
@@ -127,11 +137,11 @@ def test_old_layout_migrates_without_rewriting_a_table(scratch_database):
 
     executor = MigrationExecutor(scratch_database)
     with scratch_database.execute_wrapper(record):
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        executor.migrate(layout_targets(executor, NEW_LAYOUT))
     assert [sql for sql in statements if SCHEMA_CHANGE.match(sql)] == []
     assert set(scratch_database.introspection.table_names()) == tables_before
 
-    new = MigrationExecutor(scratch_database).loader.project_state().apps
+    new = MigrationExecutor(scratch_database).loader.project_state(NEW_LAYOUT).apps
     input_ = new.get_model("inputs", "Input").objects.using(scratch_database.alias).get(pk=ids["input"])
     assert input_.prompt == "a red kite" and input_.task.slug == "image_fill"
     assert [t.name for t in input_.tags.all()] == ["demo"]
@@ -170,10 +180,10 @@ def test_old_layout_migrates_without_rewriting_a_table(scratch_database):
 
 def test_the_move_unapplies_back_to_the_old_layout(scratch_database):
     executor = MigrationExecutor(scratch_database)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    executor.migrate(layout_targets(executor, NEW_LAYOUT))
     tables = set(scratch_database.introspection.table_names())
     executor.loader.build_graph()
-    executor.migrate(old_layout_targets(executor))
+    executor.migrate(layout_targets(executor, OLD_LAYOUT))
     assert set(scratch_database.introspection.table_names()) == tables
     old = executor.loader.project_state(OLD_NODES).apps
     assert old.get_model("annotation", "Task").objects.using(scratch_database.alias).filter(slug="image_fill").exists()
