@@ -9,6 +9,7 @@ Prints seconds per RL step and the whole run's wall time. No database: the train
 worker's child process runs it.
 """
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -40,6 +41,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="RL steps (default: the demo form's)")
     args = parser.parse_args()
+    # The demo photographs and settings come from the apps (no query is made).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onereward.settings")
+    import django
+
+    django.setup()
     from generation.demo import DEMO_RL_INITIAL
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
