@@ -52,30 +52,42 @@ def simulated_annotators(oracle: str, count: int, noise: float, seed: int = 0) -
     return users
 
 
-def _array(name: str) -> np.ndarray:
+def image_array(name: str) -> np.ndarray:
     with default_storage.open(name, "rb") as handle:
         return np.asarray(Image.open(handle).convert("RGB"), dtype=np.float32) / 255
 
 
-def _mask(name: str) -> np.ndarray:
+def mask_array(name: str) -> np.ndarray:
     with default_storage.open(name, "rb") as handle:
         return np.asarray(Image.open(handle).convert("L")) >= 128
 
 
-def answer(slot, oracle, noise: float, rng: random.Random) -> dict:
-    """The page's payload for a leased slot: per judged dimension, the screen positions of the
-    oracle's best and worst (or discarded when it sees no difference)."""
-    candidate_set = slot.task.candidate_set
-    item = candidate_set.input
-    candidates = {c.index: c for c in candidate_set.candidates.all()}
-    order = list(slot.shown_order)  # screen position -> candidate index
-    shown = [_array(candidates[index].image.name) for index in order]
-    source, mask = _array(item.source.name), _mask(item.mask.name)
+def oracle_picks(item, candidate_images: list[str], oracle, noise: float, rng: random.Random) -> dict:
+    """The page's picks for an input's candidates, given as image names in screen order: per
+    judged dimension, the screen positions of the oracle's best and worst (or discarded when it
+    sees no difference)."""
+    shown = [image_array(name) for name in candidate_images]
+    source, mask = image_array(item.source.name), mask_array(item.mask.name)
     picks = {}
     for dimension in item.judged_dimensions():
         chosen = pick(oracle.scores(item.task.slug, dimension.slug, source, mask, shown), noise, rng)
         picks[dimension.slug] = {"discarded": True} if chosen is None else {"best": chosen[0], "worst": chosen[1]}
+    return picks
+
+
+def answer(slot, oracle, noise: float, rng: random.Random) -> dict:
+    """The page's payload for a leased annotation slot."""
+    candidate_set = slot.task.candidate_set
+    images = {c.index: c.image.name for c in candidate_set.candidates.all()}
+    shown = [images[index] for index in slot.shown_order]  # screen position -> candidate index
+    picks = oracle_picks(candidate_set.input, shown, oracle, noise, rng)
     return {"submission_id": str(uuid.uuid4()), "dwell_ms": 0, "picks": picks}
+
+
+def oracle_of(user) -> tuple:
+    """(oracle, noise, random source) of a simulated annotator."""
+    simulated = user.simulated_annotator
+    return load_oracle(simulated.oracle), simulated.noise, random.Random(simulated.seed)
 
 
 def simulate(users, batch=None, max_tasks: int | None = None) -> SimulationReport:
@@ -83,8 +95,7 @@ def simulate(users, batch=None, max_tasks: int | None = None) -> SimulationRepor
     judgments are stored. With `batch`, tasks of other batches are skipped (a skip is the page's
     own way to pass: the task stays with the others)."""
     report = SimulationReport()
-    states = {user.pk: (user, load_oracle(user.simulated_annotator.oracle), user.simulated_annotator.noise,
-                        random.Random(user.simulated_annotator.seed)) for user in users}
+    states = {user.pk: (user, *oracle_of(user)) for user in users}
     active = list(states)
     while active and (max_tasks is None or report.judged < max_tasks):
         for user_id in list(active):

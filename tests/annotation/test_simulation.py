@@ -112,6 +112,10 @@ def test_the_command(world, capsys):
     assert SimulatedAnnotator.objects.count() == 2
     with pytest.raises(CommandError, match="unknown oracle 'nope'"):
         call_command("simulate_annotators", "--oracle", "nope")
+    call_command("simulate_annotators", "--oracle", "brightness", "--studies")
+    assert capsys.readouterr().out.startswith("0 study judgments")  # no study yet
+    with pytest.raises(CommandError, match="no study with id"):
+        call_command("simulate_annotators", "--oracle", "brightness", "--studies", "--study", "999999")
     with pytest.raises(CommandError, match="no generation batch"):
         call_command("simulate_annotators", "--oracle", "brightness", "--batch", "999999")
     other = make_tasks(1, n=4, k=1, first_seed=90)[0].candidate_set.batch
@@ -131,3 +135,36 @@ def test_oracles_score_by_their_rule():
     scores = load_oracle("target-colour").scores("image_fill", "structure", dark, mask, [dark, green])
     assert scores[1] == pytest.approx(0.0) and scores[0] < scores[1]
     assert len(load_oracle("random").scores("x", "y", dark, mask, [dark] * 3)) == 3
+
+
+def test_study_items_are_judged_by_the_oracle_through_the_study_code(world):
+    """Two arms over the same inputs, the second's candidates brighter in the mask: the brightness
+    oracle prefers it on every dimension of every item, and the report's good/same/bad says so."""
+    from evaluation.simulation import simulate_studies
+    from evaluation.studies import create_study, study_report
+    from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
+
+    inputs = [task.candidate_set.input for task in world[:3]]
+    arms = []
+    for label, level in (("dark", 0.2), ("bright", 0.8)):
+        generator = Generator.objects.create(name=f"{label} generator", backend="cpu_baseline")
+        batch = GenerationBatch.objects.create(generator=generator, candidates_per_input=1, status="done",
+                                               for_annotation=False, name=label)
+        for item in inputs:
+            candidate_set = CandidateSet.objects.create(batch=batch, input=item, status="done")
+            candidate = Candidate.objects.create(candidate_set=candidate_set, index=0, seconds=0.0, settings={},
+                                                 image=f"c/{label}-{item.pk}.png", thumbnail=f"c/{item.pk}.jpg")
+            pixels = np.full((32, 32, 3), 0.5)
+            pixels[8:24, 8:24] = level
+            default_storage.save(candidate.image.name,
+                                 ContentFile(png_bytes(Image.fromarray((pixels * 255).round().astype(np.uint8)))))
+        arms.append((batch, label))
+    study = create_study("dark vs bright", arms, judgments_per_item=2)
+    report = simulate_studies(simulated_annotators("brightness", 2, noise=0.0), study=study)
+    assert report.judged == 3 * 2 and not report.refused
+    blocks = {(block["a"], block["b"]): block for block in study_report(study)["gsb"]}
+    for (a, _), block in blocks.items():
+        for row in (row for task in block["tasks"] for row in task["rows"]):
+            assert row["total"] == 6 and row["same"] == 0
+            assert (row["good"], row["bad"]) == ((6, 0) if a == "bright" else (0, 6)), (a, row)
+    assert set(blocks) == {("dark", "bright"), ("bright", "dark")}
