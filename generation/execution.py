@@ -137,3 +137,13 @@ def generate_set(set_id: int, worker: str) -> None:
         # Annotation listens (and leaves evaluation batches' sets out of its queue).
         candidate_set_finished.send(sender=CandidateSet, candidate_set=candidate_set)
     batch.refresh_progress()
+
+
+def run_batch_here(batch, worker: str = "this process") -> None:
+    """Generate a batch's unfinished sets in this process, one after the other, as GPU workers
+    would (same claim, same storage, same finish): for the command line and the demo loop on a
+    machine without a worker."""
+    batch.mark_running(total=batch.candidate_sets.count())
+    for set_id in batch.candidate_sets.exclude(status=SetStatus.DONE).values_list("pk", flat=True):
+        generate_set(set_id, worker)
+    batch.refresh_from_db()
