@@ -90,40 +90,54 @@ def oracle_of(user) -> tuple:
     return load_oracle(simulated.oracle), simulated.noise, random.Random(simulated.seed)
 
 
-def simulate(users, batch=None, max_tasks: int | None = None) -> SimulationReport:
-    """Let the simulated `users` judge, round robin, until no one gets a task or `max_tasks`
-    judgments are stored. With `batch`, tasks of other batches are skipped (a skip is the page's
-    own way to pass: the task stays with the others)."""
+def take_turns(users, turn, limit: int | None = None) -> SimulationReport:
+    """The simulated `users` judge in turns until none has work left or `limit` judgments are
+    stored. `turn(user, oracle, noise, rng, report)` judges one thing and returns True, or returns
+    False when the user got nothing (they then leave the round)."""
     report = SimulationReport()
     states = {user.pk: (user, *oracle_of(user)) for user in users}
     active = list(states)
-    while active and (max_tasks is None or report.judged < max_tasks):
+    while active and (limit is None or report.judged < limit):
         for user_id in list(active):
-            if max_tasks is not None and report.judged >= max_tasks:
+            if limit is not None and report.judged >= limit:
                 break
-            user, oracle, noise, rng = states[user_id]
-            slot = next_slot(user)
-            while slot is not None and batch is not None and slot.task.candidate_set.batch_id != batch.pk:
-                skip(user, slot.pk)
-                report.skipped += 1
-                slot = next_slot(user)
-            if slot is None:
+            user = states[user_id][0]
+            judged_before = report.judged
+            if not turn(*states[user_id], report):
                 active.remove(user_id)
-                continue
-            try:
-                payload = answer(slot, oracle, noise, rng)
-            except OSError as exc:
-                # An image the oracle cannot read: pass on the task, as a person would on a broken page.
-                skip(user, slot.pk)
-                report.skipped += 1
-                report.refused.append(f"{user.username}: task {slot.task_id} skipped, unreadable images ({exc})")
-                continue
-            try:
-                record_judgment(user, slot.pk, payload)
-            except JudgmentRejected as exc:
-                # Refused like a person's answer would be (e.g. the lease went to someone else).
-                report.refused.append(f"{user.username}: {exc}")
-                continue
-            report.judged += 1
-            report.per_annotator[user.username] = report.per_annotator.get(user.username, 0) + 1
+            elif report.judged > judged_before:
+                report.per_annotator[user.username] = report.per_annotator.get(user.username, 0) + 1
     return report
+
+
+def simulate(users, batch=None, max_tasks: int | None = None) -> SimulationReport:
+    """Let the simulated `users` judge annotation tasks, round robin, until no one gets a task or
+    `max_tasks` judgments are stored. With `batch`, tasks of other batches are skipped (a skip is
+    the page's own way to pass: the task stays with the others)."""
+
+    def turn(user, oracle, noise, rng, report) -> bool:
+        slot = next_slot(user)
+        while slot is not None and batch is not None and slot.task.candidate_set.batch_id != batch.pk:
+            skip(user, slot.pk)
+            report.skipped += 1
+            slot = next_slot(user)
+        if slot is None:
+            return False
+        try:
+            payload = answer(slot, oracle, noise, rng)
+        except OSError as exc:
+            # An image the oracle cannot read: pass on the task, as a person would on a broken page.
+            skip(user, slot.pk)
+            report.skipped += 1
+            report.refused.append(f"{user.username}: task {slot.task_id} skipped, unreadable images ({exc})")
+            return True
+        try:
+            record_judgment(user, slot.pk, payload)
+        except JudgmentRejected as exc:
+            # Refused like a person's answer would be (e.g. the lease went to someone else).
+            report.refused.append(f"{user.username}: {exc}")
+            return True
+        report.judged += 1
+        return True
+
+    return take_turns(users, turn, max_tasks)

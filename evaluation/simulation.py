@@ -4,7 +4,7 @@ validates and stores). Oracles may say what is usable with `usable(task, source,
 without it every candidate is usable."""
 import uuid
 
-from annotation.simulation import SimulationReport, image_array, mask_array, oracle_of, oracle_picks
+from annotation.simulation import SimulationReport, image_array, mask_array, oracle_picks, take_turns
 
 from .models import StudyCandidate
 from .studies import StudyJudgmentRejected, next_item, record_study_judgment
@@ -27,24 +27,17 @@ def study_answer(slot, oracle, noise, rng) -> dict:
 def simulate_studies(users, study=None, max_items: int | None = None) -> SimulationReport:
     """Let the simulated `users` judge study items (of `study`, or of every active study), round
     robin, until no one gets an item or `max_items` judgments are stored."""
-    report = SimulationReport()
-    states = {user.pk: (user, *oracle_of(user)) for user in users}
-    active = list(states)
-    while active and (max_items is None or report.judged < max_items):
-        for user_id in list(active):
-            if max_items is not None and report.judged >= max_items:
-                break
-            user, oracle, noise, rng = states[user_id]
-            slot = next_item(user, study)
-            if slot is None:
-                active.remove(user_id)
-                continue
-            try:
-                record_study_judgment(user, slot.pk, study_answer(slot, oracle, noise, rng))
-            except StudyJudgmentRejected as exc:
-                report.refused.append(f"{user.username}: {exc}")
-                active.remove(user_id)  # a refused item stays leased to them: do not spin on it
-                continue
-            report.judged += 1
-            report.per_annotator[user.username] = report.per_annotator.get(user.username, 0) + 1
-    return report
+
+    def turn(user, oracle, noise, rng, report) -> bool:
+        slot = next_item(user, study)
+        if slot is None:
+            return False
+        try:
+            record_study_judgment(user, slot.pk, study_answer(slot, oracle, noise, rng))
+        except StudyJudgmentRejected as exc:
+            report.refused.append(f"{user.username}: {exc}")
+            return False  # a refused item stays leased to them: do not spin on it
+        report.judged += 1
+        return True
+
+    return take_turns(users, turn, max_items)

@@ -53,8 +53,10 @@ class Command(BaseCommand):
 
         ranges = {"steps": [options["steps"], options["steps"]], "guidance": [30.0, 30.0], "true_cfg": [1.0, 1.0],
                   "vary": "candidate"}
+        # Every simulated annotator judges every set: votes to aggregate, as with a team of people.
         batch = GenerationBatch.launch(generator=flux, inputs=train, candidates_per_input=options["candidates"],
-                                       ranges=ranges, seed=options["seed"], name="demo loop: preferences")
+                                       ranges=ranges, seed=options["seed"], name="demo loop: preferences",
+                                       annotation_overlap=options["annotators"])
         run_batch_here(batch, worker="demo loop")
         self.check_done(batch, "the preference batch")
         self.stage("generation", f"{batch.progress_done} candidate sets of {options['candidates']} ({batch})")
@@ -94,8 +96,9 @@ class Command(BaseCommand):
         rl_run.refresh_from_db()
         self.check_done(rl_run, "the RL run")
         checkpoint = rl_run.checkpoint
-        self.stage("RL", f"{rl_run}: {rl_run.step} steps, mean reward {rl_run.reward_mean}; the policy is the "
-                         f"generator {checkpoint.generator.name!r}")
+        reward = "-" if rl_run.reward_mean is None else f"{rl_run.reward_mean:.4f}"
+        self.stage("RL", f"{rl_run}: {rl_run.step} steps, mean reward (P(Yes) against the reference) {reward}; "
+                         f"the policy is the generator {checkpoint.generator.name!r}")
 
         batches = start_human_study(checkpoint, inputs=held_out, judgments_per_item=options["annotators"])
         for evaluation_batch in batches:
