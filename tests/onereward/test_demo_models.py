@@ -32,6 +32,9 @@ def test_the_demo_models_are_built_once_registered_and_load(tmp_path, settings, 
     assert RewardModelRun().base_model == "Qwen/Qwen2.5-VL-7B-Instruct"  # before the demo judge exists
     output = seed(tmp_path)
     assert "Demo FLUX Fill model built" in output and "Demo judge built" in output, output
+    # The logins are still what the logins file and the printed list hold.
+    logins = (tmp_path / "demo-logins.txt").read_text().splitlines()
+    assert [line.split()[0] for line in logins] == ["admin", "mlengineer", "annotator1", "annotator2"]
     flux = Generator.objects.get(name=FLUX_DEMO)
     assert flux.backend == "flux_fill" and "demo model" in flux.description and "demo" in flux.name.lower()
     assert Generator.objects.get(name=CPU_BASELINE).backend == "cpu_baseline"

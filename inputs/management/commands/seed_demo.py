@@ -49,8 +49,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo inputs: {len(created_inputs)} new, from scikit-image's photographs (tag 'demo').")
         if not options["skip_models"]:
             # Each app adds its demo models (generation: the generators; rewardmodel: the judge).
-            for _, lines in seeding_demo.send(sender=self.__class__):
-                for line in lines or []:
+            for _, said in seeding_demo.send(sender=self.__class__):
+                for line in said or []:
                     self.stdout.write(line)
         self.stdout.write("Demo logins (username, password, role):")
         for line in lines:
