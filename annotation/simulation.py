@@ -62,12 +62,15 @@ def mask_array(name: str) -> np.ndarray:
         return np.asarray(Image.open(handle).convert("L")) >= 128
 
 
-def oracle_picks(item, candidate_images: list[str], oracle, noise: float, rng: random.Random) -> dict:
-    """The page's picks for an input's candidates, given as image names in screen order: per
+def load_shown(item, candidate_images: list[str]) -> tuple:
+    """(source, mask, candidates) as an oracle reads them, the candidates in screen order."""
+    return image_array(item.source.name), mask_array(item.mask.name), [image_array(name) for name in candidate_images]
+
+
+def oracle_picks(item, source, mask, shown, oracle, noise: float, rng: random.Random) -> dict:
+    """The page's picks for an input's candidates (`shown`, in screen order; see load_shown): per
     judged dimension, the screen positions of the oracle's best and worst (or discarded when it
     sees no difference)."""
-    shown = [image_array(name) for name in candidate_images]
-    source, mask = image_array(item.source.name), mask_array(item.mask.name)
     picks = {}
     for dimension in item.judged_dimensions():
         chosen = pick(oracle.scores(item.task.slug, dimension.slug, source, mask, shown), noise, rng)
@@ -79,8 +82,8 @@ def answer(slot, oracle, noise: float, rng: random.Random) -> dict:
     """The page's payload for a leased annotation slot."""
     candidate_set = slot.task.candidate_set
     images = {c.index: c.image.name for c in candidate_set.candidates.all()}
-    shown = [images[index] for index in slot.shown_order]  # screen position -> candidate index
-    picks = oracle_picks(candidate_set.input, shown, oracle, noise, rng)
+    names = [images[index] for index in slot.shown_order]  # screen position -> candidate index
+    picks = oracle_picks(candidate_set.input, *load_shown(candidate_set.input, names), oracle, noise, rng)
     return {"submission_id": str(uuid.uuid4()), "dwell_ms": 0, "picks": picks}
 
 

@@ -4,7 +4,7 @@ validates and stores). Oracles may say what is usable with `usable(task, source,
 without it every candidate is usable."""
 import uuid
 
-from annotation.simulation import SimulationReport, image_array, mask_array, oracle_picks, take_turns
+from annotation.simulation import SimulationReport, load_shown, oracle_picks, take_turns
 
 from .models import StudyCandidate
 from .studies import StudyJudgmentRejected, next_item, record_study_judgment
@@ -13,12 +13,11 @@ from .studies import StudyJudgmentRejected, next_item, record_study_judgment
 def study_answer(slot, oracle, noise, rng) -> dict:
     item = slot.item.input
     images = dict(StudyCandidate.objects.filter(item_id=slot.item_id).values_list("pk", "candidate__image"))
-    shown = [images[member] for member in slot.shown_order]  # screen position -> study candidate
-    picks = oracle_picks(item, shown, oracle, noise, rng)
+    names = [images[member] for member in slot.shown_order]  # screen position -> study candidate
+    source, mask, shown = load_shown(item, names)
+    picks = oracle_picks(item, source, mask, shown, oracle, noise, rng)
     if callable(getattr(oracle, "usable", None)):
-        votes = oracle.usable(item.task.slug, image_array(item.source.name), mask_array(item.mask.name),
-                              [image_array(name) for name in shown])
-        usable = [bool(vote) for vote in votes]
+        usable = [bool(vote) for vote in oracle.usable(item.task.slug, source, mask, shown)]
     else:
         usable = [True] * len(shown)
     return {"submission_id": str(uuid.uuid4()), "dwell_ms": 0, "usable": usable, "picks": picks}

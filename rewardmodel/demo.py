@@ -3,7 +3,7 @@
 save_pretrained; reward-model runs start from it when no other base model is given."""
 from django.dispatch import receiver
 
-from onereward.demo import DEMO_LABEL, build_once, demo_models_dir, seeding_demo
+from onereward.demo import build_once, demo_models_dir, seeding_demo
 
 SEED = 0
 # The real base model, used when the demo judge has not been built (seed_demo builds it).
@@ -28,10 +28,6 @@ DEMO_RUN_INITIAL = {"learning_rate": 1e-4, "batch_size": 8, "epochs": 3, "save_e
 
 def is_demo_model(location: str) -> bool:
     return str(location) == str(demo_judge_dir())
-
-
-def describe_base_model(location: str) -> str:
-    return f"{location} ({DEMO_LABEL})" if is_demo_model(location) else location
 
 
 @receiver(seeding_demo, dispatch_uid="rewardmodel-demo-judge")

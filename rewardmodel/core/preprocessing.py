@@ -106,17 +106,19 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     at `size` is only rounded to 8 bits, as the processor sees it."""
     out_h, out_w = size
     height, width = image.shape[-2:]
-    soft = image
-    if out_w != width:
-        soft = _resample(soft, *_bicubic_weights(width, out_w, image.device, soft.dtype), dim=-1)
-    if out_h != height:
-        soft = _resample(soft, *_bicubic_weights(height, out_h, image.device, soft.dtype), dim=-2)
     with torch.no_grad():
         pixels = torch.round(image.detach() * 255).clamp(0, 255).to(torch.uint8)
         if (out_h, out_w) != (height, width):
             resized = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy()).resize((out_w, out_h), Image.BICUBIC)
             pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
-        exact = pixels.to(device=image.device, dtype=soft.dtype) / 255
+        exact = pixels.to(device=image.device, dtype=image.dtype) / 255
+    if not (image.requires_grad and torch.is_grad_enabled()):
+        return exact  # scoring: the differentiable copy would only be subtracted away again
+    soft = image
+    if out_w != width:
+        soft = _resample(soft, *_bicubic_weights(width, out_w, image.device, soft.dtype), dim=-1)
+    if out_h != height:
+        soft = _resample(soft, *_bicubic_weights(height, out_h, image.device, soft.dtype), dim=-2)
     return soft + (exact - soft).detach()
 
 
