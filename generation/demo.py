@@ -10,6 +10,9 @@ from .models import Generator
 CPU_BASELINE = "CPU baseline"
 FLUX_DEMO = "FLUX Fill (demo model)"
 SEED = 0
+# Steps of fitting the demo VAE (demo_flux.fit_vae): its candidates then differ visibly in
+# brightness and colour, which people and the simulated annotators' oracles can prefer.
+DEMO_VAE_STEPS = 300
 # An RL run of the demo generator starts from these (the field defaults are the 12B model's, for
 # 8000 steps of 50-step rollouts): short rollouts with FLUX Fill's usual guidance, a few steps.
 DEMO_RL_INITIAL = {"max_steps": 12, "batch_size": 2, "save_every": 6, "lora_rank": 8,
@@ -26,7 +29,8 @@ def demo_flux_dir():
     # torch and diffusers load here, when a demo is seeded, and never in the web processes.
     from .core.demo_flux import save_tiny_flux_fill
 
-    return build_once("flux-fill", "model_index.json", lambda directory: save_tiny_flux_fill(directory, seed=SEED))
+    return build_once("flux-fill", "model_index.json",
+                      lambda directory: save_tiny_flux_fill(directory, seed=SEED, fit_vae_steps=DEMO_VAE_STEPS))
 
 
 @receiver(seeding_demo, dispatch_uid="generation-demo-generators")
@@ -36,8 +40,10 @@ def seed_demo_generators(sender, **kwargs) -> list[str]:
         "backend": "cpu_baseline", "settings": {}, "active": True,
         "description": "Fills the mask from its surroundings on the CPU: a baseline, no model."})
     Generator.objects.update_or_create(name=FLUX_DEMO, defaults={
-        "backend": "flux_fill", "settings": {"base": str(directory), "dtype": "float32"}, "active": True,
-        "description": f"FLUX.1 Fill's layout at toy size ({DEMO_LABEL}): it runs the whole loop on a CPU; its "
-                       "candidates are noise until RL trains it. Register FLUX.1-Fill-dev for real edits."})
+        "backend": "flux_fill", "active": True,
+        "settings": {"base": str(directory), "dtype": "float32", "composite_source": True},
+        "description": f"FLUX.1 Fill's layout at toy size ({DEMO_LABEL}): it runs the whole loop on a CPU; it "
+                       "fills the mask with smooth colour fields that differ from seed to seed in brightness and "
+                       "colour, not with pictures. Register FLUX.1-Fill-dev for real edits."})
     return [f"Demo FLUX Fill model {'built' if built else 'kept'} in {directory}; generators "
             f"'{CPU_BASELINE}' and '{FLUX_DEMO}' registered."]

@@ -40,7 +40,8 @@ class PolicyCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
         inputs = Input.objects.filter(tags__in=body.validated_data["tags"]).distinct()
         try:
             start_human_study(checkpoint, inputs=inputs, user=request.user,
-                              judgments_per_item=body.validated_data["judgments_per_item"])
+                              judgments_per_item=body.validated_data["judgments_per_item"],
+                              ranges=body.validated_data["ranges"])
         except ValidationError as exc:
             raise serializers.ValidationError({"detail": exc.messages}) from None
         return Response(self.get_serializer(checkpoint).data, status=status.HTTP_202_ACCEPTED)

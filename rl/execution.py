@@ -20,6 +20,7 @@ from onereward.runs import RunTraining, thin
 from preferences.export import taxonomy
 
 from .core import conditions
+from .core.config import RolloutSettings
 from .models import PolicyCheckpoint, RLRun
 
 
@@ -98,10 +99,21 @@ class RLTraining(RunTraining):
 # --- a human study of a checkpoint against its base ------------------------------------------------
 
 
-def start_human_study(checkpoint: PolicyCheckpoint, *, inputs, judgments_per_item: int = 3, user=None) -> list:
+def rollout_ranges(run: RLRun) -> dict:
+    """Generation ranges that hold every candidate to the run's rollout settings (steps, guidance,
+    true CFG, negative prompt; strength 1): the policy generates as it was trained to."""
+    rollout = RolloutSettings.from_dict((run.extra or {}).get("rollout") or {})
+    return {"steps": [rollout.steps] * 2, "guidance": [rollout.guidance] * 2, "true_cfg": [rollout.true_cfg] * 2,
+            "strength": [1.0, 1.0], "negative_prompts": [rollout.negative_prompt]}
+
+
+def start_human_study(checkpoint: PolicyCheckpoint, *, inputs, judgments_per_item: int = 3, user=None,
+                      ranges: dict | None = None) -> list:
     """One click: launch evaluation batches of the policy and of its base on the same held-out
-    inputs (one candidate each, same seed); the study is created when both have finished."""
+    inputs (one candidate each, same seed, same settings: by default the run's rollout settings,
+    `rollout_ranges`); the study is created when both have finished."""
     inputs = list(inputs)
+    ranges = rollout_ranges(checkpoint.run) if ranges is None else ranges
     if not inputs:
         raise ValidationError("choose held-out inputs for the study (for instance the run's evaluation tags)")
     if checkpoint.study_batches.exists():
@@ -109,7 +121,7 @@ def start_human_study(checkpoint: PolicyCheckpoint, *, inputs, judgments_per_ite
     base = checkpoint.run.base_generator
     with transaction.atomic():
         batches = [
-            GenerationBatch.launch(generator=generator, inputs=inputs, candidates_per_input=1,
+            GenerationBatch.launch(generator=generator, inputs=inputs, candidates_per_input=1, ranges=ranges,
                                    seed=checkpoint.run.seed, name=f"study: {generator.name}", user=user,
                                    for_annotation=False)
             for generator in (checkpoint.generator, base)

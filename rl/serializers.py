@@ -42,3 +42,5 @@ class PolicyCheckpointSerializer(serializers.ModelSerializer):
 class HumanStudySerializer(serializers.Serializer):
     tags = serializers.SlugRelatedField(many=True, slug_field="name", queryset=Tag.objects.all())
     judgments_per_item = serializers.IntegerField(min_value=1, default=3)
+    ranges = serializers.JSONField(required=False, default=None, help_text=(
+        "generation ranges of both batches (as a batch's); default: the run's rollout settings"))

@@ -120,8 +120,9 @@ class OneRewardConfig:
         "help": "recompute activations in the transformer, the VAE decoder and the judge"})
     mixed_precision: str = field(default="auto", metadata={
         "help": "auto (bf16 on a CUDA device that has it), no, bf16 or fp16"})
-    composite_source: bool = field(default=True, metadata={
-        "help": "judge images with the unmasked area taken from the source"})
+    composite_source: bool | None = field(default=None, metadata={
+        "help": "judge images with the unmasked area taken from the source (null: as the base generator "
+                "delivers its candidates, its own composite_source setting)"})
     judge_dtype: str = field(default="auto", metadata={
         "help": "the judge's weights: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16 or float16"})
     seed: int = field(default=0, metadata={"help": "seed of conditions, noises and stop steps"})

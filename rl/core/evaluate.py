@@ -18,7 +18,8 @@ A policy identical to its base wins exactly half of the averaged comparisons (on
 other, whichever way the judge leans on a tie), so 0.5 is "no change" whatever the judge's
 position bias.
 
-Images are judged as RL judges them: the unmasked area taken from the source (composite_source).
+Images are judged as RL judges them: with the unmasked area taken from the source when the base
+generator delivers its candidates that way (composite_source: None follows its setting).
 Plain Python + torch: no Django.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ ALL = "all"
 
 
 def evaluate_policy(generator_settings: dict, base_settings: dict, judge_dir, conditions_dir,
-                    samples_per_input: int = 1, seed: int = 0, *, rollout=None, composite_source: bool = True,
+                    samples_per_input: int = 1, seed: int = 0, *, rollout=None, composite_source: bool | None = None,
                     output=None, batch_size: int = 16) -> dict:
     """Win rates of the policy against the base per task x dimension (see the module docstring).
 
@@ -57,9 +58,12 @@ def evaluate_policy(generator_settings: dict, base_settings: dict, judge_dir, co
     import torch
 
     from generation.core.backends.base import CandidateSettings, GenerationRequest
+    from generation.core.backends.flux_fill import FluxFillConfig
     from rewardmodel.core.judge import Judge
 
     rollout = RolloutSettings.from_dict(rollout if rollout is not None else {})
+    if composite_source is None:
+        composite_source = FluxFillConfig.from_dict(base_settings).composite_source
     pool = ConditionPool(conditions_dir)
     requests, items = [], []
     for position, condition in enumerate(pool.inputs):
@@ -202,8 +206,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rollout", help="JSON object: steps, guidance, true_cfg, negative_prompt (default: the "
                                           "result.json's rollout, else RL's defaults)")
-    parser.add_argument("--no-composite", action="store_true",
-                        help="judge whole decodes, not composited on the source")
+    composite = parser.add_mutually_exclusive_group()
+    composite.add_argument("--composite", dest="composite", action="store_const", const=True, default=None,
+                           help="judge images with the unmasked area taken from the source")
+    composite.add_argument("--no-composite", dest="composite", action="store_const", const=False,
+                           help="judge whole decodes (default for both: as the base generator delivers them)")
     parser.add_argument("--output", default="evaluation.json", help="where to write the evaluation (JSON)")
     args = parser.parse_args(argv)
     if args.samples_per_input < 1:
@@ -222,7 +229,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     evaluation = evaluate_policy(policy, base, judge, args.conditions, samples_per_input=args.samples_per_input,
-                                 seed=args.seed, rollout=rollout, composite_source=not args.no_composite,
+                                 seed=args.seed, rollout=rollout, composite_source=args.composite,
                                  output=args.output)
     print(format_table(evaluation))
     return 0

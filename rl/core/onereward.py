@@ -21,9 +21,12 @@ One step (global batch of `batch_size` conditions, split over the processes):
 - algorithm "dynamic" (Algorithm 2): the reference is the EMA itself, updated after every step. With
   LoRA the EMA holds the adapter weights only and is swapped into the adapter for the reference
   rollout: one copy of the transformer in memory.
-- Decoding: the frozen VAE, differentiable on the policy branch; the unmasked area is taken from the
-  source (blend by the binarised mask, `composite_source`) and the padding strip cropped, so the
-  judge sees images in [0, 1] of the input's size and gradients flow through the masked area only.
+- Decoding: the frozen VAE, differentiable on the policy branch, the padding strip cropped, so the
+  judge sees images in [0, 1] of the input's size. The judge sees them as annotators saw the
+  candidates it learned from: with the unmasked area taken from the source (blend by the binarised
+  mask; gradients then flow through the masked area only) when the base generator delivers its
+  candidates that way, whole decodes otherwise (`composite_source`, null by default: the base
+  generator's own setting).
 - The judge is frozen; its preprocessing is differentiable (rewardmodel/preprocessing.py), so
   gradients reach the policy through judge -> VAE decoder -> the one transformer call.
 
@@ -216,6 +219,9 @@ class OneRewardTrainer:
         pipe = self.pipeline
         for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.transformer):
             module.requires_grad_(False)
+        # Judge what annotators judged: the base generator's own delivery unless the config says.
+        self.composite_source = (config.composite_source if config.composite_source is not None
+                                 else self.backend.config.composite_source)
         self.judge = judge if judge is not None else self._load_judge()
         self.judge.requires_grad_(False)
         self._check_queries()
@@ -416,7 +422,7 @@ class OneRewardTrainer:
         """Packed latents (1, S, 4C) -> the image the judge sees, float32 (3, H, W) in [0, 1],
         differentiable: with composite_source the unmasked area is the source's."""
         image = self.backend.decode_latents(latents, canvas)
-        return (canvas.composite(image) if self.config.composite_source else image)[0]
+        return (canvas.composite(image) if self.composite_source else image)[0]
 
     def reference_rollout(self, canvas: Canvas, text: TextConditioning, seed: int) -> "torch.Tensor":
         """The reference's full sampling from the noise of `seed`, decoded: (3, H, W) in [0, 1]."""
@@ -648,7 +654,7 @@ class OneRewardTrainer:
         policy = {**generator_settings, "device": device_setting(self.device)}
         return evaluate_policy(policy, base, judge, config.eval_inputs,
                                samples_per_input=config.eval_samples_per_input, seed=config.seed,
-                               rollout=config.rollout, composite_source=config.composite_source,
+                               rollout=config.rollout, composite_source=self.composite_source,
                                output=self.output / "evaluation.json")
 
 

@@ -67,6 +67,10 @@ class FluxFillConfig:
     max_sequence_length: T5 tokens per prompt (FLUX was trained with 512).
     max_batch: most candidates in one denoising batch (the CFG branch adds up to as many again
         to the transformer's batch).
+    composite_source: deliver candidates with the unmasked area pasted from the source (the
+        binarised mask decides, as in the pipeline) instead of the whole decode, as diffusers'
+        pipeline returns it. What annotators see is what a judge learns from, so RL and its
+        evaluation judge the same kind of image (rl.core.config: composite_source).
     """
 
     base: str
@@ -77,6 +81,7 @@ class FluxFillConfig:
     cpu_offload: bool = False
     max_sequence_length: int = 512
     max_batch: int = 8
+    composite_source: bool = False
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -131,8 +136,13 @@ class FluxFillConfig:
         if not _is_int(max_batch) or max_batch < 1:
             raise BackendConfigError(f"max_batch {max_batch!r}: a positive integer")
 
+        composite_source = config.get("composite_source", False)
+        if not isinstance(composite_source, bool):
+            raise BackendConfigError("composite_source: must be true or false")
+
         return cls(base=base, transformer=transformer, loras=loras, dtype=dtype, device=device,
-                   cpu_offload=cpu_offload, max_sequence_length=max_sequence_length, max_batch=max_batch)
+                   cpu_offload=cpu_offload, max_sequence_length=max_sequence_length, max_batch=max_batch,
+                   composite_source=composite_source)
 
 
 def _is_int(value) -> bool:
@@ -431,7 +441,10 @@ class FluxFillBackend:
         # 5. Denoising.
         latents = self.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
         # 6. Decoding.
-        return [image.permute(1, 2, 0).cpu().numpy() for image in self.decode_latents(latents, canvas)]
+        images = self.decode_latents(latents, canvas)
+        if self.config.composite_source:
+            images = canvas.composite(images)
+        return [image.permute(1, 2, 0).cpu().numpy() for image in images]
 
     # -- the sampling steps --
 
