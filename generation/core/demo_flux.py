@@ -9,7 +9,7 @@ only narrower, so padding and packing are exercised as they are on the 12B model
 Its weights are random (seeded), fast on a CPU. A random VAE decoder paints the same grey noise
 whatever the latents (its group norms remove their level), so candidates would differ in nothing a
 person or an oracle could prefer; `fit_vae_steps` fits the small VAE as an autoencoder of smooth
-coloured textures first (seeded, about 10 s on 2 cores for 300 steps), and its decodes of the
+coloured textures first (seeded, on one thread: about 10 s for 300 steps), and its decodes of the
 transformer's latents are then smooth colour fields whose brightness and colour vary from seed to
 seed (the mean brightness under a mask spreads by about 0.05 between candidates, against 0.006
 with the random VAE). The demo generator is built that way; the tests that do not look at the
@@ -239,19 +239,27 @@ def smooth_textures(count: int, size: int, generator) -> torch.Tensor:
 
 
 def fit_vae(vae, steps: int, seed: int = 0, size: int = 32, batch_size: int = 16, learning_rate: float = 3e-3) -> None:
-    """Fit the VAE as an autoencoder of smooth textures (reconstruction + a small KL term), in place."""
+    """Fit the VAE as an autoencoder of smooth textures (reconstruction + a small KL term), in place.
+
+    On one CPU thread: how a sum is split over threads changes its last bits, and 300 Adam steps
+    grow those into another model, so the demo model would depend on the machine's core count."""
     generator = torch.Generator("cpu").manual_seed(seed)
     optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     vae.train()
-    for _ in range(steps):
-        pixels = smooth_textures(batch_size, size, generator) * 2 - 1
-        posterior = vae.encode(pixels).latent_dist
-        decoded = vae.decode(posterior.sample(generator=generator)).sample
-        loss = (decoded - pixels).pow(2).mean() + 1e-4 * posterior.kl().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    vae.eval()
+    try:
+        for _ in range(steps):
+            pixels = smooth_textures(batch_size, size, generator) * 2 - 1
+            posterior = vae.encode(pixels).latent_dist
+            decoded = vae.decode(posterior.sample(generator=generator)).sample
+            loss = (decoded - pixels).pow(2).mean() + 1e-4 * posterior.kl().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+        vae.eval()
 
 
 def save_tiny_transformer(directory, seed: int = 7, subfolder: bool = True) -> Path:

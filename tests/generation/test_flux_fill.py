@@ -236,11 +236,27 @@ def test_invalid_requests_are_refused(backend):
 # --- configuration --------------------------------------------------------------------------
 
 
+def test_composite_source_delivers_the_source_outside_the_binarised_mask(backend):
+    # A soft edge: grey 100 is "keep" and 200 "generate" once binarised at 0.5, as the pipeline does.
+    mask = np.zeros((48, 64), np.uint8)
+    mask[12:30, 16:40] = 200
+    mask[12:30, 40:44] = 100
+    req = request(seed=3, mask=Image.fromarray(mask, "L"))
+    whole = backend.generate_arrays([req])[0]
+    composited = FluxFillBackend(backend.pipeline, replace(backend.config, composite_source=True)).generate_arrays(
+        [req])[0]
+    generate = mask >= 128
+    source = np.asarray(IMAGE, dtype=np.float32) / 255.0
+    np.testing.assert_allclose(composited[generate], whole[generate], atol=1e-6)
+    np.testing.assert_allclose(composited[~generate], source[~generate], atol=1e-6)
+    assert np.abs(whole[~generate] - source[~generate]).mean() > 0.05  # the decode alone does not keep it
+
+
 def test_check_config_normalises_without_loading(tiny_repo):
     config = check_backend_config("flux_fill", {"base": str(tiny_repo)})
     assert config == {
         "base": str(tiny_repo), "transformer": None, "loras": [], "dtype": "auto", "device": "auto",
-        "cpu_offload": False, "max_sequence_length": 512, "max_batch": 8,
+        "cpu_offload": False, "max_sequence_length": 512, "max_batch": 8, "composite_source": False,
     }
     # a hub id cannot be checked before loading and is accepted
     assert (
@@ -261,6 +277,7 @@ def test_check_config_normalises_without_loading(tiny_repo):
     ({"max_sequence_length": 1024}, "max_sequence_length 1024"),
     ({"cpu_offload": True, "device": "cpu"}, "cpu_offload"),
     ({"guidance": 3}, "unknown setting 'guidance'"),
+    ({"composite_source": "yes"}, "composite_source: must be true or false"),
 ])
 def test_check_config_names_the_wrong_setting(tiny_repo, config, message):
     config = {"base": str(tiny_repo), **config} if "base" not in config and config else config

@@ -51,6 +51,14 @@ def test_the_demo_models_are_built_once_registered_and_load(tmp_path, settings, 
     assert candidate.size == source.size
     inside = np.asarray(mask) > 127
     assert np.abs(np.asarray(candidate, dtype=float) - np.asarray(source, dtype=float))[inside].mean() > 5
+    np.testing.assert_array_equal(np.asarray(candidate)[~inside], np.asarray(source)[~inside])
+    # Its VAE is fitted: seeds fill the mask with visibly different brightness (a random VAE's
+    # candidates spread by about 0.006 of the range, too little for any preference to learn).
+    others = backend_for(flux).generate([GenerationRequest(image=source, mask=mask, prompt=item.prompt, task="fill",
+                                                           settings=CandidateSettings(seed=seed, steps=2))
+                                         for seed in range(2, 6)])
+    levels = [np.asarray(image, dtype=float)[inside].mean() / 255 for image in [candidate, *others]]
+    assert np.std(levels) > 0.015, levels
 
     # The judge as a trainer loads it: a probability for a pair, in both orders.
     judge = Judge.from_pretrained(str(demo_judge_dir()), device="cpu")

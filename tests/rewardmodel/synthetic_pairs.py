@@ -107,21 +107,18 @@ def texture(rng: np.random.Generator, size: int, level: float) -> np.ndarray:
 
 
 def brightness_pairs(folder, counts: dict[str, int], *, size: int = 56, seed: int = 0, embed_images: bool = False,
-                     votes=None, weights=None, inverted=None, gaps: tuple[float, float] = (0.2, 0.4),
-                     ties=None) -> Path:
+                     votes=None, weights=None, inverted=None, gaps: tuple[float, float] = (0.2, 0.4)) -> Path:
     """A dataset where the winner is the brighter image; counts = pairs per split.
     votes(i) -> (votes_for, votes_against) and weights(i) -> weight of pair i (defaults (1, 0) and 1.0);
     inverted(i) -> True makes pair i's winner the darker image (annotators against the rule);
-    gaps: the range of the winner's lead in level; ties(i) -> True makes pair i's two images
-    equally bright (two textures of one level; as the judge is trained on both orders of a pair,
-    ties teach it to answer "Yes" and "No" alike for equally bright images)."""
+    gaps: the range of the winner's lead in level."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     rows, index = [], 0
     for split in ("train", "validation", "test"):
         for _ in range(counts.get(split, 0)):
             loser_level = rng.uniform(0.15, 0.55)
-            winner_level = loser_level if ties and ties(index) else loser_level + rng.uniform(*gaps)
+            winner_level = loser_level + rng.uniform(*gaps)
             if inverted and inverted(index):
                 winner_level, loser_level = loser_level, winner_level
             task, dimension, prompt = TASK_DIMENSIONS[index % len(TASK_DIMENSIONS)]
@@ -163,42 +160,3 @@ def trained_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
                                 log_every=10, save_every=1000, seed=0, zero_shot_eval=True)
         _trained["run"] = (root / "run", train(config))
     return _trained["run"]
-
-
-# --- a judge for the RL tests: calibrated near equal brightness ----------------------------------------
-
-RL_JUDGE_SET = {"train": 512, "test": 64}
-RL_JUDGE_GAPS = (0.05, 0.4)
-RL_JUDGE_TIE_EVERY = 3
-RL_JUDGE_STEPS = 120
-
-
-def rl_judge_ties(index: int) -> bool:
-    """Every third pair is a tie (two textures of one level)."""
-    return index % RL_JUDGE_TIE_EVERY == RL_JUDGE_TIE_EVERY - 1
-
-
-def trained_rl_brightness_judge(tmp_path_factory) -> tuple[Path, dict]:
-    """Train, once per test session (CPU, fixed seeds), the tiny judge the RL tests reward against.
-
-    Unlike the learning set's judge (leads of 0.2 to 0.4 only, so it leans to "No" for equally bright
-    images: P(Yes) about 0.15-0.25), this one sees small leads too (0.05 to 0.4) and a tie in every third pair, on
-    32x32
-    images (the RL canvases' size): for two equally bright images its P(Yes) is about 0.5, it rises
-    steeply with the first image's lead (about 0.73 at 0.05, 0.87 at 0.1) and levels off at about
-    0.97 (0.2 and more). Batch 16, lr 3e-3, 10 warmup steps, 120 steps (about 12 s on 2 cores);
-    no zero-shot evaluation.
-    Returns (output_dir, result)."""
-    from rewardmodel.core.config import TrainingConfig
-    from rewardmodel.core.demo_judge import save_tiny_qwen
-    from rewardmodel.core.training import train
-
-    if "rl" not in _trained:
-        root = tmp_path_factory.mktemp("rl-judge")
-        model = save_tiny_qwen(root / "tiny", seed=0)
-        data = brightness_pairs(root / "data", RL_JUDGE_SET, size=32, seed=1, gaps=RL_JUDGE_GAPS, ties=rl_judge_ties)
-        config = TrainingConfig(dataset_dir=str(data), output_dir=str(root / "run"), base_model=str(model),
-                                learning_rate=3e-3, batch_size=16, max_steps=RL_JUDGE_STEPS, warmup_steps=10,
-                                log_every=10, save_every=1000, seed=0, zero_shot_eval=False)
-        _trained["rl"] = (root / "run", train(config))
-    return _trained["rl"]

@@ -72,7 +72,10 @@ def write_default_conditions(directory, taxonomy: dict | None = None, inputs: li
 
 
 def base_generator(flux_dir, **overrides) -> dict:
-    return {"base": str(flux_dir), "device": "cpu", "dtype": "float32", "max_sequence_length": SEQ, **overrides}
+    """FluxFillConfig settings of the tiny model; candidates delivered composited on the source (as
+    the demo generator delivers them), so RL judges composited images unless a test says otherwise."""
+    return {"base": str(flux_dir), "device": "cpu", "dtype": "float32", "max_sequence_length": SEQ,
+            "composite_source": True, **overrides}
 
 
 def rl_config(flux_dir, judge_dir, conditions_dir, output_dir, **overrides):

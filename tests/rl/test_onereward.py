@@ -38,14 +38,15 @@ def trainer(world, output, **overrides) -> OneRewardTrainer:
 
 
 def base_arrays(world, condition_index: int, seed: int, rollout: dict, **generator) -> np.ndarray:
-    """The base generator's candidate (FluxFillBackend.generate_arrays) for one input and seed."""
+    """The base generator's candidate (FluxFillBackend.generate_arrays) for one input and seed, the
+    whole decode (as rollout_of gives it) unless `generator` says otherwise."""
     from rl.core.conditions import ConditionPool
 
     flux, _, conditions = world
     pool = ConditionPool(conditions)
     condition = pool.inputs[condition_index]
     image, mask = condition.load()
-    backend = FluxFillBackend.from_config(base_generator(flux, **generator))
+    backend = FluxFillBackend.from_config(base_generator(flux, **{"composite_source": False, **generator}))
     settings = CandidateSettings(seed=seed, steps=rollout["steps"], guidance=rollout["guidance"],
                                  true_cfg=rollout["true_cfg"], negative_prompt=rollout["negative_prompt"])
     request = GenerationRequest(image=image, mask=mask, prompt=pool.prompt(condition), task=condition.task,
@@ -264,6 +265,27 @@ def test_the_reward_is_p_yes_of_the_policy_first_against_the_algorithms_referenc
     np.testing.assert_allclose(record["rewards"], scores["p_yes"].numpy(), rtol=1e-4)
     hinge = np.maximum(run.config.reward_cap - scores["p_yes"].numpy(), 0)
     assert float(loss.detach()) == pytest.approx(float(hinge.mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("delivered, setting, composited", [
+    (True, None, True), (False, None, False), (False, True, True), (True, False, False)])
+def test_the_judge_sees_images_as_the_base_generator_delivers_them(world, tmp_path, delivered, setting, composited):
+    """composite_source null follows the base generator's own delivery (what annotators saw, so what
+    the judge learned from); a value in the config overrides it. Checked on the images shown: the
+    unmasked area is the source's exactly, or the decode's."""
+    flux, _, _ = world
+    run = trainer(world, tmp_path / "a", base_generator=base_generator(flux, composite_source=delivered),
+                  composite_source=setting)
+    sample = run.plan(1)[0]
+    with SpyOnJudge(run.judge) as spy:
+        run.sample_loss(sample)
+    [(first, second, _)] = spy.calls
+    image, mask = sample.condition.load()
+    keep = np.asarray(mask) < 128
+    source = np.asarray(image, dtype=np.float32) / 255.0
+    for shown in (first[0], second[0]):
+        outside = np.abs(shown.detach().permute(1, 2, 0).numpy()[keep] - source[keep]).max()
+        assert (outside < 1e-5) == composited, outside
 
 
 def test_the_ema_update_is_the_tau_average(world, tmp_path):
