@@ -14,9 +14,11 @@ SEED = 0
 # brightness and colour, which people and the simulated annotators' oracles can prefer.
 DEMO_VAE_STEPS = 300
 # An RL run of the demo generator starts from these (the field defaults are the 12B model's, for
-# 8000 steps of 50-step rollouts): short rollouts with FLUX Fill's usual guidance, a few steps.
-DEMO_RL_INITIAL = {"max_steps": 12, "batch_size": 2, "save_every": 6, "lora_rank": 8,
-                   "extra": {"rollout": {"steps": 8, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""},
+# 8000 steps of 50-step rollouts at lr 1e-5): short rollouts with FLUX Fill's usual guidance, a few
+# steps, and the learning rate the small random model needs to move at all (as in the loop test,
+# tests/rl/oracle_world.py).
+DEMO_RL_INITIAL = {"max_steps": 24, "batch_size": 2, "save_every": 12, "lora_rank": 4, "learning_rate": 3e-2,
+                   "extra": {"rollout": {"steps": 4, "guidance": 30.0, "true_cfg": 1.0, "negative_prompt": ""},
                              "log_every": 1}}
 
 

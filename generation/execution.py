@@ -1,16 +1,18 @@
 """Running a generation batch: fan-out per input, a claimed set per worker, candidates stored
 file-first with unique (set, index) keys, so a retried or redelivered job never duplicates."""
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import threading
 import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from PIL import Image
 
@@ -90,7 +92,6 @@ def store_candidate(candidate_set: CandidateSet, index: int, request: Generation
 def claim(set_id: int, worker: str) -> CandidateSet | None:
     """Take a set to work on, unless it is finished, its batch is not running, or another worker
     holds a fresh claim on it."""
-    lease = timedelta(seconds=settings.ONEREWARD_GENERATION_LEASE_SECONDS)
     with transaction.atomic():
         candidate_set = CandidateSet.objects.select_for_update().select_related("batch").get(pk=set_id)
         if candidate_set.status == SetStatus.DONE:
@@ -98,7 +99,7 @@ def claim(set_id: int, worker: str) -> CandidateSet | None:
         if candidate_set.batch.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
             return None
         if (candidate_set.status == SetStatus.RUNNING and candidate_set.worker != worker
-                and candidate_set.claimed_at and timezone.now() - candidate_set.claimed_at < lease):
+                and candidate_set.claimed_at and timezone.now() - candidate_set.claimed_at < lease()):
             return None
         candidate_set.status = SetStatus.RUNNING
         candidate_set.worker = worker
@@ -109,11 +110,50 @@ def claim(set_id: int, worker: str) -> CandidateSet | None:
     return candidate_set
 
 
+def lease() -> timedelta:
+    return timedelta(seconds=settings.ONEREWARD_GENERATION_LEASE_SECONDS)
+
+
+@contextlib.contextmanager
+def heartbeat(set_id: int, worker: str):
+    """Renew this worker's claim on a set every quarter lease while the block runs (a thread with
+    its own database connection), so that only a claim whose worker stopped beating expires."""
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(lease().total_seconds() / 4):
+                CandidateSet.objects.filter(pk=set_id, worker=worker, status=SetStatus.RUNNING).update(
+                    claimed_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"claim-heartbeat-{set_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def expired_claims():
+    """Sets of running batches whose claim has not been renewed for a lease: their worker died."""
+    return CandidateSet.objects.filter(status=SetStatus.RUNNING, batch__status=JobStatus.RUNNING,
+                                       claimed_at__lt=timezone.now() - lease())
+
+
 def generate_set(set_id: int, worker: str) -> None:
     """Make the candidates a set still lacks, then record how it went."""
     candidate_set = claim(set_id, worker)
     if candidate_set is None:
         return
+    with heartbeat(set_id, worker):
+        _generate_claimed(candidate_set, worker)
+
+
+def _generate_claimed(candidate_set: CandidateSet, worker: str) -> None:
+    set_id = candidate_set.pk
     batch = candidate_set.batch
     try:
         have = set(candidate_set.candidates.values_list("index", flat=True))

@@ -6,13 +6,13 @@ from django.dispatch import receiver
 from onereward.files import delete_after_commit
 
 from .models import Candidate
-from .tasks import requeue_orphans
+from .tasks import sweep_after_start
 
 
 @worker_ready.connect
-def requeue_sets_of_a_restarted_worker(sender=None, **kwargs):
-    # A worker that was killed mid-set comes back under the same name: its sets go back to the queue.
-    requeue_orphans(sender.hostname)
+def requeue_sets_of_dead_workers(sender=None, **kwargs):
+    # A worker killed mid-set comes back under its name or another: its sets go back to the queue.
+    sweep_after_start(sender.hostname)
 
 
 @receiver(post_delete, sender=Candidate, dispatch_uid="generation-candidate-files")

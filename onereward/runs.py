@@ -18,8 +18,11 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -71,6 +74,8 @@ class TrainingRun(BackgroundJob):
     loss = models.FloatField(null=True, blank=True)
     eta_seconds = models.FloatField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Renewed by the worker training the run while it runs.")
 
     class Meta:
         abstract = True
@@ -105,6 +110,24 @@ class TrainingRun(BackgroundJob):
     def platform_errors(self) -> dict:
         """{field: message} for rules about the records (a dataset is built, a generator's backend)."""
         return {}
+
+    def claim(self, worker: str) -> bool:
+        """Take the run for `worker` and mark it running, unless it has ended (done or cancelled) or
+        another worker's heartbeat on it is fresh (a second delivery of a run being trained)."""
+        with transaction.atomic():
+            row = type(self).objects.select_for_update().get(pk=self.pk)
+            if row.status in (JobStatus.CANCELLED, JobStatus.DONE):
+                return False
+            fresh = row.heartbeat_at and timezone.now() - row.heartbeat_at < run_lease()
+            if row.status == JobStatus.RUNNING and fresh:
+                return False
+            self.mark_running()
+            self._update(worker=worker, heartbeat_at=timezone.now())
+        return True
+
+    def beat(self) -> None:
+        type(self).objects.filter(pk=self.pk, worker=self.worker, status=JobStatus.RUNNING).update(
+            heartbeat_at=timezone.now())
 
     def clean(self):
         errors = defaultdict(list)
@@ -257,6 +280,16 @@ def thin(points: list, limit: int = HISTORY_POINTS) -> list:
     return points
 
 
+def die_with_parent() -> None:
+    """In the trainer's process, before it starts: Linux kills it when the worker dies, so that a run
+    handed to another worker never has two trainers writing one directory (elsewhere: nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOutcome:
     """Start `command`, call `on_progress(dict)` with each new progress file, stop the child if
     `job` is cancelled meanwhile. The child's output goes to output/train.log."""
@@ -267,10 +300,13 @@ def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOu
     root = Path(__file__).resolve().parent.parent
     with open(log_path, "ab") as log_file:
         child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True, cwd=root)
-        last = None
+                                 start_new_session=True, cwd=root, preexec_fn=die_with_parent)
+        last, beaten = None, time.monotonic()
         while child.poll() is None:
             time.sleep(POLL_SECONDS)
+            if time.monotonic() - beaten >= run_lease().total_seconds() / 4 and hasattr(job, "beat"):
+                job.beat()
+                beaten = time.monotonic()
             progress = files.read_progress()
             if progress and progress != last:
                 on_progress(progress)
@@ -289,6 +325,47 @@ def run_trainer(job, command: list[str], output: Path, on_progress) -> TrainerOu
     tail = log_path.read_bytes()[-LOG_TAIL:].decode(errors="replace")
     result = files.read_result() if child.returncode == 0 else None
     return TrainerOutcome(False, child.returncode, result, tail)
+
+
+def run_lease() -> timedelta:
+    return timedelta(seconds=settings.ONEREWARD_RUN_LEASE_SECONDS)
+
+
+def run_models() -> list[type[TrainingRun]]:
+    """Every concrete kind of run (the apps' subclasses)."""
+    found, pending = [], list(TrainingRun.__subclasses__())
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        if not model._meta.abstract:
+            found.append(model)
+    return found
+
+
+@shared_task(name="runs.requeue_stale_runs")
+def requeue_stale_runs() -> int:
+    """Running runs whose worker stopped beating (it died, whatever name it comes back under) go
+    back to the queue, to resume from their last checkpoint; a compare-and-set on the heartbeat,
+    so a run whose worker beat meanwhile stays with it."""
+    requeued = 0
+    stale = timezone.now() - run_lease()
+    for model in run_models():
+        rows = model.objects.filter(status=JobStatus.RUNNING).filter(
+            models.Q(heartbeat_at__lt=stale) | models.Q(heartbeat_at__isnull=True, started_at__lt=stale))
+        for run in rows:
+            if model.objects.filter(pk=run.pk, status=JobStatus.RUNNING, heartbeat_at=run.heartbeat_at).update(
+                    status=JobStatus.QUEUED):
+                run.refresh_from_db()
+                run.enqueue()
+                requeued += 1
+    return requeued
+
+
+@worker_ready.connect(dispatch_uid="runs-requeue-stale")
+def requeue_runs_of_dead_workers(sender=None, **kwargs):
+    # Now, and once more a lease later for runs whose heartbeat was still fresh at this start.
+    requeue_stale_runs()
+    requeue_stale_runs.apply_async(countdown=run_lease().total_seconds() + 1)
 
 
 class RunTraining:
@@ -318,10 +395,8 @@ class RunTraining:
     def execute(self) -> None:
         """Prepare, train, follow and register; the run's row tells what happened."""
         run = self.run
-        if run.status in (JobStatus.CANCELLED, JobStatus.DONE):
+        if not run.claim(self.worker):
             return
-        run.mark_running()
-        run._update(worker=self.worker)
         output = run.output_dir
         output.mkdir(parents=True, exist_ok=True)
         try:

@@ -169,8 +169,14 @@ ONEREWARD_MAX_IMAGE_PIXELS = env_int("ONEREWARD_MAX_IMAGE_PIXELS", 40_000_000)
 # A zip of inputs may not unpack to more than this many bytes (zip bombs).
 ONEREWARD_MAX_ZIP_BYTES = env_int("ONEREWARD_MAX_ZIP_BYTES", 4 * 1024**3)
 
-# A candidate set claimed by a worker that has not finished it after this long may be taken by another.
-ONEREWARD_GENERATION_LEASE_SECONDS = env_int("ONEREWARD_GENERATION_LEASE_SECONDS", 6 * 3600)
+# A worker generating a candidate set renews its claim every quarter of this lease; a claim not
+# renewed for a whole lease belongs to a dead worker, and any worker, whatever its name, may take the
+# set over (the sweep at every worker start, and again one lease later).
+ONEREWARD_GENERATION_LEASE_SECONDS = env_int("ONEREWARD_GENERATION_LEASE_SECONDS", 120)
+# The same for training runs: the worker following a trainer renews the run's heartbeat; a running
+# run whose heartbeat is older than this lease is handed to the next worker, which resumes it from
+# its last checkpoint, and a second delivery of a run whose heartbeat is fresh is dropped.
+ONEREWARD_RUN_LEASE_SECONDS = env_int("ONEREWARD_RUN_LEASE_SECONDS", 120)
 # Where GPU workers keep training runs (datasets copied from storage, checkpoints, the trained
 # models): a local or shared disk of the GPU hosts, not the media storage (a 7B model is 15 GB).
 ONEREWARD_TRAINING_DIR = Path(env_str("ONEREWARD_TRAINING_DIR", str(DATA_DIR / "training")))
@@ -229,11 +235,22 @@ CELERY_TASK_ROUTES = {
     "generation.*": {"queue": "gpu", "routing_key": "gpu"},
     "rewardmodel.*": {"queue": "gpu", "routing_key": "gpu"},
     "rl.*": {"queue": "gpu", "routing_key": "gpu"},
+    "runs.*": {"queue": "gpu", "routing_key": "gpu"},
 }
 # A job that dies with its worker goes back to the queue; jobs are idempotent (unique keys).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis: a job delivered to a worker that died before acknowledging it (SIGKILL, a lost host) comes
+# back to the queue after this many seconds. Claims and run heartbeats make a second delivery of a
+# job still running harmless (it is dropped), so this can be short; RabbitMQ redelivers on its own
+# when the connection drops and ignores it.
+ONEREWARD_REDELIVERY_SECONDS = env_int("ONEREWARD_REDELIVERY_SECONDS", 600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": ONEREWARD_REDELIVERY_SECONDS,
+    "unacked_restore_interval": max(1, min(10, ONEREWARD_REDELIVERY_SECONDS // 4)),
+    "unacked_restore_throttle": 1,
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -116,7 +116,7 @@ class WorkerProcess:
 
 
 def start_worker(
-    env_overrides: dict, log_path: Path, queues: str = "default,gpu", purge: bool = True
+    env_overrides: dict, log_path: Path, queues: str = "default,gpu", purge: bool = True, name: str | None = None
 ) -> WorkerProcess:
     env = {**os.environ, **env_overrides}
     with open(log_path, "a") as log:
@@ -125,7 +125,7 @@ def start_worker(
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "onereward", "worker", "-Q", queues, "--pool", "solo",
          "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         *(["--purge"] if purge else [])],
+         *(["--purge"] if purge else []), *(["--hostname", name] if name else [])],
         cwd=REPO, env=env, stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -166,7 +166,9 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     worker = start_worker(
         {"DATABASE_URL": database_url_of_test_db(), "ONEREWARD_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL},
+         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+         # A job the killed-worker tests leave unacknowledged comes back in seconds, not minutes.
+         "ONEREWARD_REDELIVERY_SECONDS": "8"},
         log_path,
     )
     yield worker

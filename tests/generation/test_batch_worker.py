@@ -1,5 +1,6 @@
 """Batches run by a real Celery worker (Redis, PostgreSQL), the CPU baseline making the pixels."""
 import io
+import time
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from generation.execution import requests_for
 from generation.models import Candidate, CandidateSet, GenerationBatch, Generator
 from inputs.demo_inputs import demo_specs
 from inputs.importing import import_inputs
+from inputs.models import Input
 from onereward.jobs import JobStatus
-from tests.conftest import stored_files, wait_for
+from tests.conftest import start_worker, stop_worker, stored_files, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -106,6 +108,55 @@ def test_a_killed_worker_restarted_finishes_the_batch_without_duplicates(celery_
     assert Candidate.objects.count() == 4 * len(inputs)
     names = {c.image.name for c in Candidate.objects.all()} | {c.thumbnail.name for c in Candidate.objects.all()}
     assert {f for f in stored_files() if f.startswith("candidates/")} == names
+
+
+def test_a_set_left_by_a_dead_worker_is_finished_by_a_worker_of_another_name(celery_worker_process, tmp_path):
+    """The claim expires because its heartbeat stops, not because of the worker's name: a worker that
+    comes back under another name (a new host, a new container) takes the set over, with no
+    duplicate and no missing candidate."""
+    inputs = import_inputs(demo_specs())
+    batch = GenerationBatch.launch(generator=baseline_generator(), inputs=inputs, candidates_per_input=4, seed=5)
+    wait_for(lambda: GenerationBatch.objects.get(pk=batch.pk).progress_done >= 2, timeout=120, what="two inputs done")
+    celery_worker_process.kill()
+    batch.refresh_from_db()
+    assert batch.progress_done < batch.progress_total, "the batch finished before the worker could be killed"
+    stranger = start_worker({**celery_worker_process.env_overrides, "ONEREWARD_GENERATION_LEASE_SECONDS": "4"},
+                            tmp_path / "stranger.log", purge=False, name="another-host@elsewhere")
+    try:
+        batch = wait_for(lambda: finished(batch.pk), timeout=240, what="the batch after another worker started")
+    finally:
+        stop_worker(stranger)
+        celery_worker_process.restart()
+    assert batch.status == JobStatus.DONE and batch.progress_failed == 0, (batch.error, stranger.log()[-3000:])
+    for candidate_set in CandidateSet.objects.filter(batch=batch):
+        assert sorted(candidate_set.candidates.values_list("index", flat=True)) == [0, 1, 2, 3]
+    assert Candidate.objects.count() == 4 * len(inputs)
+    assert CandidateSet.objects.filter(batch=batch, worker="another-host@elsewhere").exists()
+
+
+def test_a_running_set_keeps_its_claim_while_its_worker_beats(settings):
+    """The heartbeat renews the claim of a long set, so another worker cannot take it; once the beat
+    stops, the claim expires after one lease and the sweep hands the set back to the queue."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.execution import claim, expired_claims, heartbeat
+
+    settings.ONEREWARD_GENERATION_LEASE_SECONDS = 0.4
+    batch = GenerationBatch.checked(generator=baseline_generator(), inputs=import_inputs(demo_specs()[:1]),
+                                    candidates_per_input=1, for_annotation=False)
+    batch.save()  # not queued: no worker may take it
+    candidate_set = CandidateSet.objects.create(batch=batch, input=Input.objects.get())
+    batch.mark_running(total=1)
+    assert claim(candidate_set.pk, "first") is not None
+    with heartbeat(candidate_set.pk, "first"):
+        time.sleep(1.0)  # 2.5 leases: expired without the beat
+        assert claim(candidate_set.pk, "second") is None
+        assert not expired_claims().exists()
+    CandidateSet.objects.filter(pk=candidate_set.pk).update(claimed_at=timezone.now() - timedelta(seconds=1))
+    assert list(expired_claims()) == [candidate_set]
+    assert claim(candidate_set.pk, "second").worker == "second"
 
 
 def test_cancel_and_resume(celery_worker_process):

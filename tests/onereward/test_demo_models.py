@@ -8,7 +8,7 @@ from django.core.management import call_command
 from PIL import Image
 
 from generation.core.backends.base import CandidateSettings, GenerationRequest
-from generation.demo import CPU_BASELINE, FLUX_DEMO
+from generation.demo import CPU_BASELINE, DEMO_RL_INITIAL, FLUX_DEMO
 from generation.execution import backend_for
 from generation.models import Generator
 from inputs.models import Input
@@ -72,8 +72,9 @@ def test_the_demo_models_are_built_once_registered_and_load(tmp_path, settings, 
     form = client.get("/admin/rewardmodel/rewardmodelrun/add/").context["adminform"].form
     assert form.initial["learning_rate"] == 1e-4 and "demo judge" in form.fields["base_model"].help_text
     form = client.get("/admin/rl/rlrun/add/").context["adminform"].form
-    assert form.initial["base_generator"] == flux.pk and form.initial["max_steps"] == 12
-    assert form.initial["extra"]["rollout"]["steps"] == 8
+    assert form.initial["base_generator"] == flux.pk and form.initial["max_steps"] == DEMO_RL_INITIAL["max_steps"]
+    assert form.initial["learning_rate"] == DEMO_RL_INITIAL["learning_rate"]
+    assert form.initial["extra"]["rollout"]["steps"] == DEMO_RL_INITIAL["extra"]["rollout"]["steps"]
 
     stamp = (demo_judge_dir() / "config.json").stat().st_mtime_ns
     again = seed(tmp_path)

@@ -52,3 +52,55 @@ def test_a_run_from_the_admin_registers_a_version(celery_worker_process, client,
     assert "Validation accuracy by step" in page
     assert "Forward %" in page and "<polyline" in page, page[page.find("Evaluation"):][:3000]
     assert (run.output_dir / "model").is_dir() and (run.output_dir / "test_scores.parquet").exists()
+
+
+def trainer_alive(run) -> bool:
+    import subprocess
+
+    return subprocess.run(["pgrep", "-f", str(run.output_dir / "config.json")], capture_output=True).returncode == 0
+
+
+def test_a_run_whose_worker_died_is_resumed_by_a_worker_of_another_name(celery_worker_process, make_user, tmp_path):
+    """The run's heartbeat stops with its worker; a worker that starts under another name hands the
+    run back to the queue once the lease has passed and resumes it from its last checkpoint, and the
+    job the dead worker held, delivered again, is dropped while the run is being trained."""
+    from rewardmodel.execution import RewardModelTraining
+    from rewardmodel.forms import start_run
+    from tests.conftest import start_worker, stop_worker
+
+    tasks = make_tasks(10, n=3, k=1)
+    alice = make_user("alice", "annotator")
+    for task in tasks:
+        for candidate in task.candidate_set.candidates.all():
+            default_storage.save(candidate.image.name, ContentFile(png_bytes(photo(32, 32, seed=candidate.index))))
+        judge(task, alice, {"structure": (0, 2), "aesthetics": (1, 2)})
+    dataset = create_dataset(name="worker-prefs", queue=False, train_fraction=0.4, validation_fraction=0.3,
+                             test_fraction=0.3)
+    build(dataset)
+    base = str(save_tiny_qwen(tmp_path / "q"))
+    run = start_run(dataset=PreferenceDataset.objects.get(pk=dataset.pk), base_model=base, learning_rate=1e-4,
+                    batch_size=2, max_steps=400, save_every=5, zero_shot_eval=False, mixed_precision="no",
+                    extra={"log_every": 1})
+    wait_for(lambda: RewardModelRun.objects.get(pk=run.pk).step >= 8, timeout=300, interval=0.5,
+             what="the run past its first checkpoints")
+    celery_worker_process.kill()  # the host dies: the worker, and the trainer it started with it
+    wait_for(lambda: not trainer_alive(run), timeout=30, what="the trainer to die with its worker")
+    killed_at = RewardModelRun.objects.get(pk=run.pk).step
+    stranger = start_worker({**celery_worker_process.env_overrides, "ONEREWARD_RUN_LEASE_SECONDS": "4"},
+                            tmp_path / "stranger.log", purge=False, name="another-host@elsewhere")
+    try:
+        wait_for(lambda: RewardModelRun.objects.get(pk=run.pk).worker == "another-host@elsewhere", timeout=120,
+                 what="another worker to take the run over")
+        # A second delivery while the new worker beats: dropped, the run untouched.
+        taken = RewardModelRun.objects.get(pk=run.pk)
+        RewardModelTraining(taken, worker="a-third-host").execute()
+        assert RewardModelRun.objects.get(pk=run.pk).worker == "another-host@elsewhere"
+        run = wait_for(lambda: RewardModelRun.objects.filter(pk=run.pk, status__in=["done", "failed"]).first(),
+                       timeout=400, what="the resumed run")
+    finally:
+        stop_worker(stranger)
+        celery_worker_process.restart()
+    assert run.status == "done", (run.error, stranger.log()[-3000:])
+    assert run.step == 400 and killed_at < 400
+    assert "resuming from" in (run.output_dir / "train.log").read_text()
+    assert run.version.steps == 400

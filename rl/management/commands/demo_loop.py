@@ -36,7 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--annotators", type=int, default=3)
         parser.add_argument("--noise", type=float, default=0.1)
         parser.add_argument("--candidates", type=int, default=4, help="candidates per input (N)")
-        parser.add_argument("--steps", type=int, default=8, help="denoising steps of the generated candidates")
+        parser.add_argument("--steps", type=int, default=DEMO_RL_INITIAL["extra"]["rollout"]["steps"],
+                            help="denoising steps of the generated candidates (default: the RL rollouts')")
         parser.add_argument("--rl-steps", type=int, default=DEMO_RL_INITIAL["max_steps"])
         parser.add_argument("--algorithm", choices=["fixed", "dynamic"], default="dynamic")
         parser.add_argument("--seed", type=int, default=0)
