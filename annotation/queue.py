@@ -9,11 +9,13 @@ cross. Both slot models use the same state values and fields (annotator, state, 
 leased_until, shown_order); the callers pass querysets, so each keeps its own filters and joins.
 """
 import hashlib
+import hmac
 import random
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
@@ -41,11 +43,20 @@ def ensure_not_paused(user) -> None:
 # --- the shown order --------------------------------------------------------------------------------
 
 
+def order_secret() -> bytes:
+    """The key of every shown order: ONEREWARD_ORDER_SECRET, else one derived from SECRET_KEY."""
+    if settings.ONEREWARD_ORDER_SECRET:
+        return settings.ONEREWARD_ORDER_SECRET.encode()
+    return hmac.new(settings.SECRET_KEY.encode(), b"onereward shown order", hashlib.sha256).digest()
+
+
 def order_seed(*parts) -> int:
-    """The seed of an annotator's shuffle of one task or item. Every shown order is drawn from it,
-    so making orders unpredictable from ids (a server secret in the hash) is a change here only;
-    the values it gives today are kept, because stored orders and tests rely on them."""
-    return int.from_bytes(hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()[:8], "big")
+    """The seed of an annotator's shuffle of one task or item: an HMAC of the ids under the server's
+    secret, so that nobody who knows the ids (an annotator knows theirs and the item's) can tell
+    which candidate sits where. Orders already shown are stored with their slots and keep their
+    meaning when the secret changes."""
+    message = ":".join(str(part) for part in parts).encode()
+    return int.from_bytes(hmac.new(order_secret(), message, hashlib.sha256).digest()[:8], "big")
 
 
 def shuffled(members: Iterable, seed: int) -> list:

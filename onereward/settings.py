@@ -169,6 +169,10 @@ ONEREWARD_MAX_IMAGE_PIXELS = env_int("ONEREWARD_MAX_IMAGE_PIXELS", 40_000_000)
 # A zip of inputs may not unpack to more than this many bytes (zip bombs).
 ONEREWARD_MAX_ZIP_BYTES = env_int("ONEREWARD_MAX_ZIP_BYTES", 4 * 1024**3)
 
+# The key of the shown orders of candidates (annotation tasks and study items); by default derived
+# from SECRET_KEY. Blind orders are then not computable from the user and item ids.
+ONEREWARD_ORDER_SECRET = env_str("ONEREWARD_ORDER_SECRET", "")
+
 # A worker generating a candidate set renews its claim every quarter of this lease; a claim not
 # renewed for a whole lease belongs to a dead worker, and any worker, whatever its name, may take the
 # set over (the sweep at every worker start, and again one lease later).
@@ -194,7 +198,12 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+# The OpenAPI schema and its interactive docs: open to anyone in development, to logged-in users
+# (session or token) in production unless ONEREWARD_PUBLIC_API_SCHEMA=1.
+ONEREWARD_PUBLIC_API_SCHEMA = env_bool("ONEREWARD_PUBLIC_API_SCHEMA", not PRODUCTION)
 SPECTACULAR_SETTINGS = {
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny" if ONEREWARD_PUBLIC_API_SCHEMA
+                          else "rest_framework.permissions.IsAuthenticated"],
     "TITLE": "OneReward platform API",
     "DESCRIPTION": "Inputs, taxonomy and background jobs of the OneReward visual RLHF platform.",
     "VERSION": "1.0.0",

@@ -286,3 +286,27 @@ def test_wrong_gold_answers_pause_the_annotator(make_user, django_capture_on_com
         submit(user, slot, picks=full_picks(slot, best=wrong_best, worst=wrong_worst))
     with pytest.raises(AnnotatorPaused, match="gold"):
         next_slot(user)
+
+
+def test_shown_orders_are_keyed_by_the_server_secret(settings):
+    """An annotator knows their id and the task's, but not the server's secret: the order is not
+    the ids' plain hash, and another secret gives other orders."""
+    import hashlib
+
+    from annotation.queue import order_seed, shuffled
+
+    ids = [(annotator, task) for annotator in range(1, 6) for task in range(1, 21)]
+    settings.ONEREWARD_ORDER_SECRET = "one secret"
+    first = [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids]
+    plain = [shuffled(range(4), int.from_bytes(hashlib.sha256(f"{a}:{t}:regular".encode()).digest()[:8], "big"))
+             for a, t in ids]
+    assert first == [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids]  # stable for a secret
+    assert sum(x != y for x, y in zip(first, plain)) > len(ids) // 2
+    settings.ONEREWARD_ORDER_SECRET = "another secret"
+    assert sum(x != y for x, y in zip(first, [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids])) \
+        > len(ids) // 2
+    settings.ONEREWARD_ORDER_SECRET = ""  # derived from SECRET_KEY
+    settings.SECRET_KEY = "a" * 50
+    derived = [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids]
+    settings.SECRET_KEY = "b" * 50
+    assert derived != [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids]

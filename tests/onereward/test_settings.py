@@ -104,3 +104,17 @@ def test_project_checks_are_clean(tmp_path, command):
     result = subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, capture_output=True, text=True,
                             timeout=120, env={**os.environ, "ONEREWARD_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_serves_the_api_schema_to_logged_in_users_only(tmp_path):
+    code = (
+        "import django; django.setup();"
+        "from django.test import Client;"
+        "print(Client().get('/api/schema/', secure=True, HTTP_HOST='onereward.example.org').status_code)"
+    )
+    env = {**PRODUCTION_ENV, "DJANGO_SETTINGS_MODULE": "onereward.settings", "ONEREWARD_DATA_DIR": str(tmp_path)}
+    refused = run_python(code, env)
+    assert refused.returncode == 0, refused.stderr
+    assert refused.stdout.strip().splitlines()[-1] in ("401", "403")
+    opened = run_python(code, {**env, "ONEREWARD_PUBLIC_API_SCHEMA": "1"})
+    assert opened.stdout.strip().splitlines()[-1] == "200", opened.stderr
