@@ -89,7 +89,7 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
     """
     queue.ensure_not_paused(user)
     settings = QualityControlSettings.current()
-    return queue.hand_out(lambda: _take(user, exclude, settings))
+    return queue.hand_out(user, lambda: _take(user, exclude, settings))
 
 
 def _take(user, exclude: int | None, settings: QualityControlSettings) -> Slot | None:

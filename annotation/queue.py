@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
@@ -113,12 +114,15 @@ def lease(slot, annotator, now, minutes: int, shown_order: list):
     return slot
 
 
-def hand_out(attempt: Callable[[], T]) -> T | None:
-    """Run `attempt` (resume, else take and lease) in a transaction of its own, again when a
-    concurrent request of the same annotator made it break the one-slot-per-annotator key."""
+def hand_out(annotator, attempt: Callable[[], T]) -> T | None:
+    """Run `attempt` (resume, else take and lease) in a transaction of its own, one at a time per
+    annotator: the annotator's user row is locked first, so simultaneous requests of one annotator
+    (a double click, several tabs) queue up and the later ones resume the lease the first one made
+    instead of each taking a slot. Tried again if it still broke the one-slot-per-annotator key."""
     for _ in range(HAND_OUT_TRIES):
         try:
             with transaction.atomic():
+                get_user_model().objects.select_for_update().filter(pk=annotator.pk).values_list("pk").first()
                 return attempt()
         except IntegrityError:
             continue

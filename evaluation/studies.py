@@ -234,7 +234,7 @@ def next_item(annotator, study=None, exclude: int | None = None) -> StudySlot | 
     """
     queue.ensure_not_paused(annotator)
     minutes = QualityControlSettings.current().lease_minutes
-    return queue.hand_out(lambda: _take(annotator, study, exclude, minutes))
+    return queue.hand_out(annotator, lambda: _take(annotator, study, exclude, minutes))
 
 
 def _take(annotator, study, exclude, minutes) -> StudySlot | None:

@@ -310,3 +310,39 @@ def test_shown_orders_are_keyed_by_the_server_secret(settings):
     derived = [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids]
     settings.SECRET_KEY = "b" * 50
     assert derived != [shuffled(range(4), order_seed(a, t, "regular")) for a, t in ids]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_next_task_requests_of_one_annotator_get_the_same_lease(make_user):
+    """A double click or three tabs: the requests race the one-slot-per-annotator key, and every one
+    of them gets the one lease, never an error (PostgreSQL, real threads, 10 rounds)."""
+    import threading
+
+    from django.db import connections
+
+    assert connection.vendor == "postgresql"
+    settings = QualityControlSettings.current()
+    settings.gold_rate = settings.repeat_share = 0.0
+    settings.save()
+    make_tasks(12, n=3, k=1)
+    for round_ in range(10):
+        user = make_user(f"clicker{round_}", "annotator")
+        start, results = threading.Barrier(3), []
+
+        def request(user=user, start=start, results=results):
+            try:
+                start.wait(10)
+                slot = next_slot(user)
+                results.append(slot.pk if slot is not None else None)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                results.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=request) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(results) == 3 and len(set(results)) == 1 and isinstance(results[0], int), results
+        assert Slot.objects.filter(annotator=user, state="leased").count() == 1
