@@ -31,6 +31,10 @@ class Pick:
     worst: object = None
 
 
+# A day: more is no measurement of work on one task, and the column is a 32-bit integer.
+MAX_DWELL_MS = 24 * 3600 * 1000
+
+
 def parse_envelope(payload) -> tuple[uuid.UUID, int]:
     """The submission id and dwell_ms of a posted judgment."""
     if not isinstance(payload, dict):
@@ -40,8 +44,8 @@ def parse_envelope(payload) -> tuple[uuid.UUID, int]:
     except ValueError:
         raise JudgmentRejected("submission_id is missing or not a UUID") from None
     dwell = payload.get("dwell_ms", 0)
-    if not _whole(dwell) or dwell < 0:
-        raise JudgmentRejected("dwell_ms must be a whole number of milliseconds, 0 or more")
+    if not _whole(dwell) or not 0 <= dwell <= MAX_DWELL_MS:
+        raise JudgmentRejected(f"dwell_ms must be a whole number of milliseconds from 0 to {MAX_DWELL_MS} (a day)")
     return submission_id, dwell
 
 

@@ -199,6 +199,8 @@ def test_malformed_payloads_and_foreign_slots_are_refused(no_mixing, make_user):
     for payload, message in [
         ({"dwell_ms": 1, "picks": {}}, "submission_id is missing"),
         ({"submission_id": str(uuid.uuid4()), "dwell_ms": -5, "picks": {}}, "dwell_ms must be"),
+        ({"submission_id": str(uuid.uuid4()), "dwell_ms": 2**31, "picks": {}}, "dwell_ms must be"),
+        ({"submission_id": str(uuid.uuid4()), "dwell_ms": 86_400_001, "picks": {}}, "from 0 to 86400000"),
         ({"submission_id": str(uuid.uuid4()), "dwell_ms": 5, "picks": []}, "picks must map"),
         ("not an object", "must be a JSON object"),
     ]:
