@@ -6,6 +6,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from onereward.jobs import progress_response
+
 from .forms import BatchLaunchForm
 from .models import Candidate, CandidateSet, GenerationBatch, Generator
 
@@ -112,7 +114,7 @@ class GenerationBatchAdmin(admin.ModelAdmin):
     def progress_view(self, request, pk):
         """The progress bar alone, polled by the change page (htmx) until the batch finishes."""
         batch = self._batch(request, pk)
-        return TemplateResponse(request, "admin/generation/generationbatch/_progress.html", {"batch": batch})
+        return progress_response(request, "admin/generation/generationbatch/_progress.html", {"batch": batch}, batch)
 
     def grid_view(self, request, pk):
         batch = self._batch(request, pk)

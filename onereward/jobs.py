@@ -5,6 +5,7 @@ import time
 
 from django.conf import settings
 from django.db import models, transaction
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from onereward.celery import app
@@ -124,3 +125,14 @@ def follow(job: BackgroundJob, describe, write, interval: float = 1.0) -> None:
         if job.is_finished:
             return
         time.sleep(interval)
+
+
+def progress_response(request, template: str, context: dict, job: BackgroundJob) -> TemplateResponse:
+    """A job's progress fragment, polled by its change page (htmx) while the job runs. The poll that
+    finds the job ended asks htmx to reload the whole page (HX-Refresh), so that every field of the
+    record shows the end (status, counts, results) and not the bar alone; the reloaded page renders
+    a finished job without polling."""
+    response = TemplateResponse(request, template, context)
+    if job.is_finished and request.headers.get("HX-Request") == "true":
+        response["HX-Refresh"] = "true"
+    return response

@@ -31,7 +31,6 @@ from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, Permiss
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models, transaction
 from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -41,7 +40,7 @@ from rest_framework.response import Response
 
 from mlcore.config import ConfigError
 from mlcore.rundir import RunDirectory
-from onereward.jobs import BackgroundJob, JobStatus, follow
+from onereward.jobs import BackgroundJob, JobStatus, follow, progress_response
 from onereward.permissions import ModelPermissionsWithView
 
 POLL_SECONDS = 2.0
@@ -536,8 +535,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return run
 
     def progress_view(self, request, pk):
-        return TemplateResponse(request, self.progress_template,
-                                self.progress_context(self._run(request, pk), request))
+        run = self._run(request, pk)
+        return progress_response(request, self.progress_template, self.progress_context(run, request), run)
 
     def cancel_view(self, request, pk):
         run = self._managed_run(request, pk)

@@ -223,6 +223,7 @@ SPECTACULAR_SETTINGS = {
 # Default: kombu's filesystem transport, which needs no server yet still hands every job to a
 # separate worker process. CELERY_BROKER_URL=redis://... or amqp://... switches to a real broker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -255,11 +256,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # job still running harmless (it is dropped), so this can be short; RabbitMQ redelivers on its own
 # when the connection drops and ignores it.
 ONEREWARD_REDELIVERY_SECONDS = env_int("ONEREWARD_REDELIVERY_SECONDS", 600)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": ONEREWARD_REDELIVERY_SECONDS,
-    "unacked_restore_interval": max(1, min(10, ONEREWARD_REDELIVERY_SECONDS // 4)),
-    "unacked_restore_throttle": 1,
-}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": ONEREWARD_REDELIVERY_SECONDS,
+        "unacked_restore_interval": max(1, min(10, ONEREWARD_REDELIVERY_SECONDS // 4)),
+        "unacked_restore_throttle": 1,
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

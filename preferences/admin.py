@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from onereward.files import stored_file_response
+from onereward.jobs import progress_response
 
 from .core.splits import SPLITS
 from .export import create_dataset, delete_files, stored_files
@@ -192,7 +193,8 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
     def progress_view(self, request, pk):
         """The build's status alone, polled by the change page (htmx) until it finishes."""
         dataset = self._dataset(request, pk)
-        return TemplateResponse(request, "admin/preferences/preferencedataset/_progress.html", {"dataset": dataset})
+        return progress_response(request, "admin/preferences/preferencedataset/_progress.html",
+                                 {"dataset": dataset}, dataset)
 
     def file_view(self, request, pk, name):
         dataset = self._dataset(request, pk)

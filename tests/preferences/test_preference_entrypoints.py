@@ -138,9 +138,13 @@ def test_admin_builds_a_version_and_shows_counts_and_files(client, make_user):
     version = PreferenceDataset.objects.get(name="admin-prefs")
     assert response["Location"] == f"/admin/preferences/preferencedataset/{version.pk}/change/"
     assert version.status == "queued" and version.formats == ["jsonl"]
-    progress = client.get(f"/admin/preferences/preferencedataset/{version.pk}/progress/").content.decode()
-    assert 'data-status="queued"' in progress and "hx-get" in progress
+    poll = client.get(f"/admin/preferences/preferencedataset/{version.pk}/progress/", HTTP_HX_REQUEST="true")
+    progress = poll.content.decode()
+    assert 'data-status="queued"' in progress and "hx-get" in progress and "HX-Refresh" not in poll
     build(version)
+    # The poll that sees the end reloads the whole page, so the fields below the bar show it too.
+    poll = client.get(f"/admin/preferences/preferencedataset/{version.pk}/progress/", HTTP_HX_REQUEST="true")
+    assert poll["HX-Refresh"] == "true" and "hx-get" not in poll.content.decode()
     change = client.get(f"/admin/preferences/preferencedataset/{version.pk}/change/").content.decode()
     assert (
         "data/train-00000.parquet" in change and "jsonl/train-00000.jsonl" in change and version.content_hash in change

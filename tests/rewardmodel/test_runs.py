@@ -150,9 +150,13 @@ def test_admin_start_form_and_progress(dataset, make_user, client):
     RewardModelRun.objects.filter(pk=run.pk).update(step=40, total_steps=100, loss=0.61, eta_seconds=75,
                                                     loss_history=[[10, 0.69], [20, 0.66], [40, 0.61]],
                                                     status="running")
-    progress = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/progress/").content.decode()
+    poll = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/progress/", HTTP_HX_REQUEST="true")
+    progress = poll.content.decode()
     assert "step 40 of 100" in progress and "loss 0.6100" in progress and "ETA 0:01:15" in progress
-    assert "<polyline" in progress and "hx-get" in progress
+    assert "<polyline" in progress and "hx-get" in progress and "HX-Refresh" not in poll
+    RewardModelRun.objects.filter(pk=run.pk).update(status="failed", error="the trainer exited with code 1")
+    poll = client.get(f"/admin/rewardmodel/rewardmodelrun/{run.pk}/progress/", HTTP_HX_REQUEST="true")
+    assert poll["HX-Refresh"] == "true"  # the whole record reloads once, showing the end everywhere
 
 
 def test_evaluation_table_and_plot_render():
