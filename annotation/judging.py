@@ -70,7 +70,11 @@ def record_judgment(user, slot_id: int, payload: dict) -> Recorded:
                     assigned_at=slot.assigned_at or timezone.now(),
                 )
         except IntegrityError:
-            # The same submission raced in through another request and won.
+            # Another request got in first: the same submission (its success is this one's) or
+            # another judgment of this annotator on this slot.
+            existing = stored_submission(Judgment.objects, submission_id, user, slot_id)
+            if existing is not None:
+                return Recorded(existing, created=False)
             raise JudgmentRejected("you have already judged this task") from None
         for row in rows:
             row.judgment = judgment

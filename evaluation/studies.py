@@ -352,7 +352,11 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
                     dwell_ms=dwell_ms,
                 )
         except IntegrityError:
-            # The same submission (or another of this annotator on this item) got in first.
+            # Another request got in first: the same submission (its success is this one's) or
+            # another judgment of this annotator on this item.
+            existing = stored_submission(StudyJudgment.objects, submission_id, annotator, slot_id)
+            if existing is not None:
+                return Recorded(existing, created=False)
             raise StudyJudgmentRejected("you have already judged this item") from None
         for row in rows:
             row.judgment = judgment

@@ -264,3 +264,21 @@ def test_api_refuses_annotators_and_anonymous_callers(annotators):
 def test_api_schema_lists_the_leaderboard(client):
     response = client.get("/api/schema/")
     assert response.status_code == 200 and b"/api/leaderboard/" in response.content
+
+
+@pytest.mark.parametrize("picks", [
+    # Every pick "no clear difference"; two generators exactly tied; one generator winning every time.
+    [{"aesthetics": None, "structure": None}] * 3,
+    [{"aesthetics": ("a", "b"), "structure": None}, {"aesthetics": ("b", "a"), "structure": None}],
+    [{"aesthetics": ("a", "b"), "structure": ("a", "b")}] * 4,
+])
+def test_the_leaderboard_page_renders_ties_and_one_sided_studies(client, make_user, annotators, picks):
+    world = StudyWorld(["a", "b"])
+    for number, pick in enumerate(picks):
+        world.judge(world.item(), annotators[number % len(annotators)], pick)
+    client.force_login(make_user("engineer", "ml_engineer"))
+    response = client.get(PAGE)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-generator="a"' in html or "No study picks yet" in html
+    assert api_for(make_user("engineer2", "ml_engineer")).get(API, {"resamples": 50}).status_code == 200
