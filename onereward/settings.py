@@ -10,7 +10,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Where the defaults keep their state (SQLite file, local media, the local broker's folders).
@@ -184,6 +184,9 @@ ONEREWARD_RUN_LEASE_SECONDS = env_int("ONEREWARD_RUN_LEASE_SECONDS", 120)
 # Where GPU workers keep training runs (datasets copied from storage, checkpoints, the trained
 # models): a local or shared disk of the GPU hosts, not the media storage (a 7B model is 15 GB).
 ONEREWARD_TRAINING_DIR = Path(env_str("ONEREWARD_TRAINING_DIR", str(DATA_DIR / "training")))
+# A policy checkpoint is flagged when the judge's win rate against the base exceeds the human
+# study's by more than this (rl.reward_hacking).
+ONEREWARD_REWARD_HACKING_GAP = env_float("ONEREWARD_REWARD_HACKING_GAP", 0.15)
 # The small demo models seed_demo builds (a FLUX Fill and a Qwen2.5-VL judge with random weights).
 ONEREWARD_DEMO_MODELS_DIR = Path(env_str("ONEREWARD_DEMO_MODELS_DIR", str(DATA_DIR / "demo-models")))
 

@@ -16,6 +16,7 @@ from onereward.runs import TrainingRunAdmin
 from .execution import start_human_study
 from .forms import RUN_FIELDS, HumanStudyForm, RLRunForm
 from .models import PolicyCheckpoint, RLRun
+from .reward_hacking import alarm
 
 
 def reward_curves(history: list) -> str:
@@ -51,6 +52,27 @@ def win_rate_table(evaluation: dict) -> str:
                          ((r.get("task"), r.get("dimension"), r.get("comparisons", r.get("pairs", 0)),
                            percent(r.get("win_rate_forward")), percent(r.get("win_rate_reversed")),
                            percent(r.get("win_rate"))) for r in rows)))
+
+
+def reward_hacking_table(check: dict) -> str:
+    def percent(share):
+        return "–" if share is None else f"{100 * share:.1f}"
+
+    def human(row):
+        if not row["human_judgments"]:
+            return "–"
+        return f"{percent(row['human_win_rate'])} ({percent(row['human_low'])}–{percent(row['human_high'])})"
+
+    rows = format_html_join("", '<tr data-flagged="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+                                "<td>{}</td><td>{}</td></tr>", (
+        ("yes" if row["flagged"] else "no", row["task"], row["dimension"], percent(row["judge_win_rate"]),
+         human(row), row["human_judgments"], "–" if row["gap"] is None else f"{100 * row['gap']:+.1f}",
+         "FLAGGED" if row["flagged"] else "") for row in check["rows"]))
+    return format_html(
+        '<p class="reward-hacking" data-state="{}"><strong>{}</strong> (threshold {} points; {})</p>'
+        "<table><tr><th>Task</th><th>Dimension</th><th>Judge win %</th><th>Human win % (95 %)</th>"
+        "<th>Human judgments</th><th>Gap</th><th></th></tr>{}</table>",
+        check["state"], check["state"], f"{100 * check['threshold']:.0f}", check["definition"], rows)
 
 
 @admin.register(RLRun)
@@ -92,7 +114,7 @@ class RLRunAdmin(TrainingRunAdmin):
 class PolicyCheckpointAdmin(admin.ModelAdmin):
     list_display = ["__str__", "run", "steps", "final_reward", "study", "created_at"]
     readonly_fields = ["generator_link", "run", "path", "steps", "final_reward", "win_rates", "study_status",
-                       "created_at"]
+                       "reward_hacking", "created_at"]
     fields = readonly_fields
     change_form_template = "admin/rl/policycheckpoint/change_form.html"
 
@@ -125,6 +147,10 @@ class PolicyCheckpointAdmin(admin.ModelAdmin):
             (reverse("admin:generation_generationbatch_change", args=[b.pk]), b, b.get_status_display())
             for b in batches))
 
+    @admin.display(description="Reward-hacking check (judge vs humans)")
+    def reward_hacking(self, checkpoint):
+        return reward_hacking_table(alarm(checkpoint))
+
     def get_urls(self):
         view = self.admin_site.admin_view
         return [path("<int:pk>/human-study/", view(self.human_study_view), name="rl_policycheckpoint_human_study"),
@@ -132,6 +158,11 @@ class PolicyCheckpointAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         checkpoint = get_object_or_404(PolicyCheckpoint, pk=object_id)
+        if request.method == "GET":
+            check = alarm(checkpoint)
+            if check["flagged"]:
+                messages.warning(request, f"Possible reward hacking: the judge prefers this policy to the base far "
+                                          f"more than people do on {', '.join(check['flagged'])}.")
         initial = {"tags": list(checkpoint.run.eval_tags.all())}
         extra_context = {**(extra_context or {}), "study_form": HumanStudyForm(initial=initial),
                          "can_start_study": request.user.has_perm("evaluation.add_study")

@@ -7,6 +7,7 @@ from rewardmodel.models import RewardModelVersion
 
 from .forms import RUN_FIELDS
 from .models import PolicyCheckpoint, RLRun
+from .reward_hacking import alarm
 
 CURVES = ["reward_mean", "reward_history", "training_history"]
 
@@ -32,11 +33,17 @@ class RLRunSerializer(TrainingRunSerializer):
 
 class PolicyCheckpointSerializer(serializers.ModelSerializer):
     generator_name = serializers.CharField(source="generator.name", read_only=True)
+    reward_hacking = serializers.SerializerMethodField(
+        help_text="The judge's and the human study's win rates against the base per task x dimension; "
+                  "rows where the judge wins far more often are flagged")
 
     class Meta:
         model = PolicyCheckpoint
         fields = ["id", "run", "generator", "generator_name", "path", "steps", "final_reward", "evaluation", "study",
-                  "created_at"]
+                  "reward_hacking", "created_at"]
+
+    def get_reward_hacking(self, checkpoint) -> dict:
+        return alarm(checkpoint)
 
 
 class HumanStudySerializer(serializers.Serializer):
