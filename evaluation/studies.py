@@ -30,7 +30,6 @@ discard, the best candidate beats every other candidate and every other candidat
 worst; two middle candidates give nothing. A row names the generators of the two candidates;
 pairs of one generator with itself (two arms from the same generator) are left out.
 """
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import permutations
@@ -46,6 +45,7 @@ from annotation.picks import JudgmentRejected, check_held, parse_envelope, parse
 from annotation.queue import AnnotatorPaused
 from generation.models import Candidate, CandidateSet, GenerationBatch, SetStatus
 from inputs.models import Dimension, Task
+from mlcore.stats import wilson_interval
 from onereward.jobs import JobStatus
 
 from .models import (
@@ -61,7 +61,6 @@ from .models import (
 )
 
 # 95 % two-sided normal quantile.
-Z95 = 1.959963984540054
 LABEL_MAX = StudyArm._meta.get_field("label").max_length
 ALL_TASKS = "all"
 OVERALL = "overall"
@@ -373,18 +372,6 @@ def record_study_judgment(annotator, slot_id: int, payload: dict) -> Recorded:
 
 
 # --- the report -----------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (None when there is no trial)."""
-    if total <= 0:
-        return None
-    p = successes / total
-    z2 = z * z
-    denominator = 1 + z2 / total
-    centre = (p + z2 / (2 * total)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _rate(successes: int, total: int) -> dict:

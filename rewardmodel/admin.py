@@ -5,12 +5,15 @@ Permissions follow the models: ML engineers start and manage runs; platform admi
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from onereward.charts import line_chart
 from onereward.runs import TrainingRunAdmin
 
+from .bias_audit import group_plot, setting_plot, version_audit
+from .core.bias_audit import DEFAULT_THRESHOLD
 from .forms import RUN_FIELDS, RewardModelRunForm, SendBackForm
 from .models import ReannotationRequest, RewardModelRun, RewardModelVersion
 from .reannotation import send_back
@@ -96,7 +99,7 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
     search_fields = ["name", "base_model"]
     readonly_fields = ["name", "run", "model_path", "base_model", "template_version", "steps", "final_loss",
                        "evaluation_view", "loss_plot_view", "accuracy_plot_view", "dataset_link", "requests_view",
-                       "created_at"]
+                       "bias_audit_link", "created_at"]
     fields = readonly_fields
     change_form_template = "admin/rewardmodel/rewardmodelversion/change_form.html"
 
@@ -130,6 +133,11 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
                            reverse("admin:preferences_preferencedataset_change", args=[dataset.pk]), dataset,
                            dataset.content_hash[:12])
 
+    @admin.display(description="Bias audit")
+    def bias_audit_link(self, version):
+        return format_html('<a href="{}">What this judge rewards, by task, tag and generation setting</a>',
+                           reverse("admin:rewardmodel_rewardmodelversion_bias_audit", args=[version.pk]))
+
     @admin.display(description="Sent back to annotation")
     def requests_view(self, version):
         requests = version.reannotation_requests.all()
@@ -143,12 +151,29 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
         view = self.admin_site.admin_view
         return [path("<int:pk>/send-back/", view(self.send_back_view),
                      name="rewardmodel_rewardmodelversion_send_back"),
+                path("<int:pk>/bias-audit/", view(self.bias_audit_view),
+                     name="rewardmodel_rewardmodelversion_bias_audit"),
                 *super().get_urls()]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), "send_back_form": SendBackForm(),
                          "can_send_back": request.user.has_perm("rewardmodel.add_reannotationrequest")}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def bias_audit_view(self, request, pk):
+        version = get_object_or_404(RewardModelVersion, pk=pk)
+        if not self.has_view_permission(request, version):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": version,
+                   "title": f"Bias audit of {version}"}
+        try:
+            threshold = float(request.GET.get("threshold", DEFAULT_THRESHOLD))
+            result = version_audit(version, threshold)
+        except (ValueError, ValidationError) as exc:
+            context["error"] = "; ".join(getattr(exc, "messages", [str(exc)]))
+        else:
+            context.update(result=result, setting_plot=setting_plot(result), group_plot=group_plot(result))
+        return TemplateResponse(request, "admin/rewardmodel/rewardmodelversion/bias_audit.html", context)
 
     def send_back_view(self, request, pk):
         version = get_object_or_404(RewardModelVersion, pk=pk)

@@ -9,6 +9,8 @@ from rest_framework.response import Response
 from onereward.permissions import ModelPermissionsWithView
 from onereward.runs import TrainingRunViewSet
 
+from .bias_audit import version_audit
+from .core.bias_audit import DEFAULT_THRESHOLD
 from .models import RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 from .serializers import (
@@ -24,6 +26,11 @@ class RewardModelRunViewSet(TrainingRunViewSet):
 
     queryset = RewardModelRun.objects.select_related("dataset", "version")
     serializer_class = RewardModelRunSerializer
+
+
+class BiasAuditQuerySerializer(serializers.Serializer):
+    threshold = serializers.FloatField(min_value=0, max_value=1, default=DEFAULT_THRESHOLD,
+                                       help_text="flag disparities larger than this share")
 
 
 class SendBackPermission(ModelPermissionsWithView):
@@ -45,6 +52,19 @@ class RewardModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         except ValidationError as exc:
             raise serializers.ValidationError({"detail": exc.messages}) from None
         return Response(ReannotationRequestSerializer(sent).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[BiasAuditQuerySerializer], responses={200: dict})
+    @action(detail=True, methods=["get"], url_path="bias-audit")
+    def bias_audit(self, request, pk=None):
+        """The judge's agreement with people per task and input tag, and people's and the judge's
+        preference for the higher value of each generation setting, on the test split."""
+        version = self.get_object()
+        query = BiasAuditQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            return Response(version_audit(version, query.validated_data["threshold"]))
+        except ValidationError as exc:
+            raise serializers.ValidationError({"detail": exc.messages}) from None
 
 
 routes = [

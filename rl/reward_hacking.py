@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 
-from evaluation.studies import ALL_TASKS, OVERALL, study_report, wilson_interval
+from evaluation.studies import ALL_TASKS, OVERALL, study_report
+from mlcore.stats import wilson_interval
 
 from .core.evaluate import ALL
 from .models import PolicyCheckpoint
