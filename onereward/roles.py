@@ -56,6 +56,7 @@ ML_ENGINEER = Role(
         "evaluation.view_*",
         "rewardmodel.*",
         "rl.*",
+        "preferences.add_feedbackevent",
         "authtoken.add_token",
         "authtoken.view_token",
     ),

@@ -17,8 +17,9 @@ from onereward.jobs import progress_response
 
 from .core.splits import SPLITS
 from .export import create_dataset, delete_files, stored_files
-from .forms import PreferenceDatasetForm
-from .models import PreferenceDataset
+from .feedback import FeedbackRejected, import_file
+from .forms import FeedbackImportForm, PreferenceDatasetForm
+from .models import FeedbackEvent, PreferenceDataset
 
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl",
                  ".json": "application/json"}
@@ -85,6 +86,11 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
             ),
             ("Gold / repeats / simulated included",
              f"{dataset.include_gold} / {dataset.include_repeats} / {dataset.include_simulated}"),
+            ("Production feedback",
+             f"weak pairs of weight {dataset.implicit_weight:g} from "
+             f"{', '.join(dataset.implicit_sources) or 'every source'}: "
+             f"{(dataset.manifest or {}).get('weak_pairs', 0)} pairs"
+             if dataset.implicit_feedback else "not included"),
             (
                 "Pairing",
                 f"{dataset.get_pairing_display()}; {dataset.get_aggregation_display()}; ties: "
@@ -246,3 +252,49 @@ def _options_of(dataset: PreferenceDataset) -> dict:
         annotators=list(dataset.annotators.all()),
     )
     return options
+
+
+@admin.register(FeedbackEvent)
+class FeedbackEventAdmin(admin.ModelAdmin):
+    """Production feedback events; imported from a JSONL or CSV file ("Import feedback"), the API or
+    `manage.py import_feedback`, never typed in."""
+
+    list_display = ["__str__", "event", "input", "candidate", "source", "occurred_at", "imported_at"]
+    list_filter = ["event", "source"]
+    search_fields = ["external_id", "source"]
+    readonly_fields = ["source", "external_id", "event", "input", "candidate", "image", "image_hash", "occurred_at",
+                       "imported_by", "imported_at"]
+    fields = readonly_fields
+    change_list_template = "admin/preferences/feedbackevent/change_list.html"
+
+    def has_add_permission(self, request):
+        return False  # imported, see import_view
+
+    def has_change_permission(self, request, obj=None):
+        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [path("import/", view(self.import_view), name="preferences_feedbackevent_import"),
+                *super().get_urls()]
+
+    def import_view(self, request):
+        if not request.user.has_perm("preferences.add_feedbackevent"):
+            raise PermissionDenied
+        form = FeedbackImportForm(request.POST or None, request.FILES or None)
+        problems = []
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                done = import_file(upload.read(), upload.name, user=request.user,
+                                   default_source=form.cleaned_data["source"])
+            except FeedbackRejected as rejected:
+                problems = rejected.problems
+                self.message_user(request, f"{len(problems)} bad row(s); nothing was imported.", messages.ERROR)
+            else:
+                self.message_user(request, f"{done.created} event(s) imported, {done.already_stored} already stored.",
+                                  messages.SUCCESS)
+                return redirect("admin:preferences_feedbackevent_changelist")
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form, "multipart": True,
+                   "title": "Import feedback", "problems": problems}
+        return TemplateResponse(request, "admin/preferences/feedbackevent/import.html", context)

@@ -9,8 +9,14 @@ from onereward.files import stored_file_response
 
 from .admin import CONTENT_TYPES
 from .export import delete_files, stored_files
-from .models import PreferenceDataset
-from .serializers import PreferenceDatasetCreateSerializer, PreferenceDatasetSerializer
+from .feedback import FeedbackRejected, import_file, import_rows
+from .models import FeedbackEvent, PreferenceDataset
+from .serializers import (
+    FeedbackEventSerializer,
+    FeedbackImportSerializer,
+    PreferenceDatasetCreateSerializer,
+    PreferenceDatasetSerializer,
+)
 
 
 class PreferenceDatasetViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -60,4 +66,35 @@ class PreferenceDatasetViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin
         return response
 
 
-routes = [("preference-datasets", PreferenceDatasetViewSet, "preference-dataset")]
+class FeedbackEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """Production feedback events. POST imports a list of events (JSON) or a JSONL/CSV file: every
+    row is checked first and all are stored or none (400 naming the bad rows); an event already
+    stored (same source and external id) is left alone."""
+
+    queryset = FeedbackEvent.objects.select_related("candidate")
+    serializer_class = FeedbackEventSerializer
+
+    def get_serializer_class(self):
+        return FeedbackImportSerializer if self.action == "create" else FeedbackEventSerializer
+
+    @extend_schema(request=FeedbackImportSerializer, responses={201: dict})
+    def create(self, request, *args, **kwargs):
+        body = FeedbackImportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        source = body.validated_data["source"]
+        try:
+            if "file" in body.validated_data:
+                upload = body.validated_data["file"]
+                done = import_file(upload.read(), upload.name, user=request.user, default_source=source)
+            else:
+                rows = list(enumerate(body.validated_data["events"], start=1))
+                done = import_rows(rows, user=request.user, default_source=source)
+        except FeedbackRejected as rejected:
+            return Response({"detail": "nothing was imported", "problems": [p.as_dict() for p in rejected.problems]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        return Response({"created": done.created, "already_stored": done.already_stored},
+                        status=status.HTTP_201_CREATED)
+
+
+routes = [("preference-datasets", PreferenceDatasetViewSet, "preference-dataset"),
+          ("feedback-events", FeedbackEventViewSet, "feedback-event")]

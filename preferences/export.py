@@ -27,12 +27,12 @@ from annotation.models import AnnotatorStatus, DimensionPick, Judgment, QualityC
 from annotation.quality import gold_accuracy
 from generation.models import Candidate, CandidateSet
 from inputs.core import taxonomy as taxonomy_rules
-from inputs.models import Dimension, Task, TaskDimension
+from inputs.models import Dimension, Input, Task, TaskDimension
 from onereward.jobs import JobStatus
 
-from .core import pairing, splits
+from .core import feedback, pairing, splits
 from .core.files import FORMATS, SCHEMA_VERSION, SPLITS, DatasetWriter, file_sha256
-from .models import PreferenceDataset
+from .models import FeedbackEvent, PreferenceDataset
 
 STREAM_CHUNK = 10000
 SETS_PER_BUFFER = 500
@@ -238,6 +238,9 @@ def options(dataset: PreferenceDataset) -> dict:
                             "test": dataset.test_fraction},
         "split_seed": dataset.split_seed,
         "embed_images": dataset.embed_images,
+        "implicit_feedback": dataset.implicit_feedback,
+        "implicit_weight": dataset.implicit_weight if dataset.implicit_feedback else None,
+        "implicit_sources": sorted(dataset.implicit_sources) if dataset.implicit_feedback else [],
     }
 
 
@@ -271,6 +274,7 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
                 if progress is not None:
                     progress(done_sets, total_sets)
         done_sets += _flush(buffer, dataset, writer, counts, tasks, dimensions)
+        weak = _write_weak_pairs(dataset, writer, counts, tasks) if dataset.implicit_feedback else {}
         files = writer.close()
     except BaseException:
         writer.abort()
@@ -281,6 +285,8 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
                      for count in per_dim.values())
     settings = options(dataset)
     inputs_per_split = _inputs_per_split(dataset, judgments)
+    for split, count in weak.get("inputs_per_split", {}).items():
+        inputs_per_split[split] += count
     content = hashlib.sha256()
     content.update(json.dumps(settings, sort_keys=True).encode())
     content.update(writer.digest.digest())
@@ -293,6 +299,7 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
         "judgments": judgment_count,
         "candidate_sets": done_sets,
         "pairs": pair_count,
+        "weak_pairs": weak.get("pairs", 0),
         "inputs_per_split": inputs_per_split,
         "warnings": splits.split_warnings(
             {"train": dataset.train_fraction, "validation": dataset.validation_fraction,
@@ -340,6 +347,90 @@ def _flush(buffer, dataset, writer, counts, tasks, dimensions) -> int:
             per_split = counts.setdefault(set_details.task, {}).setdefault(dimension, dict.fromkeys(SPLITS, 0))
             per_split[split] += made
     return len(set_ids)
+
+
+# --- weak pairs from production feedback -----------------------------------------------------------
+
+
+def _write_weak_pairs(dataset: PreferenceDataset, writer, counts, tasks) -> dict:
+    """Weak pairs (preferences.core.feedback.weak_pairs) of every input with feedback events, on
+    each dimension its task is judged on (the dataset's dimension filter applies), weighted by
+    `implicit_weight` and marked by source in `origin`. Inputs whose judgments are also in the
+    dataset are already counted per split; the others are returned."""
+    events = FeedbackEvent.objects.order_by("input_id", "pk").select_related(
+        "candidate__candidate_set__batch__generator")
+    if dataset.implicit_sources:
+        events = events.filter(source__in=dataset.implicit_sources)
+    if dataset.pk and dataset.tasks.exists():
+        events = events.filter(input__task__in=dataset.tasks.all())
+    chosen_dimensions = set(dataset.dimensions.values_list("slug", flat=True)) if dataset.pk else set()
+    judged = {}
+    for task_id, slug, only_with_prompt in TaskDimension.objects.order_by("task", "order").values_list(
+            "task_id", "dimension__slug", "only_with_prompt"):
+        judged.setdefault(task_id, []).append((slug, only_with_prompt))
+    made, new_inputs = 0, dict.fromkeys(SPLITS, 0)
+    judged_inputs = set(eligible_judgments(dataset, excluded_annotators(dataset)).values_list(
+        "task__candidate_set__input_id", flat=True).distinct())
+    for input_id, group in groupby(events.iterator(chunk_size=STREAM_CHUNK), key=lambda event: event.input_id):
+        group = list(group)
+        item = Input.objects.get(pk=input_id)
+        task = tasks[item.task_id]
+        split = pairing.split_of(item.content_hash, dataset.split_seed, dataset.train_fraction,
+                                 dataset.validation_fraction, dataset.test_fraction)
+        by_key = {event.image_key: event for event in group}
+        pairs = feedback.weak_pairs([(e.image_key, e.event, e.source, (e.occurred_at or e.imported_at, e.pk))
+                                     for e in group])
+        if not pairs:
+            continue
+        if input_id not in judged_inputs:
+            new_inputs[split] += 1
+        prompt_given = taxonomy_rules.prompt_given(item.prompt)
+        dimensions = [slug for slug, only_with_prompt in judged.get(item.task_id, [])
+                      if (prompt_given or not only_with_prompt)
+                      and (not chosen_dimensions or slug in chosen_dimensions)]
+        source, mask = _image(item.source.name, dataset.embed_images), _image(item.mask.name, dataset.embed_images)
+        for pair in pairs:
+            winner, loser = by_key[pair.winner], by_key[pair.loser]
+            for dimension in dimensions:
+                writer.write(_weak_row(dataset, split, item, task, prompt_given, source, mask, dimension, winner,
+                                       loser, pair.source))
+                per_split = counts.setdefault(task.slug, {}).setdefault(dimension, dict.fromkeys(SPLITS, 0))
+                per_split[split] += 1
+                made += 1
+    return {"pairs": made, "inputs_per_split": new_inputs}
+
+
+def _side(event: FeedbackEvent, embed: bool) -> dict:
+    candidate = event.candidate
+    if candidate is not None:
+        batch = candidate.candidate_set.batch
+        return {"candidate": str(candidate.public_id), "index": candidate.index, "image": _image(candidate.image.name,
+                embed), "generator": batch.generator.name, "generator_id": batch.generator_id, "batch_id": batch.pk,
+                "settings": json.dumps(candidate.settings, sort_keys=True), "set": candidate.candidate_set_id}
+    # An outside image: made by the product, not by a generator of ours.
+    return {"candidate": f"outside:{event.image_hash[:20]}", "index": -1, "image": _image(event.image, embed),
+            "generator": f"outside ({event.source})", "generator_id": None, "batch_id": None, "settings": "{}",
+            "set": None}
+
+
+def _weak_row(dataset, split, item, task, prompt_given, source, mask, dimension, winner, loser, origin) -> dict:
+    win, lose = _side(winner, dataset.embed_images), _side(loser, dataset.embed_images)
+    key = f"implicit:{item.pk}:{dimension}:{winner.image_key}:{loser.image_key}"
+    return {
+        "pair_id": hashlib.sha256(key.encode()).hexdigest()[:20], "split": split, "input_id": item.pk,
+        "input_hash": item.content_hash, "task": task.slug, "dimension": dimension,
+        "prompt": task.effective_prompt(item.prompt), "prompt_given": prompt_given, "source": source, "mask": mask,
+        # Both images of one candidate set when they are; otherwise none (outside images, two batches).
+        "candidate_set_id": win["set"] if win["set"] == lose["set"] else None,
+        "winner_candidate": win["candidate"], "loser_candidate": lose["candidate"], "winner_index": win["index"],
+        "loser_index": lose["index"], "winner_image": win["image"], "loser_image": lose["image"],
+        "origin": f"implicit:{origin}", "votes_for": 0, "votes_against": 0, "discards": 0, "soft_label": 1.0,
+        "weight": dataset.implicit_weight, "annotators": [],
+        "winner_generator": win["generator"], "winner_generator_id": win["generator_id"],
+        "winner_batch_id": win["batch_id"], "winner_settings": win["settings"],
+        "loser_generator": lose["generator"], "loser_generator_id": lose["generator_id"],
+        "loser_batch_id": lose["batch_id"], "loser_settings": lose["settings"],
+    }
 
 
 # --- the job --------------------------------------------------------------------------------------

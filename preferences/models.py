@@ -44,7 +44,8 @@ class PreferenceDataset(BackgroundJob):
     OPTION_FIELDS = ["name", "description", "batches", "tasks", "dimensions", "annotators", "submitted_from",
                      "submitted_until", "good_standing_only", "min_gold_accuracy", "include_gold", "include_repeats",
                      "include_simulated", "pairing", "aggregation", "tie_rule", "min_votes", "train_fraction",
-                     "validation_fraction", "test_fraction", "split_seed", "embed_images", "formats"]
+                     "validation_fraction", "test_fraction", "split_seed", "embed_images", "formats",
+                     "implicit_feedback", "implicit_weight", "implicit_sources"]
 
     name = models.SlugField(max_length=100, help_text="Versions of one dataset share a name.")
     version = models.PositiveIntegerField(editable=False)
@@ -69,6 +70,13 @@ class PreferenceDataset(BackgroundJob):
     include_repeats = models.BooleanField(default=False, help_text="Also repeat judgments (self-consistency checks).")
     include_simulated = models.BooleanField(
         default=False, help_text="Also judgments of simulated annotators (oracles; see simulate_annotators).")
+    implicit_feedback = models.BooleanField(
+        default=False, help_text="Also weak pairs from production feedback events (accepted > re-edited > "
+                                 "discarded for the same input), on every dimension the input's task is judged on.")
+    implicit_weight = models.FloatField(
+        default=0.5, help_text="The weight of a weak pair (a human pair weighs 1); trainers weight the loss by it.")
+    implicit_sources = models.JSONField(default=list, blank=True,
+                                        help_text="Feedback sources to include (a list of names); empty = every one.")
     # How pairs are made.
     pairing = models.CharField(max_length=16, choices=PairingPolicy.choices, default=PairingPolicy.BEST_WORST)
     aggregation = models.CharField(max_length=16, choices=VoteAggregation.choices, default=VoteAggregation.MAJORITY)
@@ -113,9 +121,55 @@ class PreferenceDataset(BackgroundJob):
             errors["min_votes"] = "a pair needs at least one vote"
         if self.submitted_from and self.submitted_until and self.submitted_from >= self.submitted_until:
             errors["submitted_until"] = "the end of the date range must come after its start"
+        if self.implicit_weight is not None and not 0 < self.implicit_weight <= 1:
+            errors["implicit_weight"] = "a weak pair's weight lies in (0, 1]"
+        if not isinstance(self.implicit_sources, list) or not all(
+                isinstance(source, str) and source.strip() for source in self.implicit_sources):
+            errors["implicit_sources"] = "a list of feedback source names"
         if errors:
             raise ValidationError(errors)
 
     @property
     def storage_prefix(self) -> str:
         return f"datasets/{self.name}/v{self.version}"
+
+
+class FeedbackEvent(models.Model):
+    """What a user in production did with an edit: a candidate of ours or an outside image of an
+    input (preferences.core.feedback). Weak pairs come from them when a dataset includes them."""
+
+    class Event(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        PUBLISHED = "published", "Published"
+        RE_EDITED = "re_edited", "Re-edited"
+        DISCARDED = "discarded", "Discarded"
+
+    source = models.CharField(max_length=100, help_text="Where the event comes from (a product, an app).")
+    external_id = models.CharField(max_length=200, help_text="The event's id in its source.")
+    event = models.CharField(max_length=16, choices=Event.choices)
+    input = models.ForeignKey("inputs.Input", on_delete=models.CASCADE, related_name="feedback_events")
+    candidate = models.ForeignKey("generation.Candidate", null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="feedback_events")
+    image = models.CharField(max_length=300, blank=True, help_text="An outside image's storage name.")
+    image_hash = models.CharField(max_length=64, blank=True, help_text="sha256 of the outside image.")
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-imported_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="unique_feedback_event"),
+            models.CheckConstraint(condition=models.Q(candidate__isnull=False, image="")
+                                   | models.Q(candidate__isnull=True) & ~models.Q(image=""),
+                                   name="feedback_event_one_image"),
+        ]
+
+    def __str__(self):
+        return f"{self.source}:{self.external_id} {self.event}"
+
+    @property
+    def image_key(self) -> str:
+        """The same image for every event about it: a candidate, or an outside image's content."""
+        return f"candidate:{self.candidate_id}" if self.candidate_id else f"outside:{self.image_hash}"

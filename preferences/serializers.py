@@ -7,7 +7,7 @@ from generation.models import GenerationBatch
 from inputs.models import Dimension, Task
 
 from .export import checked_dataset, save_dataset, stored_files
-from .models import PreferenceDataset
+from .models import FeedbackEvent, PreferenceDataset
 
 SELECTIONS = ("batches", "tasks", "dimensions", "annotators")
 
@@ -22,6 +22,7 @@ class PreferenceDatasetSerializer(serializers.ModelSerializer):
     files = serializers.SerializerMethodField()
     inputs_per_split = serializers.SerializerMethodField()
     warnings = serializers.SerializerMethodField()
+    weak_pairs = serializers.SerializerMethodField()
 
     class Meta:
         model = PreferenceDataset
@@ -55,6 +56,10 @@ class PreferenceDatasetSerializer(serializers.ModelSerializer):
             "split_seed",
             "embed_images",
             "formats",
+            "implicit_feedback",
+            "implicit_weight",
+            "implicit_sources",
+            "weak_pairs",
             "pair_count",
             "judgment_count",
             "counts",
@@ -66,6 +71,10 @@ class PreferenceDatasetSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+    def get_weak_pairs(self, dataset) -> int:
+        """Pairs from production feedback events (in pair_count too)."""
+        return (dataset.manifest or {}).get("weak_pairs", 0)
 
     def get_inputs_per_split(self, dataset) -> dict[str, int]:
         return (dataset.manifest or {}).get("inputs_per_split", {})
@@ -120,3 +129,27 @@ class PreferenceDatasetCreateSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance):
         return PreferenceDatasetSerializer(instance, context=self.context).data
+
+
+class FeedbackEventSerializer(serializers.ModelSerializer):
+    candidate = serializers.SlugRelatedField(slug_field="public_id", read_only=True)
+
+    class Meta:
+        model = FeedbackEvent
+        fields = ["id", "source", "external_id", "event", "input", "candidate", "image_hash", "occurred_at",
+                  "imported_at"]
+        read_only_fields = fields
+
+
+class FeedbackImportSerializer(serializers.Serializer):
+    """Either `events` (a list of event objects, as the JSONL rows) or `file` (a JSONL or CSV upload)."""
+
+    events = serializers.ListField(child=serializers.JSONField(), required=False, max_length=100_000)
+    file = serializers.FileField(required=False)
+    source = serializers.CharField(max_length=100, required=False, default="",
+                                   help_text="The source of events that name none.")
+
+    def validate(self, attrs):
+        if ("events" in attrs) == ("file" in attrs):
+            raise serializers.ValidationError("give either events (a list) or file (JSONL or CSV)")
+        return attrs

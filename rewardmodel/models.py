@@ -104,6 +104,14 @@ class RewardModelRun(TrainingRun):
             "eval_every": self.eval_every,
         }
 
+    def training_config(self) -> dict:
+        config = super().training_config()
+        # Weak pairs (production feedback) count for their weight unless the extra options say otherwise.
+        if self.dataset_id and (self.dataset.manifest or {}).get("weak_pairs") and \
+                "weighted_loss" not in (self.extra or {}):
+            config["weighted_loss"] = True
+        return config
+
     def progress_fields(self, progress: dict) -> dict:
         fields = super().progress_fields(progress)
         history = list(self.loss_history)

@@ -71,6 +71,11 @@ class Command(BaseCommand):
         parser.add_argument("--include-repeats", action="store_true", help="also repeat judgments")
         parser.add_argument("--include-simulated", action="store_true",
                             help="also judgments of simulated annotators (oracles)")
+        parser.add_argument("--implicit-feedback", action="store_true",
+                            help="also weak pairs from production feedback events")
+        parser.add_argument("--implicit-weight", type=float, default=0.5, help="a weak pair's weight (0, 1]")
+        parser.add_argument("--implicit-source", action="append", dest="implicit_sources",
+                            help="feedback source to include (repeatable; default every one)")
         parser.add_argument("--pairing", choices=PairingPolicy.values, default=PairingPolicy.BEST_WORST)
         parser.add_argument("--aggregation", choices=VoteAggregation.values, default=VoteAggregation.MAJORITY)
         parser.add_argument("--tie-rule", choices=TieRule.values, default=TieRule.DROP)
@@ -108,6 +113,8 @@ class Command(BaseCommand):
                 good_standing_only=not options["all_annotators"], min_gold_accuracy=options["min_gold_accuracy"],
                 include_gold=options["include_gold"], include_repeats=options["include_repeats"],
                 include_simulated=options["include_simulated"],
+                implicit_feedback=options["implicit_feedback"], implicit_weight=options["implicit_weight"],
+                implicit_sources=options["implicit_sources"] or [],
                 pairing=options["pairing"], aggregation=options["aggregation"], tie_rule=options["tie_rule"],
                 min_votes=options["min_votes"], train_fraction=train, validation_fraction=validation,
                 test_fraction=test, split_seed=options["seed"], embed_images=options["embed_images"],

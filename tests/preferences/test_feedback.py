@@ -1,0 +1,146 @@
+"""Production feedback: events imported through a file, the API, the command and the admin, checked
+like every import (bad rows named, nothing half-stored, a second import harmless), and turned into
+weighted weak pairs when a dataset version asks for them."""
+import base64
+import io
+import json
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from preferences.models import FeedbackEvent
+from rewardmodel.models import RewardModelRun
+from tests.annotation.world import make_tasks
+from tests.conftest import photo, png_bytes
+from tests.preferences.test_preference_export import built, rows_of
+
+pytestmark = pytest.mark.django_db
+FILL_DIMS = {"text_alignment", "consistency", "structure", "aesthetics"}
+
+
+@pytest.fixture
+def candidates():
+    task = make_tasks(1, n=4)[0]
+    return task.candidate_set.input, {c.index: c for c in task.candidate_set.candidates.all()}
+
+
+def jsonl(rows) -> bytes:
+    return "\n".join(json.dumps(row) for row in rows).encode()
+
+
+def event(number, kind, candidate=None, **fields):
+    row = {"source": "editor", "external_id": f"e{number}", "event": kind, **fields}
+    if candidate is not None:
+        row["candidate"] = str(candidate.public_id)
+    return row
+
+
+def api_for(make_user, role="ml_engineer"):
+    api = APIClient()
+    api.force_authenticate(make_user("eve", role))
+    return api
+
+
+def outside_image() -> str:
+    return base64.b64encode(png_bytes(photo(32, 32, seed=99))).decode()
+
+
+def test_events_are_imported_once_and_bad_rows_are_named(make_user, candidates):
+    item, by_index = candidates
+    api = api_for(make_user)
+    rows = [event(1, "accepted", by_index[0]), event(2, "discarded", by_index[1]),
+            event(3, "published", input=item.pk, image=outside_image())]
+    response = api.post("/api/feedback-events/", {"events": rows}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json() == {"created": 3, "already_stored": 0}
+    outside = FeedbackEvent.objects.get(external_id="e3")
+    assert outside.input == item and outside.candidate is None and default_storage.exists(outside.image)
+    assert FeedbackEvent.objects.get(external_id="e1").input == item  # the candidate's input
+    # The same file again stores nothing new.
+    assert api.post("/api/feedback-events/", {"events": rows}, format="json").json() == {
+        "created": 0, "already_stored": 3}
+
+    files_before = set(default_storage.listdir("feedback")[0])
+    bad = [event(4, "accepted", by_index[2]), event(5, "liked", by_index[3]),
+           {"source": "editor", "external_id": "e6", "event": "accepted", "candidate": "not-a-candidate"},
+           event(7, "accepted", input=999999, image=outside_image()),
+           event(8, "accepted", input=item.pk, image=base64.b64encode(b"not an image").decode()),
+           event(4, "discarded", by_index[3])]
+    response = api.post("/api/feedback-events/", {"events": bad}, format="json")
+    assert response.status_code == 400
+    problems = {p["line"]: p["problem"] for p in response.json()["problems"]}
+    assert "liked" in problems[2] and "no candidate" in problems[3] and "no input 999999" in problems[4]
+    assert "outside image" in problems[5] and "also on line 1" in problems[6]
+    assert FeedbackEvent.objects.count() == 3  # nothing of the bad import, not even its good row
+    assert set(default_storage.listdir("feedback")[0]) == files_before
+
+
+def test_the_command_reads_csv_and_refuses_a_bad_file(make_user, candidates, tmp_path):
+    _, by_index = candidates
+    path = tmp_path / "events.csv"
+    path.write_text("external_id,event,candidate,occurred_at\n"
+                    f"c1,accepted,{by_index[0].public_id},2026-11-30T10:00:00Z\n"
+                    f"c2,re-edited,{by_index[1].public_id},\n")
+    out = io.StringIO()
+    call_command("import_feedback", str(path), "--source", "mobile", stdout=out)
+    assert "2 event(s) imported" in out.getvalue()
+    assert sorted(FeedbackEvent.objects.values_list("source", "event")) == [("mobile", "accepted"),
+                                                                            ("mobile", "re_edited")]
+    path.write_text("external_id,event,rating\nc3,accepted,5\n")
+    with pytest.raises(CommandError, match="unknown column"):
+        call_command("import_feedback", str(path))
+
+
+def test_the_admin_imports_a_file_and_lists_the_problems(client, make_user, candidates):
+    _, by_index = candidates
+    client.force_login(make_user("boss", "admin"))
+    page = client.get("/admin/preferences/feedbackevent/").content.decode()
+    assert "/admin/preferences/feedbackevent/import/" in page
+    upload = io.BytesIO(jsonl([event(1, "accepted", by_index[0]), event(2, "nope", by_index[1])]))
+    upload.name = "events.jsonl"
+    response = client.post("/admin/preferences/feedbackevent/import/", {"file": upload, "source": ""})
+    assert response.status_code == 200 and "line 2" in response.content.decode() and not FeedbackEvent.objects.exists()
+    upload = io.BytesIO(jsonl([event(1, "accepted", by_index[0])]))
+    upload.name = "events.jsonl"
+    response = client.post("/admin/preferences/feedbackevent/import/", {"file": upload, "source": ""})
+    assert response.status_code == 302 and FeedbackEvent.objects.count() == 1
+
+
+def test_a_dataset_includes_weak_pairs_only_when_asked_weighted_and_marked(make_user, candidates):
+    item, by_index = candidates
+    api = api_for(make_user)
+    rows = [event(1, "accepted", by_index[0]), event(2, "re_edited", by_index[1]),
+            event(3, "discarded", by_index[2]),
+            # The latest event of an image decides: candidate 3 was discarded, then published.
+            event(4, "discarded", by_index[3], occurred_at="2026-11-01T00:00:00Z"),
+            event(5, "published", by_index[3], occurred_at="2026-11-02T00:00:00Z"),
+            event(6, "discarded", input=item.pk, image=outside_image(), source="web")]
+    assert api.post("/api/feedback-events/", {"events": rows}, format="json").status_code == 201
+    splits = {"train_fraction": 1.0, "validation_fraction": 0.0, "test_fraction": 0.0}
+
+    assert rows_of(built("plain", **splits)) == []  # no judgments, no feedback asked: nothing
+    version = built("weak", implicit_feedback=True, implicit_weight=0.3, **splits)
+    weak = rows_of(version, "train")
+    index = {str(c.public_id): i for i, c in by_index.items()}
+
+    def side(value):
+        return index.get(value, "outside")
+
+    pairs = {(side(r["winner_candidate"]), side(r["loser_candidate"])) for r in weak}
+    # Ranks: published/accepted 2 (0 and 3), re-edited 1 (1), discarded 0 (2 and the outside image).
+    assert pairs == {(0, 1), (3, 1), (0, 2), (3, 2), (1, 2), (0, "outside"), (3, "outside"), (1, "outside")}
+    assert {r["dimension"] for r in weak} == FILL_DIMS and len(weak) == 8 * len(FILL_DIMS)
+    assert {r["weight"] for r in weak} == {0.3} and {r["votes_for"] for r in weak} == {0}
+    assert {r["origin"] for r in weak} == {"implicit:editor", "implicit:editor+web"}
+    assert version.manifest["weak_pairs"] == len(weak) and version.pair_count == len(weak)
+    only_web = rows_of(built("web", implicit_feedback=True, implicit_sources=["web"], **splits))
+    assert only_web == []  # the web source alone has one image: no pair
+
+    run = RewardModelRun.objects.create(dataset=version, status="queued")
+    assert run.training_config()["weighted_loss"] is True
+    run.extra = {"weighted_loss": False}
+    assert run.training_config()["weighted_loss"] is False
+    response = api.get(f"/api/preference-datasets/{version.pk}/").json()
+    assert response["weak_pairs"] == len(weak) and response["implicit_weight"] == 0.3
