@@ -1,13 +1,13 @@
 """The work of an InputImport job: read the stored zip, import all of it or none of it."""
-from django.conf import settings
 from django.core.files.storage import default_storage
 
 from onereward.jobs import JobStatus
 
 from .core.images import CanvasSpec, InputProblem
 from .core.sources import ImportDefaults, ZipTree, specs_from_tree
-from .importing import ImportRejected, find_problems, import_inputs
+from .importing import ImportRejected, find_problems, import_inputs, zip_limits
 from .models import InputImport
+from .storage import delete_files
 
 
 def defaults_of(job: InputImport) -> ImportDefaults:
@@ -24,7 +24,7 @@ def run_archive_import(job: InputImport) -> None:
     job.mark_running()
     try:
         with default_storage.open(job.archive.name, "rb") as archive:
-            tree = ZipTree(archive, job.original_name, settings.ONEREWARD_MAX_ZIP_BYTES)
+            tree = ZipTree(archive, job.original_name, zip_limits())
             specs, problems = specs_from_tree(tree, defaults_of(job))
         if problems:
             # Report the readers' problems together with the checks of every readable entry.
@@ -57,5 +57,5 @@ def _reject(job: InputImport, problems: list[InputProblem]) -> None:
 def _discard_archive(job: InputImport) -> None:
     """The inputs (or the list of problems) are the record; the uploaded zip is not kept."""
     if job.archive.name:
-        default_storage.delete(job.archive.name)
+        delete_files([job.archive.name])  # and its folder, imports/<random>/
         InputImport.objects.filter(pk=job.pk).update(archive="")

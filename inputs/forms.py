@@ -4,6 +4,7 @@ from django import forms
 from .core.images import CanvasSpec, InputProblem
 from .importing import ImportRejected, import_inputs, parse_tags, spec_from_upload
 from .models import InputImport, Task
+from .validators import validate_prompt_length
 
 
 class CanvasFields(forms.Form):
@@ -29,7 +30,8 @@ class InputUploadForm(CanvasFields):
     task = forms.ModelChoiceField(queryset=_tasks(), to_field_name="slug")
     source = forms.FileField(help_text="The image (for extend: the image to place on a larger canvas).")
     mask = forms.FileField(required=False, help_text="White = area to generate. Not needed for extend with a canvas.")
-    prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                             validators=[validate_prompt_length])
     tags = forms.CharField(required=False, help_text="Comma-separated.")
     metadata = forms.JSONField(required=False, initial=dict, help_text="A JSON object kept with the input.")
 
@@ -73,7 +75,8 @@ class InputArchiveForm(CanvasFields):
     task = forms.ModelChoiceField(
         queryset=_tasks(), to_field_name="slug", required=False, help_text="For entries that do not name a task."
     )
-    prompt = forms.CharField(required=False, help_text="For entries without a prompt of their own.")
+    prompt = forms.CharField(required=False, help_text="For entries without a prompt of their own.",
+                             validators=[validate_prompt_length])
     tags = forms.CharField(required=False, help_text="Comma-separated; added to every input.")
 
     field_order = ["archive", "task", "prompt", "tags", "canvas_padding", "canvas_size", "canvas_ratio"]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from .core import taxonomy
@@ -19,6 +18,7 @@ from .core.images import (
     binarise_mask,
     build_canvas,
     check_entry_name,
+    check_min_side,
     content_hash,
     encode_png,
     encode_thumbnail,
@@ -26,8 +26,9 @@ from .core.images import (
     open_image,
     to_rgb,
 )
-from .core.sources import InputSpec
+from .core.sources import InputSpec, ZipLimits
 from .models import Input, InputKind, Tag, Task
+from .storage import delete_files, save_file
 
 MAX_TAG_LENGTH = 64
 NO_INPUTS = InputProblem("(import)", "no inputs found")
@@ -59,6 +60,24 @@ def storage_dir(digest: str) -> str:
     return f"inputs/{digest[:2]}/{digest}-{uuid.uuid4().hex[:8]}"
 
 
+def zip_limits() -> ZipLimits:
+    """What one zip may unpack to, from the settings: every entry point that opens a zip uses this."""
+    return ZipLimits(
+        entry_bytes=settings.ONEREWARD_MAX_ZIP_ENTRY_BYTES,
+        total_bytes=settings.ONEREWARD_MAX_ZIP_UNCOMPRESSED_BYTES,
+        ratio=settings.ONEREWARD_MAX_ZIP_RATIO,
+    )
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Why a prompt (an input's, or a default for an import) is refused, or None."""
+    try:
+        taxonomy.check_prompt_length(prompt, settings.ONEREWARD_MAX_PROMPT_CHARS)
+    except taxonomy.PromptTooLong as exc:
+        return str(exc)
+    return None
+
+
 def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
     """Decode and check one spec; raises InputProblem."""
     max_pixels = settings.ONEREWARD_MAX_IMAGE_PIXELS
@@ -69,6 +88,9 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
         raise InputProblem(spec.entry, f"unknown task {spec.task!r} (known tasks: {known})")
     if not isinstance(spec.metadata, dict):
         raise InputProblem(spec.entry, "metadata must be a JSON object")
+    too_long = prompt_problem(spec.prompt)
+    if too_long:
+        raise InputProblem(spec.entry, too_long)
     if "\x00" in spec.prompt or any("\x00" in str(t) for t in spec.tags) or "\\u0000" in json.dumps(spec.metadata):
         raise InputProblem(spec.entry, "prompt, tags or metadata contain a NUL character")
     try:
@@ -82,6 +104,8 @@ def prepare(spec: InputSpec, tasks: dict[str, Task]) -> PreparedInput:
             )
 
     source = to_rgb(open_image(spec.source, spec.source_name, max_pixels))
+    # A mask is held to the minimum by having to match its image's size.
+    check_min_side(source, spec.source_name, settings.ONEREWARD_MIN_IMAGE_SIDE)
     metadata = dict(spec.metadata)
     if spec.canvas is not None:
         if task.input_kind != InputKind.CANVAS:
@@ -172,7 +196,7 @@ def store_inputs(prepared: list[PreparedInput], user=None, on_progress=None, ski
                 ("mask", "mask.png", encode_png(item.mask)),
                 ("thumbnail", "thumbnail.jpg", encode_thumbnail(item.image)),
             ):
-                saved = default_storage.save(f"{folder}/{filename}", ContentFile(payload))
+                saved = save_file(f"{folder}/{filename}", ContentFile(payload))
                 written.append(saved)
                 names[field_name] = saved
             staged.append((item, names))
@@ -199,21 +223,13 @@ def store_inputs(prepared: list[PreparedInput], user=None, on_progress=None, ski
                 created.append(row)
         return created
     except IntegrityError:
-        _remove(written)
+        delete_files(written)
         # Another import stored the same content between our check and our write.
         _, problems = find_problems([item.spec for item in prepared], skip_existing=skip_existing)
         raise ImportRejected(problems or [InputProblem("(import)", "an input was imported concurrently")]) from None
     except BaseException:
-        _remove(written)
+        delete_files(written)
         raise
-
-
-def _remove(names: list[str]) -> None:
-    for name in names:
-        try:
-            default_storage.delete(name)
-        except OSError:
-            pass
 
 
 def spec_from_upload(*, task: str, source, mask=None, prompt: str = "", canvas: dict | None = None,

@@ -12,6 +12,7 @@ from django.db import models
 from onereward.jobs import BackgroundJob
 
 from .core import taxonomy
+from .storage import delete_files, save_file
 
 
 class PromptMode(models.TextChoices):
@@ -175,19 +176,21 @@ class InputImport(BackgroundJob):
     @classmethod
     def queue(cls, archive, *, task=None, prompt="", tags=(), canvas=None, user=None) -> "InputImport":
         """Store an uploaded zip and hand its import to a worker (admin form and API alike)."""
-        from django.core.files.storage import default_storage
-
-        stored = default_storage.save(f"imports/{uuid.uuid4().hex}/archive.zip", archive)
-        job = cls.objects.create(
-            archive=stored,
-            original_name=archive.name[:255],
-            defaults={
-                "task": task.slug if task else None,
-                "prompt": prompt or "",
-                "tags": list(tags),
-                "canvas": canvas,
-            },
-            created_by=user,
-        )
+        stored = save_file(f"imports/{uuid.uuid4().hex}/archive.zip", archive)
+        try:
+            job = cls.objects.create(
+                archive=stored,
+                original_name=archive.name[:255],
+                defaults={
+                    "task": task.slug if task else None,
+                    "prompt": prompt or "",
+                    "tags": list(tags),
+                    "canvas": canvas,
+                },
+                created_by=user,
+            )
+        except BaseException:
+            delete_files([stored])  # no row, so no file (nor folder) either
+            raise
         job.enqueue()
         return job

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from .core.images import CanvasSpec, InputProblem
 from .importing import ImportRejected, find_problems, spec_from_upload, store_inputs
 from .models import Dimension, Input, InputImport, Tag, Task
+from .validators import validate_prompt_length
 
 
 def _problems_error(problems) -> serializers.ValidationError:
@@ -91,7 +92,7 @@ class InputCreateSerializer(serializers.Serializer):
     task = TaskField()
     source = serializers.FileField()
     mask = serializers.FileField(required=False)
-    prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    prompt = serializers.CharField(required=False, allow_blank=True, default="", validators=[validate_prompt_length])
     canvas = CanvasField(required=False,
                          help_text='Extend only: {"padding": [l, t, r, b]} | {"size": [w, h]} | {"ratio": "16:9"}')
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
@@ -141,7 +142,8 @@ class InputImportSerializer(serializers.ModelSerializer):
 class InputImportCreateSerializer(serializers.Serializer):
     archive = serializers.FileField()
     task = TaskField(required=False)
-    prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    prompt = serializers.CharField(required=False, allow_blank=True, default="", validators=[validate_prompt_length],
+                                   help_text="For entries without a prompt of their own.")
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
     canvas = CanvasField(required=False)
 

@@ -166,8 +166,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # --- inputs ---------------------------------------------------------------------------------
 # Images above this many pixels are refused before they are decoded (decompression bombs).
 ONEREWARD_MAX_IMAGE_PIXELS = env_int("ONEREWARD_MAX_IMAGE_PIXELS", 40_000_000)
-# A zip of inputs may not unpack to more than this many bytes (zip bombs).
-ONEREWARD_MAX_ZIP_BYTES = env_int("ONEREWARD_MAX_ZIP_BYTES", 4 * 1024**3)
+# Images (sources) narrower or lower than this are refused; masks must match their image. 32 is the
+# demo models' size (two FLUX latent patches a side); set 64 or more where only real photographs come in.
+ONEREWARD_MIN_IMAGE_SIDE = env_int("ONEREWARD_MIN_IMAGE_SIDE", 32)
+# Prompts longer than this are refused, however they come in (files, manifests, forms, API, defaults).
+ONEREWARD_MAX_PROMPT_CHARS = env_int("ONEREWARD_MAX_PROMPT_CHARS", 2000)
+# Zip bombs: caps on the bytes a zip of inputs actually unpacks to, whatever its headers declare. One
+# entry: an uncompressed 8-bit RGBA image at the pixel limit (compressed formats are far smaller).
+# The whole archive (ONEREWARD_MAX_ZIP_BYTES is its former name, still read). The ratio: unpacked
+# bytes per compressed byte, for entries over 8 MiB; photographs are about 1, zeros about 1,000.
+ONEREWARD_MAX_ZIP_ENTRY_BYTES = env_int("ONEREWARD_MAX_ZIP_ENTRY_BYTES", 4 * ONEREWARD_MAX_IMAGE_PIXELS)
+ONEREWARD_MAX_ZIP_UNCOMPRESSED_BYTES = env_int(
+    "ONEREWARD_MAX_ZIP_UNCOMPRESSED_BYTES", env_int("ONEREWARD_MAX_ZIP_BYTES", 4 * 1024**3)
+)
+ONEREWARD_MAX_ZIP_RATIO = env_int("ONEREWARD_MAX_ZIP_RATIO", 100)
 
 # The key of the shown orders of candidates (annotation tasks and study items); by default derived
 # from SECRET_KEY. Blind orders are then not computable from the user and item ids.

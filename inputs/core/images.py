@@ -68,6 +68,16 @@ def _over_limit(name: str, width: int, height: int, max_pixels: int) -> InputPro
     )
 
 
+def check_min_side(image: Image.Image, name: str, min_side: int) -> None:
+    """Refuse an image narrower or lower than `min_side` pixels: too little for the generator to
+    work on, and for annotators to judge."""
+    if min(image.size) < min_side:
+        raise InputProblem(
+            name, f"image is {image.width}x{image.height}, under the minimum of {min_side} pixels a side "
+                  "(ONEREWARD_MIN_IMAGE_SIDE)"
+        )
+
+
 def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Decode image bytes fully, refusing bombs (over `max_pixels` pixels, read from the header
     before any pixel is decoded), truncation and unreadable data; EXIF rotation applied."""

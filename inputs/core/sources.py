@@ -11,8 +11,10 @@ Manifest lines: {"image": "a.png", "mask": "a_mask.png", "task": "image_fill", "
 "tags": [...], "metadata": {...}, "canvas": {"padding": [l, t, r, b]}}; paths relative to the
 manifest, never absolute or climbing out with "..".
 """
+import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -84,28 +86,65 @@ class FolderTree(FileTree):
             raise InputProblem(name, f"cannot be read: {exc.strerror}") from None
 
 
-class ZipTree(FileTree):
-    """A zip archive; entry names are checked before anything is read, sizes against a limit."""
+@dataclass(frozen=True)
+class ZipLimits:
+    """What one zip may unpack to, in bytes actually unpacked. The sizes an archive declares only let
+    a refusal come before anything is unpacked: a forged header can understate them.
 
-    def __init__(self, archive, name: str, max_bytes: int):
+    entry_bytes: the most one entry may unpack to. total_bytes: the most all the reads of one archive
+    may unpack to together (an entry a manifest names twice counts twice: both copies are held).
+    ratio: the most unpacked bytes per compressed byte, for entries past RATIO_FREE_BYTES.
+    """
+
+    entry_bytes: int
+    total_bytes: int
+    ratio: float
+
+
+CHUNK_BYTES = 1024 * 1024
+# Entries that unpack to less than this pass whatever their ratio: a few MiB is harmless, and text
+# or an uncompressed (BMP, TIFF) mask of one colour compresses far beyond any photograph.
+RATIO_FREE_BYTES = 8 * 1024 * 1024
+# Python inflates deflate to at most the size asked for, so reading in chunks bounds the memory; its
+# bzip2 and LZMA readers unpack a whole compressed read at once (a 4 KiB read of a crafted entry can
+# give gigabytes before any count is made), so those methods are refused.
+STREAMED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 9: "deflate64"}
+
+
+def _size(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{count:,} bytes"
+    if count < 1024**3:
+        return f"{count / 1024**2:,.1f} MiB"
+    return f"{count / 1024**3:,.2f} GiB"
+
+
+class ZipTree(FileTree):
+    """A zip archive. Entry names are checked before anything is read; an entry is unpacked in
+    chunks, and refused as soon as the bytes it gave break a limit of `limits`."""
+
+    def __init__(self, archive, name: str, limits: ZipLimits):
         self.label = name
+        self.limits = limits
+        self.unpacked = 0  # bytes unpacked so far by every read of this archive
         try:
             self.zip = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as exc:
             raise InputProblem(name, f"not a readable zip archive: {exc}") from None
         self.infos = {info.filename: info for info in self.zip.infolist() if not info.is_dir()}
+        declared = sum(info.file_size for info in self.infos.values())
+        if declared > limits.total_bytes:
+            # Reading the entries to list their problems would unpack up to the limit for nothing.
+            raise InputProblem(name, f"archive unpacks to {_size(declared)} (as its entries declare), over the "
+                                     f"limit of {_size(limits.total_bytes)} per archive "
+                                     "(ONEREWARD_MAX_ZIP_UNCOMPRESSED_BYTES)")
         self.problems: list[InputProblem] = []
         for entry in self.infos:
             try:
                 check_entry_name(entry)
             except InputProblem as problem:
                 self.problems.append(problem)
-        total = sum(info.file_size for info in self.infos.values())
-        if total > max_bytes:
-            self.problems.append(
-                InputProblem(name, f"archive unpacks to {total / 1e9:.2f} GB, over the limit of "
-                             f"{max_bytes / 1e9:.2f} GB (ONEREWARD_MAX_ZIP_BYTES)")
-            )
         if any(info.flag_bits & 0x1 for info in self.infos.values()):
             self.problems.append(InputProblem(name, "archive is encrypted; give an unencrypted zip"))
 
@@ -117,11 +156,44 @@ class ZipTree(FileTree):
         info = self.infos.get(name)
         if info is None:
             raise InputProblem(name, f"not found in {self.label}")
+        if info.compress_type not in STREAMED_METHODS:
+            method = METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+            raise InputProblem(name, f"entry is compressed with {method}; give a zip whose entries are deflated "
+                                     "(what zip tools do by default) or stored")
+        self._check(name, info, info.file_size, declared=True)
+        # A BytesIO hands its buffer over without a copy: the entry is held once, not twice as by
+        # zipfile's read() or a join of the chunks.
+        data, size = io.BytesIO(), 0
         try:
-            data = self.zip.read(info)
-        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-            raise InputProblem(name, f"cannot be unpacked: {exc}") from None
-        return data
+            with self.zip.open(info) as entry:
+                while chunk := entry.read(CHUNK_BYTES):
+                    size += len(chunk)
+                    self.unpacked += len(chunk)
+                    self._check(name, info, size, declared=False)
+                    data.write(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error) as exc:
+            # zipfile stops at the declared size, so a header that understates it fails the CRC.
+            why = " (the entry is damaged, or its header understates its size)" if "CRC" in str(exc) else ""
+            raise InputProblem(name, f"cannot be unpacked: {exc}{why}") from None
+        return data.getvalue()
+
+    def _check(self, name: str, info: zipfile.ZipInfo, size: int, declared: bool) -> None:
+        """Refuse an entry whose unpacked `size` (declared, before reading; or given so far) is over a
+        limit. The archive's total counts what earlier reads unpacked, plus this entry."""
+        limits = self.limits
+        unpacks = "declares it unpacks to" if declared else "unpacks to more than"
+        if size > limits.entry_bytes:
+            over = f"declares it unpacks to {_size(size)}, over" if declared else "unpacks to more than"
+            raise InputProblem(name, f"entry {over} the limit of {_size(limits.entry_bytes)} per entry "
+                                     "(ONEREWARD_MAX_ZIP_ENTRY_BYTES)")
+        if self.unpacked + (size if declared else 0) > limits.total_bytes:
+            raise InputProblem(name, f"unpacking this entry takes {self.label} past {_size(limits.total_bytes)} "
+                                     "unpacked in all, the limit per archive (ONEREWARD_MAX_ZIP_UNCOMPRESSED_BYTES)")
+        compressed = max(info.compress_size, 1)
+        if size > RATIO_FREE_BYTES and size > limits.ratio * compressed:
+            raise InputProblem(name, f"entry {unpacks} {_size(size)} from {_size(info.compress_size)} compressed "
+                                     f"({size / compressed:,.0f} times as much), over the limit of {limits.ratio:g} "
+                                     "times (ONEREWARD_MAX_ZIP_RATIO): the mark of a zip bomb")
 
 
 class SubTree(FileTree):
@@ -154,9 +226,11 @@ def specs_from_tree(tree: FileTree, defaults: ImportDefaults) -> tuple[list[Inpu
         manifest = manifests[0]
         prefix = manifest[: -len(MANIFEST_NAME)]
         base = SubTree(tree, prefix) if prefix else tree
-        specs, more = specs_from_manifest_text(
-            tree.read(manifest).decode("utf-8", "replace"), base, defaults, label=manifest
-        )
+        try:
+            text = tree.read(manifest).decode("utf-8", "replace")
+        except InputProblem as problem:
+            return [], problems + [problem]
+        specs, more = specs_from_manifest_text(text, base, defaults, label=manifest)
         return specs, problems + more
     specs, more = _specs_from_pairs(names, tree, defaults)
     return specs, problems + more
@@ -286,8 +360,8 @@ def _spec(
     )
 
 
-def specs_from_path(path: Path, defaults: ImportDefaults, max_zip_bytes: int):
-    """A folder, a .jsonl manifest or a .zip, by what PATH is."""
+def specs_from_path(path: Path, defaults: ImportDefaults, zip_limits: ZipLimits):
+    """A folder, a .jsonl manifest or a .zip (unpacked within `zip_limits`), by what PATH is."""
     path = Path(path)
     if path.is_dir():
         return specs_from_tree(FolderTree(path), defaults)
@@ -297,7 +371,7 @@ def specs_from_path(path: Path, defaults: ImportDefaults, max_zip_bytes: int):
         return specs_from_manifest_file(path, defaults)
     if path.suffix.lower() == ".zip":
         try:
-            tree = ZipTree(path, path.name, max_zip_bytes)
+            tree = ZipTree(path, path.name, zip_limits)
         except InputProblem as problem:
             return [], [problem]
         return specs_from_tree(tree, defaults)

@@ -1,5 +1,5 @@
-"""The taxonomy's rules over plain values: which prompt an input keeps, which prompt its results are
-generated and judged with, and which dimensions they are judged on.
+"""The taxonomy's rules over plain values: which prompt an input keeps (and how long it may be), which
+prompt its results are generated and judged with, and which dimensions they are judged on.
 
 The models (inputs.models), the taxonomy exported in every preference dataset manifest and the ML
 core that reads that manifest with no database (the reward query) all apply these functions, so the
@@ -18,6 +18,19 @@ T = TypeVar("T")
 
 class PromptMissing(ValueError):
     """A task that needs the user's prompt got none."""
+
+
+class PromptTooLong(ValueError):
+    """A prompt over the platform's length limit; the message says both lengths and the setting."""
+
+
+def check_prompt_length(prompt: str, max_chars: int) -> None:
+    """Refuse a prompt of more than `max_chars` characters, counted as given (before stripping): the
+    generator's text encoders read a few hundred tokens, and every stored copy costs space."""
+    length = len(prompt or "")
+    if length > max_chars:
+        raise PromptTooLong(f"prompt is {length:,} characters long, over the limit of {max_chars:,} "
+                            "(ONEREWARD_MAX_PROMPT_CHARS)")
 
 
 def input_prompt(prompt_mode: str, prompt: str) -> str:

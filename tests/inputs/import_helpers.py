@@ -4,6 +4,7 @@ import struct
 import zipfile
 import zlib
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -83,12 +84,50 @@ def huge_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
-def zip_bytes(files: dict[str, bytes]) -> bytes:
+def zip_bytes(files: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in files.items():
-            archive.writestr(zipfile.ZipInfo(name), data)
+            info = zipfile.ZipInfo(name)
+            info.compress_type = method
+            archive.writestr(info, data)
     return buffer.getvalue()
+
+
+def forge_declared_size(data: bytes, name: str, file_size: int) -> bytes:
+    """The zip `data` with entry `name` claiming to unpack to `file_size` bytes, in its local header
+    and in the central directory, whatever it really unpacks to (the CRC is left as it was)."""
+    forged = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        local = archive.getinfo(name).header_offset
+    assert forged[local:local + 4] == b"PK\x03\x04"
+    struct.pack_into("<I", forged, local + 22, file_size)
+    end = forged.rindex(b"PK\x05\x06")
+    count, _, start = struct.unpack_from("<HII", forged, end + 10)
+    for _ in range(count):
+        assert forged[start:start + 4] == b"PK\x01\x02"
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", forged, start + 28)
+        if forged[start + 46:start + 46 + name_length].decode() == name:
+            struct.pack_into("<I", forged, start + 24, file_size)
+        start += 46 + name_length + extra_length + comment_length
+    with zipfile.ZipFile(io.BytesIO(bytes(forged))) as archive:
+        assert archive.getinfo(name).file_size == file_size
+    return bytes(forged)
+
+
+def stored_folders() -> list[str]:
+    """Every folder in the media storage (a local filesystem in the tests), its root left out."""
+    from django.conf import settings
+
+    root = Path(settings.MEDIA_ROOT)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
+
+
+def empty_folders() -> list[str]:
+    from django.conf import settings
+
+    root = Path(settings.MEDIA_ROOT)
+    return [name for name in stored_folders() if not any((root / name).iterdir())]
 
 
 def fill_spec(name: str = "a.png", seed: int = 0, prompt: str = "a red kite", **overrides) -> InputSpec:
@@ -111,6 +150,7 @@ def assert_nothing_stored() -> None:
     assert Input.objects.count() == 0
     assert Tag.objects.count() == 0
     assert stored_files() == []
+    assert stored_folders() == []
 
 
 def stored_image(field_file) -> Image.Image:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from inputs.core.images import CanvasSpec
-from inputs.core.sources import ImportDefaults, specs_from_path
-from inputs.importing import ImportRejected, find_problems, import_inputs
+from inputs.core.sources import ImportDefaults, ZipLimits, specs_from_path
+from inputs.importing import ImportRejected, find_problems, import_inputs, zip_limits
 from inputs.models import Input
 from tests.conftest import box_mask, photo, stored_files
 
@@ -31,8 +31,6 @@ from .import_helpers import (
 
 pytestmark = pytest.mark.django_db
 
-BIG_ZIP = 10**9
-
 
 def write_files(root, files: dict[str, bytes | str]):
     for name, data in files.items():
@@ -50,7 +48,7 @@ def manifest(*records) -> str:
 
 
 def read(path, defaults=None):
-    return specs_from_path(path, defaults or ImportDefaults(), BIG_ZIP)
+    return specs_from_path(path, defaults or ImportDefaults(), zip_limits())
 
 
 def all_problems(path, defaults=None) -> list[str]:
@@ -370,10 +368,12 @@ def test_file_that_is_not_a_zip_is_refused(tmp_path):
 def test_zip_over_the_unpacked_size_limit_is_refused(tmp_path):
     archive = tmp_path / "big.zip"
     archive.write_bytes(zip_bytes({"a.png": source_png(0), "a_mask.png": mask_png(), "a.txt": "x"}))
-    specs, problems = specs_from_path(archive, ImportDefaults(task="image_fill"), 1000)
+    limits = ZipLimits(entry_bytes=10**9, total_bytes=1000, ratio=100)
+    specs, problems = specs_from_path(archive, ImportDefaults(task="image_fill"), limits)
     lines = problem_lines(problems)
-    assert len(lines) == 1
-    assert lines[0].startswith("big.zip: archive unpacks to") and "ONEREWARD_MAX_ZIP_BYTES" in lines[0]
+    assert specs == [] and len(lines) == 1
+    assert lines[0].startswith("big.zip: archive unpacks to") and "over the limit of 1,000 bytes" in lines[0]
+    assert "ONEREWARD_MAX_ZIP_UNCOMPRESSED_BYTES" in lines[0]
 
 
 def test_empty_zip_has_no_inputs(tmp_path):

@@ -1,12 +1,19 @@
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from inputs.core.images import CanvasSpec, InputProblem
 from inputs.core.sources import ImportDefaults, specs_from_path
-from inputs.importing import NO_INPUTS, ImportRejected, find_problems, import_inputs, parse_tags
+from inputs.importing import (
+    NO_INPUTS,
+    ImportRejected,
+    find_problems,
+    import_inputs,
+    parse_tags,
+    prompt_problem,
+    zip_limits,
+)
 
 
 class Command(BaseCommand):
@@ -48,9 +55,12 @@ class Command(BaseCommand):
                 user = get_user_model().objects.get(username=options["user"])
             except get_user_model().DoesNotExist:
                 raise CommandError(f"no user named {options['user']!r}") from None
+        too_long = prompt_problem(options["prompt"])
+        if too_long:
+            raise CommandError(f"--prompt: {too_long}")
         tags = [tag for raw in options["tag"] for tag in parse_tags(raw)]
         defaults = ImportDefaults(task=options["task"], prompt=options["prompt"], tags=tags, canvas=canvas)
-        specs, problems = specs_from_path(Path(options["path"]), defaults, settings.ONEREWARD_MAX_ZIP_BYTES)
+        specs, problems = specs_from_path(Path(options["path"]), defaults, zip_limits())
         if not specs and not problems:
             problems = [NO_INPUTS]
         if problems or options["dry_run"]:
