@@ -33,7 +33,8 @@ DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k
 # Options that change the trajectory: a resumed run must have the same values as its checkpoint.
 TRAJECTORY_FIELDS = ("conditions_dir", "base_generator", "judge", "algorithm", "task_probabilities", "reward_cap",
                      "t_range", "ema_decay", "learning_rate", "weight_decay", "warmup_steps", "batch_size",
-                     "max_steps", "lora_rank", "lora_targets", "rollout", "gradient_clip", "composite_source", "seed")
+                     "max_steps", "lora_rank", "lora_targets", "rollout", "gradient_clip", "composite_source", "seed",
+                     "reference_pool")
 
 
 @dataclass
@@ -125,6 +126,10 @@ class OneRewardConfig:
                 "delivers its candidates, its own composite_source setting)"})
     judge_dtype: str = field(default="auto", metadata={
         "help": "the judge's weights: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16 or float16"})
+    reference_pool: int = field(default=0, metadata={
+        "help": "Algorithm 1: K reference images kept per condition (their final latents, in the run "
+                "directory) and drawn from at each step instead of a fresh full rollout; 0: a fresh rollout "
+                "per sample"})
     seed: int = field(default=0, metadata={"help": "seed of conditions, noises and stop steps"})
     log_every: int = field(default=10, metadata={"help": "steps between metric lines"})
     save_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
@@ -182,7 +187,10 @@ class OneRewardConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.add(name, f"a positive integer or null, got {value!r}")
-        for name in ("warmup_steps", "seed"):
+        if self.reference_pool and self.algorithm != "fixed":
+            problems.add("reference_pool", "a pool of reference images is for Algorithm 1 (fixed), whose reference "
+                                           "never changes; Algorithm 2's reference is the EMA, new at every step")
+        for name in ("warmup_steps", "seed", "reference_pool"):
             if getattr(self, name) < 0:
                 problems.add(name, f"a non-negative integer, got {getattr(self, name)!r}")
         if isinstance(self.lora_targets, str) or not all(isinstance(t, str) and t for t in self.lora_targets):

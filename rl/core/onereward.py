@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import hashlib
 import logging
 import math
 import os
@@ -79,6 +80,12 @@ log = logging.getLogger(__name__)
 POLICY_DIR = "policy"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 POLICY_LORA_NAME = "onereward_policy"
+
+
+def pool_seed(seed: int, condition: Condition, member: int) -> int:
+    """The noise seed of reference-pool member `member` of a condition: fixed by the run's seed."""
+    digest = hashlib.sha256(f"{seed}:{condition.task}:{condition.id}:{member}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def device_setting(device) -> str:
@@ -392,7 +399,7 @@ class OneRewardTrainer:
         canvas = backend.prepare_canvas(image, mask)
         text = self.text(self.pool.prompt(condition))
         with torch.no_grad():
-            reference_image = self.reference_rollout(canvas, text, sample.reference_seed)
+            reference_image = self.reference_image(condition, canvas, text, sample.reference_seed)
             scheduler, timesteps, latents, conditioning = self.start(canvas, sample.policy_seed)
             with self.accelerator.autocast():
                 latents = backend.denoise(scheduler, timesteps[:sample.stop], latents, conditioning, text, canvas)
@@ -426,10 +433,63 @@ class OneRewardTrainer:
 
     def reference_rollout(self, canvas: Canvas, text: TextConditioning, seed: int) -> "torch.Tensor":
         """The reference's full sampling from the noise of `seed`, decoded: (3, H, W) in [0, 1]."""
+        with torch.no_grad(), self.accelerator.autocast():
+            return self.decode(canvas, self.reference_latents(canvas, text, seed))
+
+    def prepare_reference_pool(self) -> int:
+        """Make every member of the reference pool ahead (each process its share of the conditions;
+        members already in the run directory are kept); returns how many this process made."""
+        made = 0
+        processes, index = self.accelerator.num_processes, self.accelerator.process_index
+        for number, condition in enumerate(self.pool.inputs):
+            if number % processes != index:
+                continue
+            image, mask = condition.load()
+            canvas = self.backend.prepare_canvas(image, mask)
+            text = self.text(self.pool.prompt(condition))
+            for member in range(self.config.reference_pool):
+                if not self._pool_path(condition, member).is_file():
+                    self._pooled_latents(condition, canvas, text, member)
+                    made += 1
+        self.accelerator.wait_for_everyone()
+        return made
+
+    def reference_latents(self, canvas: Canvas, text: TextConditioning, seed: int) -> "torch.Tensor":
+        """The reference's full sampling from the noise of `seed`: packed latents (1, S, 4C)."""
         with torch.no_grad(), self.reference() as backend, self.accelerator.autocast():
             scheduler, timesteps, latents, conditioning = self.start(canvas, seed)
-            latents = backend.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
-            return self.decode(canvas, latents)
+            return backend.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
+
+    def reference_image(self, condition: Condition, canvas: Canvas, text: TextConditioning,
+                        seed: int) -> "torch.Tensor":
+        """The reference image of a sample. Without a pool: a fresh full rollout from `seed`. With a
+        pool of K (Algorithm 1 only): the reference never changes, so the image of (condition, noise)
+        is always the same; the sample takes pool member k = seed mod K, whose latents are sampled
+        once, from a noise fixed by (run seed, condition, k), and kept in the run directory (a
+        resumed run finds them). Each member is a draw from the same reference distribution as a
+        fresh rollout, so the expected loss is the same; only its variance differs (K draws per
+        condition instead of new ones)."""
+        size = self.config.reference_pool
+        if not size:
+            return self.reference_rollout(canvas, text, seed)
+        latents = self._pooled_latents(condition, canvas, text, seed % size)
+        with torch.no_grad(), self.accelerator.autocast():
+            return self.decode(canvas, latents.to(self.device))
+
+    def _pool_path(self, condition: Condition, member: int) -> Path:
+        return self.output / "reference_pool" / f"{condition.task}-{condition.id}-{member}.pt"
+
+    def _pooled_latents(self, condition: Condition, canvas: Canvas, text: TextConditioning,
+                        member: int) -> "torch.Tensor":
+        path = self._pool_path(condition, member)
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        latents = self.reference_latents(canvas, text, pool_seed(self.config.seed, condition, member)).cpu()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        torch.save(latents, partial)
+        partial.replace(path)  # atomic: two processes making the same member leave one file
+        return latents
 
     @contextlib.contextmanager
     def reference(self):
