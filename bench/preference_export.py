@@ -4,6 +4,10 @@ streamed export against a naive ORM loop measured in the same run.
     .venv/bin/python bench/annotation_data.py           # once: 100k sets, 1M judgments (N=4, 4 dimensions)
     .venv/bin/python bench/preference_export.py         # about 10 min
     .venv/bin/python bench/preference_export.py --sizes 100000,1000000 --naive 20000
+    .venv/bin/python bench/preference_export.py --sizes 1000000 --naive 0 --baseline 2942120
+
+With --baseline REF the streamed export of that commit (checked out into a temporary worktree) is
+measured too, at every size, in the same run: the ratio is the gain of the current code.
 
 Every measurement runs in a fresh child process, so its peak resident memory (ru_maxrss) is its
 own; "growth" is the peak minus the resident memory just before the export started (Django and
@@ -123,11 +127,14 @@ def naive_export(judgments, path: Path) -> tuple[int, int]:
     return len(rows), count
 
 
-def measure(database: str, mode: str, aggregation: str, until) -> dict:
-    command = [sys.executable, __file__, "--child", mode, "--database", database, "--aggregation", aggregation]
+def measure(database: str, mode: str, aggregation: str, until, tree: Path | None = None) -> dict:
+    """One export in a fresh child process; `tree`: a checkout of another commit to run instead."""
+    script = Path(__file__) if tree is None else tree / "bench" / "preference_export.py"
+    command = [sys.executable, str(script), "--child", mode, "--database", database, "--aggregation", aggregation]
     if until is not None:
         command += ["--until", until.isoformat()]
-    result = subprocess.run(command, env=bench_environment(database), capture_output=True, text=True)
+    result = subprocess.run(command, env=bench_environment(database), capture_output=True, text=True,
+                            cwd=script.parent.parent)
     if result.returncode:
         sys.exit(f"{mode} export failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -140,11 +147,20 @@ def line(label: str, size: int, figures: dict) -> str:
             f"{rate:>11,.0f} {figures['peak_kib'] / 1024:>9.0f} {growth:>9.0f}")
 
 
+def baseline_tree(ref: str) -> Path:
+    """A detached worktree of `ref` (removed at the end of the run)."""
+    tree = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=Path(__file__).parent.parent,
+                   check=True, capture_output=True)
+    return tree
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", default=FULL_DB)
     parser.add_argument("--sizes", default="100000,300000,1000000", help="judgments submitted, comma-separated")
     parser.add_argument("--naive", type=int, default=20000, help="size at which the naive loop is measured too")
+    parser.add_argument("--baseline", help="a commit whose streamed export is measured beside this one")
     parser.add_argument("--child", choices=["streamed", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
     parser.add_argument("--aggregation", default="per_annotator", help=argparse.SUPPRESS)
@@ -161,22 +177,37 @@ def main() -> None:
               f"{'peak MiB':>9} {'growth':>9}")
     print(header)
     print("-" * len(header), flush=True)
-    base = measure(args.database, "streamed", "per_annotator", cutoff(args.naive))
-    print(line("streamed, per annotator", args.naive, base), flush=True)
-    naive = measure(args.database, "naive", "per_annotator", cutoff(args.naive))
-    print(line("naive ORM loop", args.naive, naive), flush=True)
-    results = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        until = cutoff(size)
-        figures = measure(args.database, "streamed", "per_annotator", until)
-        print(line("streamed, per annotator", size, figures), flush=True)
-        majority = measure(args.database, "streamed", "majority", until)
-        print(line("streamed, majority", size, majority), flush=True)
-        results.append((size, figures))
-    speedup = (base["pairs"] / base["seconds"]) / (naive["pairs"] / naive["seconds"])
-    print(f"\nstreamed vs naive at {args.naive:,} judgments: {speedup:.1f}x pairs/s; "
-          f"peak growth {(base['peak_kib'] - base['rss_before_kib']) / 1024:.0f} vs "
-          f"{(naive['peak_kib'] - naive['rss_before_kib']) / 1024:.0f} MiB")
+    if args.naive:
+        base = measure(args.database, "streamed", "per_annotator", cutoff(args.naive))
+        print(line("streamed, per annotator", args.naive, base), flush=True)
+        naive = measure(args.database, "naive", "per_annotator", cutoff(args.naive))
+        print(line("naive ORM loop", args.naive, naive), flush=True)
+    tree = baseline_tree(args.baseline) if args.baseline else None
+    results, gains = [], []
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            until = cutoff(size)
+            for aggregation in ("per_annotator", "majority"):
+                label = aggregation.replace("_", " ")
+                figures = measure(args.database, "streamed", aggregation, until)
+                print(line(f"streamed, {label}", size, figures), flush=True)
+                if aggregation == "per_annotator":
+                    results.append((size, figures))
+                if tree is not None:
+                    old = measure(args.database, "streamed", aggregation, until, tree)
+                    print(line(f"  {args.baseline[:10]}, {label}", size, old), flush=True)
+                    gains.append((size, label, old["seconds"] / figures["seconds"]))
+    finally:
+        if tree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=Path(__file__).parent.parent,
+                           capture_output=True)
+    if args.naive:
+        speedup = (base["pairs"] / base["seconds"]) / (naive["pairs"] / naive["seconds"])
+        print(f"\nstreamed vs naive at {args.naive:,} judgments: {speedup:.1f}x pairs/s; "
+              f"peak growth {(base['peak_kib'] - base['rss_before_kib']) / 1024:.0f} vs "
+              f"{(naive['peak_kib'] - naive['rss_before_kib']) / 1024:.0f} MiB")
+    for size, label, gain in gains:
+        print(f"this code vs {args.baseline} at {size:,} judgments, {label}: {gain:.2f}x pairs/s")
     first, last = results[0][1], results[-1][1]
     print(f"streamed peak growth from {results[0][0]:,} to {results[-1][0]:,} judgments: "
           f"{(first['peak_kib'] - first['rss_before_kib']) / 1024:.0f} -> "

@@ -78,6 +78,11 @@ def row_schema(embed_images: bool) -> pa.Schema:
     return schema
 
 
+# The columns of a row, in the files' order (the content hash reads them in this order too).
+ROW_COLUMNS = tuple(row_schema(False).names)
+IMAGE_POSITIONS = tuple(ROW_COLUMNS.index(name) for name in IMAGE_COLUMNS)
+
+
 def trl_schema(embed_images: bool) -> pa.Schema:
     image = IMAGE_TYPE if embed_images else pa.string()
     schema = pa.schema([
@@ -128,11 +133,15 @@ def trl_row(row: dict) -> dict:
 
 
 def canonical_row(row: dict) -> bytes:
-    """The bytes of a row that the content hash covers: everything but embedded image bytes
-    (those are the referenced files themselves, identified by their storage names)."""
-    plain = {key: (value["path"] if isinstance(value, dict) and "bytes" in value else value)
-             for key, value in row.items()}
-    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes of a row that the content hash covers: every column's value, in the schema's order,
+    but embedded image bytes (those are the referenced files themselves, identified by their
+    storage names). repr() of the list of values: exact for text, integers and floats, and cheap
+    enough for millions of rows (a sorted JSON dump of every row was a fifth of the export's time)."""
+    values = list(map(row.__getitem__, ROW_COLUMNS))
+    for position in IMAGE_POSITIONS:
+        if isinstance(values[position], dict):
+            values[position] = values[position]["path"]
+    return repr(values).encode()
 
 
 def _jsonable(value):
@@ -204,7 +213,9 @@ class DatasetWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._parquet[relative] = pq.ParquetWriter(path, schema, compression="zstd")
             self.rows[relative] = 0
-        self._parquet[relative].write_table(pa.Table.from_pylist(rows, schema=schema))
+        # Column by column: from_pylist matches every row's keys against the schema, twice as slow.
+        columns = {name: [row[name] for row in rows] for name in schema.names}
+        self._parquet[relative].write_table(pa.Table.from_pydict(columns, schema=schema))
         self.rows[relative] += len(rows)
 
     def _close_shard(self, split: str, shard: int) -> None:

@@ -139,11 +139,15 @@ def derive_pairs(votes: Iterable[Vote], n: int, *, policy: str = BEST_WORST, agg
         for_b = [i for i, rel in enumerate(implied) if (b, a) in rel]
 
         def row(winner, loser, backers, against, soft_label=None, weight=None):
-            origin = Counter(implied[i][(winner, loser)] for i in backers)
-            top = max(origin.values())
+            if len(backers) == 1:  # most rows (one annotator's own pair): no count needed
+                origin = implied[backers[0]][(winner, loser)]
+            else:
+                counted = Counter(implied[i][(winner, loser)] for i in backers)
+                top = max(counted.values())
+                origin = next(name for name in ORIGINS if counted.get(name) == top)
             return Pair(
                 winner=winner, loser=loser,
-                origin=next(name for name in ORIGINS if origin.get(name) == top),
+                origin=origin,
                 votes_for=len(backers), votes_against=len(against), discards=discards,
                 soft_label=soft_label if soft_label is not None else len(backers) / (len(backers) + len(against)),
                 weight=weight if weight is not None else len(backers) / len(ranked),
