@@ -19,7 +19,7 @@ from PIL import Image
 from inputs.core.images import encode_png, encode_thumbnail
 from onereward.jobs import JobStatus
 
-from .core.backends.base import GenerationRequest, load_backend
+from .core.backends.base import GenerationRequest, generate_recorded, load_backend
 from .events import candidate_set_finished
 from .models import Candidate, CandidateSet, Generator, SetStatus
 
@@ -53,7 +53,7 @@ def requests_for(candidate_set: CandidateSet, indices: list[int]) -> list[Genera
     batch = candidate_set.batch
     return [
         GenerationRequest(image=image, mask=mask, prompt=item.effective_prompt, task=item.task.slug,
-                          settings=batch.settings_for(item, index))
+                          settings=batch.settings_for(item, index), prompt_given=item.prompt_given)
         for index in indices
     ]
 
@@ -64,15 +64,18 @@ def candidate_paths(public_id) -> tuple[str, str]:
 
 
 def store_candidate(candidate_set: CandidateSet, index: int, request: GenerationRequest, image: Image.Image,
-                    seconds: float) -> Candidate | None:
+                    seconds: float, record: dict | None = None) -> Candidate | None:
     """Files first, then the row; a row that already exists (a concurrent retry) wins and our
-    files are removed. Returns None in that case."""
+    files are removed. Returns None in that case. `record`: what the backend said about how it made
+    the image, kept beside the settings (under "record", which CandidateSettings.from_dict leaves
+    out, so the settings still remake the candidate)."""
     if image.size != request.image.size:
         raise ValueError(f"the generator returned {image.size[0]}x{image.size[1]} for a "
                          f"{request.image.width}x{request.image.height} canvas")
-    candidate = Candidate(
-        candidate_set=candidate_set, index=index, settings=request.settings.as_dict(), seconds=seconds
-    )
+    settings = request.settings.as_dict()
+    if record:
+        settings["record"] = record
+    candidate = Candidate(candidate_set=candidate_set, index=index, settings=settings, seconds=seconds)
     image_path, thumb_path = candidate_paths(candidate.public_id)
     written = [default_storage.save(image_path, ContentFile(encode_png(image.convert("RGB"))))]
     try:
@@ -162,12 +165,12 @@ def _generate_claimed(candidate_set: CandidateSet, worker: str) -> None:
             requests = requests_for(candidate_set, missing)
             backend = backend_for(batch.generator)
             started = time.perf_counter()
-            images = backend.generate(requests)
+            generated = generate_recorded(backend, requests)
             share = (time.perf_counter() - started) / len(requests)
-            if len(images) != len(requests):
-                raise ValueError(f"the generator returned {len(images)} images for {len(requests)} requests")
-            for index, request, image in zip(missing, requests, images):
-                store_candidate(candidate_set, index, request, image, share)
+            if len(generated) != len(requests):
+                raise ValueError(f"the generator returned {len(generated)} images for {len(requests)} requests")
+            for index, request, made in zip(missing, requests, generated):
+                store_candidate(candidate_set, index, request, made.image, share, made.record)
         status, error = SetStatus.DONE, ""
     except Exception as exc:  # one input's failure must not stop the batch
         log.exception("candidate set %s failed", set_id)

@@ -20,11 +20,16 @@ from .events import batch_finished
 MIN_CANDIDATES = 2
 
 
+def backend_choices() -> list[tuple[str, str]]:
+    # A callable: apps register backends of their own when they are ready, after this module loads.
+    return [(name, name) for name in BACKENDS]
+
+
 class Generator(models.Model):
     """A backend with its settings (weights, LoRAs, dtype...). Policy checkpoints register here too."""
 
     name = models.CharField(max_length=100, unique=True)
-    backend = models.CharField(max_length=32, choices=[(name, name) for name in BACKENDS])
+    backend = models.CharField(max_length=32, choices=backend_choices)
     settings = models.JSONField(default=dict, blank=True, help_text="The backend's configuration (JSON object).")
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True)
@@ -220,7 +225,9 @@ class Candidate(models.Model):
     image = models.FileField(max_length=255)
     thumbnail = models.FileField(max_length=255)
     settings = models.JSONField(
-        help_text="CandidateSettings: seed, steps, guidance, true_cfg, negative prompt, strength."
+        help_text="CandidateSettings: seed, steps, guidance, true_cfg, negative prompt, strength; and under "
+                  "\"record\" what the backend reported about how it made the image (a reranking generator's "
+                  "candidates and scores)."
     )
     seconds = models.FloatField(help_text="Generation time of this candidate's share of its batched call.")
     created_at = models.DateTimeField(auto_now_add=True)

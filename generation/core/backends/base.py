@@ -4,6 +4,10 @@ A backend turns GenerationRequests (one canvas + mask + prompt + the exact setti
 candidate) into images of the canvas's size. It batches requests whose settings allow it, and the
 same request on the same hardware gives the same pixels (the seed fixes all randomness).
 Backends import nothing from Django: a worker, a notebook or an RL trainer can use them directly.
+
+A backend may also say how it made each image (a JSON object per image, e.g. the scores a
+reranking backend gave the candidates it chose from): it then has `generate_recorded`, and the
+batch code stores each record with its candidate (`generate_recorded` below calls either kind).
 """
 from dataclasses import asdict, dataclass, field
 from importlib import import_module
@@ -47,13 +51,24 @@ class CandidateSettings:
 @dataclass
 class GenerationRequest:
     """One candidate to make. image: RGB canvas; mask: mode "L", 255 = generate, 0 = keep;
-    prompt: the effective prompt (task defaults applied); task: the task slug."""
+    prompt: the effective prompt (task defaults applied); task: the task slug. prompt_given: whether
+    the user gave the prompt (dimensions such as text alignment on extend are judged only then);
+    None when the caller does not know."""
 
     image: Image.Image
     mask: Image.Image
     prompt: str
     task: str
     settings: CandidateSettings
+    prompt_given: bool | None = None
+
+
+@dataclass
+class GeneratedImage:
+    """One image and the record of how it was made (a JSON object; empty when there is nothing to say)."""
+
+    image: Image.Image
+    record: dict = field(default_factory=dict)
 
 
 class GeneratorBackend(Protocol):
@@ -62,13 +77,30 @@ class GeneratorBackend(Protocol):
         ...
 
 
+def generate_recorded(backend: GeneratorBackend, requests: Sequence[GenerationRequest]) -> list[GeneratedImage]:
+    """One GeneratedImage per request: the backend's own records when it keeps them
+    (`backend.generate_recorded`), else its images with empty records."""
+    if hasattr(backend, "generate_recorded"):
+        return list(backend.generate_recorded(requests))
+    return [GeneratedImage(image) for image in backend.generate(requests)]
+
+
 # backend name -> "module:Class". The class has from_config(config: dict) -> backend (loads
 # weights) and check_config(config: dict) -> dict (validates and normalises without loading,
-# raising BackendConfigError; used by forms before anything is queued).
+# raising BackendConfigError; used by forms before anything is queued). Apps above generation add
+# theirs with register_backend (the reranking backend of rewardmodel, which judges candidates).
 BACKENDS = {
     "flux_fill": "generation.core.backends.flux_fill:FluxFillBackend",
     "cpu_baseline": "generation.core.backends.cpu_baseline:CpuBaselineBackend",
 }
+
+
+def register_backend(name: str, target: str) -> None:
+    """Make backend `name` ("module:Class", as in BACKENDS) available to generators. Called from an
+    AppConfig.ready(); registering the same name twice with another target is refused."""
+    if BACKENDS.get(name, target) != target:
+        raise ValueError(f"backend {name!r} is registered already ({BACKENDS[name]})")
+    BACKENDS[name] = target
 
 
 class BackendConfigError(ValueError):
