@@ -59,10 +59,12 @@ class RolloutSettings:
         problems = Problems()
         if not is_int(self.steps) or self.steps < 1:
             problems.add("rollout.steps", f"a positive integer, got {self.steps!r}")
-        for name in ("guidance", "true_cfg"):
-            value = getattr(self, name)
-            if not is_number(value) or value < 0:
-                problems.add(f"rollout.{name}", f"a non-negative number, got {value!r}")
+        if not is_number(self.guidance) or self.guidance < 0:
+            problems.add("rollout.guidance", f"a non-negative number, got {self.guidance!r}")
+        if not is_number(self.true_cfg) or self.true_cfg < 1:
+            # diffusers' pipelines run no negative branch at or below 1; below 1 would read as a
+            # damped or inverted guidance that no pipeline applies.
+            problems.add("rollout.true_cfg", f"1 (off) or more, got {self.true_cfg!r}")
         if not isinstance(self.negative_prompt, str):
             problems.add("rollout.negative_prompt", "must be text")
         problems.raise_any()

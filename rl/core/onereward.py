@@ -67,7 +67,13 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, gather_object, set_seed
 
-from generation.core.backends.flux_fill import Canvas, FluxFillBackend, FluxFillConfig, TextConditioning
+from generation.core.backends.flux_fill import (
+    Canvas,
+    FluxFillBackend,
+    FluxFillConfig,
+    TextConditioning,
+    uses_true_cfg,
+)
 from mlcore.rundir import RunDirectory, check_resumable, write_json_atomic
 from rewardmodel.core.judge import Judge
 
@@ -519,7 +525,7 @@ class OneRewardTrainer:
         """The transformer's text inputs for `prompt` and the rollout's negative prompt (a batch of
         one); each text is encoded once (an LRU cache of 1024 on the host)."""
         rollout = self.rollout
-        negative = self._encoded(rollout.negative_prompt) if rollout.true_cfg != 1.0 else None
+        negative = self._encoded(rollout.negative_prompt) if uses_true_cfg(rollout.true_cfg) else None
         return self.backend.prepare_text([self._encoded(prompt)], [negative], [rollout.guidance], [rollout.true_cfg])
 
     def _encoded(self, prompt: str):

@@ -126,6 +126,16 @@ def test_empty_negative_prompt_with_true_cfg_guides_against_the_empty_prompt(bac
     assert np.abs(a - b).max() > 1e-3
 
 
+def test_true_cfg_at_or_below_one_is_off_as_in_the_diffusers_pipelines(backend):
+    # diffusers: do_true_cfg = true_cfg_scale > 1. A scale of 0.5 is no damped guidance: the
+    # positive branch alone, the pixels of true_cfg 1; above 1 the negative branch changes them.
+    off, half, zero, on = backend.generate_arrays(
+        [request(seed=5, true_cfg=scale, negative_prompt="blurry") for scale in (1.0, 0.5, 0.0, 1.5)])
+    np.testing.assert_array_equal(half, off)
+    np.testing.assert_array_equal(zero, off)
+    assert np.abs(on - off).max() > 1e-3
+
+
 # --- batching -------------------------------------------------------------------------------
 
 MIXED = [

@@ -98,6 +98,8 @@ def test_config_from_dict_checks_names_types_and_values(world, tmp_path):
         ({**good, "batch_size": 0}, "batch_size"),
         ({**good, "rollout": {"steps": 0}}, "rollout.steps"),
         ({**good, "rollout": {"cfg": 2}}, "rollout: unknown option 'cfg'"),
+        ({**good, "rollout": {"true_cfg": 0.5}}, r"rollout.true_cfg: 1 \(off\) or more"),
+        ({**good, "algorithm": "dynamic", "reference_pool": 4}, "reference_pool"),
         ({**good, "mixed_precision": "fp8"}, "mixed_precision"),
         ({**good, "task_probabilities": {"image_fill": -1}}, "task_probabilities: non-negative numbers"),
         ({**good, "task_probabilities": {"image_fill": 0, "object_removal": 0}}, "at least one task needs"),

@@ -4,7 +4,10 @@ The denoising loop is diffusers' FluxFillPipeline.__call__ (read it side by side
 pipeline's components and helpers, with three changes:
 
 - true CFG as the OneReward release runs it: v = v_neg + true_cfg * (v_pos - v_neg), the embedded
-  guidance given to both branches, and both branches in one transformer call per step;
+  guidance given to both branches, and both branches in one transformer call per step; only for
+  true_cfg above 1, as diffusers reads it (at or below 1: the positive branch alone). The mix is
+  computed in float32 and cast back to the transformer's dtype (bf16 on a GPU): in bf16 the
+  difference v_pos - v_neg of two close velocities would keep about 2 significant digits;
 - a batch holds candidates of one canvas that differ in seed, prompt, negative prompt, embedded
   guidance and true_cfg; each candidate's randomness comes from its own seed exactly as the
   pipeline draws it for a batch of one, so a candidate does not depend on its batch-mates;
@@ -143,6 +146,13 @@ class FluxFillConfig:
         return cls(base=base, transformer=transformer, loras=loras, dtype=dtype, device=device,
                    cpu_offload=cpu_offload, max_sequence_length=max_sequence_length, max_batch=max_batch,
                    composite_source=composite_source)
+
+
+def uses_true_cfg(scale: float) -> bool:
+    """Whether a true CFG scale runs the negative branch: above 1 only, as diffusers' FLUX pipelines
+    read it (do_true_cfg = true_cfg_scale > 1); at or below 1 the positive branch alone, never an
+    inverted or damped guidance."""
+    return float(scale) > 1.0
 
 
 def _is_int(value) -> bool:
@@ -425,8 +435,8 @@ class FluxFillBackend:
         # 1. Text: each distinct prompt encoded once per generate call, alone (as the pipeline does).
         text = self.prepare_text(
             positives=[self._text(r.prompt, text_cache) for r in requests],
-            negatives=[self._text(r.settings.negative_prompt, text_cache) if r.settings.true_cfg != 1.0 else None
-                       for r in requests],
+            negatives=[self._text(r.settings.negative_prompt, text_cache) if uses_true_cfg(r.settings.true_cfg)
+                       else None for r in requests],
             guidance=[r.settings.guidance for r in requests],
             true_cfg=[r.settings.true_cfg for r in requests],
         )
