@@ -88,6 +88,9 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 POLICY_LORA_NAME = "onereward_policy"
 
 
+TEXT_CACHE_SIZE = 1024  # encoded prompts kept on the host
+
+
 def pool_seed(seed: int, condition: Condition, member: int) -> int:
     """The noise seed of reference-pool member `member` of a condition: fixed by the run's seed."""
     digest = hashlib.sha256(f"{seed}:{condition.task}:{condition.id}:{member}".encode()).digest()
@@ -287,6 +290,7 @@ class OneRewardTrainer:
             self.accelerator.register_for_checkpointing(_TrainableWeights(self.trainable))
             self.accelerator.register_for_checkpointing(self.ema)
         self._text_cache: OrderedDict = OrderedDict()
+        self.text_encoders_offloaded = self._encode_pool_prompts()
         self.step_count = 0
 
     # -- building ------------------------------------------------------------------------------------
@@ -523,10 +527,29 @@ class OneRewardTrainer:
 
     def text(self, prompt: str) -> TextConditioning:
         """The transformer's text inputs for `prompt` and the rollout's negative prompt (a batch of
-        one); each text is encoded once (an LRU cache of 1024 on the host)."""
+        one); each text is encoded once (an LRU cache of TEXT_CACHE_SIZE on the host)."""
         rollout = self.rollout
         negative = self._encoded(rollout.negative_prompt) if uses_true_cfg(rollout.true_cfg) else None
         return self.backend.prepare_text([self._encoded(prompt)], [negative], [rollout.guidance], [rollout.true_cfg])
+
+    def _encode_pool_prompts(self) -> bool:
+        """Encode every prompt of the pool (and the negative prompt) once, up front; on a GPU the
+        text encoders (T5-XXL alone is 9 GB in bf16) then leave it for the host, since no other
+        text will come. A pool with more prompts than the cache holds keeps them where they are.
+        Returns whether they were moved."""
+        prompts = {self.pool.prompt(condition) for condition in self.pool.inputs}
+        if uses_true_cfg(self.rollout.true_cfg):
+            prompts.add(self.rollout.negative_prompt)
+        if len(prompts) > TEXT_CACHE_SIZE:
+            return False
+        for prompt in sorted(prompts):
+            self._encoded(prompt)
+        if self.device.type != "cuda":
+            return False
+        for encoder in (self.pipeline.text_encoder, self.pipeline.text_encoder_2):
+            encoder.to("cpu")
+        torch.cuda.empty_cache()
+        return True
 
     def _encoded(self, prompt: str):
         if prompt in self._text_cache:
@@ -536,7 +559,7 @@ class OneRewardTrainer:
             encoded = self.backend.encode_prompt(prompt)
         encoded.embeds, encoded.pooled = encoded.embeds.cpu(), encoded.pooled.cpu()
         self._text_cache[prompt] = encoded
-        if len(self._text_cache) > 1024:
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
             self._text_cache.popitem(last=False)
         return encoded
 

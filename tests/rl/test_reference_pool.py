@@ -2,7 +2,8 @@
 changes; K members per condition are sampled once, kept in the run directory and drawn from at each
 step. Checked: a member is exactly the fresh rollout of its noise (the estimator is the one without
 a pool, over K fixed draws), members are made once and found again by a resumed run, a warm pool
-spares the reference's transformer calls, and Algorithm 2 refuses a pool."""
+spares the reference's transformer calls, and Algorithm 2 refuses a pool. Also what else a step
+no longer repeats: the pool's prompts are encoded once, up front."""
 import pytest
 import torch
 
@@ -81,3 +82,16 @@ def test_algorithm_2_refuses_a_pool_its_reference_moves(world, tmp_path):  # noq
         trainer(world, tmp_path / "dynamic", algorithm="dynamic", reference_pool=4)
     with pytest.raises(ConfigError, match="reference_pool"):
         trainer(world, tmp_path / "negative", reference_pool=-1)
+
+
+def test_the_pool_prompts_are_encoded_up_front_and_never_again(world, tmp_path):  # noqa: F811
+    rollout = {"steps": 2, "guidance": 3.5, "true_cfg": 2.0, "negative_prompt": "blurry"}
+    run = trainer(world, tmp_path / "text", rollout=rollout)
+    prompts = {run.pool.prompt(condition) for condition in run.pool.inputs} | {"blurry"}
+    assert set(run._text_cache) == prompts
+    assert not run.text_encoders_offloaded  # on the CPU they stay: there is no GPU memory to free
+    encoded = []
+    original = run.backend.encode_prompt
+    run.backend.encode_prompt = lambda text: encoded.append(text) or original(text)
+    run.step()
+    assert encoded == []
