@@ -4,6 +4,7 @@ per candidate), N candidates of one input with the same settings and seeds.
     .venv/bin/python bench/generation_throughput.py                      # tiny model, CPU
     .venv/bin/python bench/generation_throughput.py --size 256x256
     .venv/bin/python bench/generation_throughput.py --full-size          # FLUX.1 Fill layout, CUDA, bf16
+    .venv/bin/python bench/generation_throughput.py --full-size --dry-run  # the same path, tiny, on CPU
 
 The tiny model is built from configs (generation/core/demo_flux.py), saved to a temporary
 directory and loaded through FluxFillBackend.from_config. --full-size builds FLUX.1-Fill-dev's
@@ -56,25 +57,33 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 10; 2 with --full-size)")
     parser.add_argument("--guidance", type=float, default=30.0)
     parser.add_argument("--full-size", action="store_true", help="FLUX.1 Fill transformer + VAE, random bf16 weights")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --full-size: the same path (weights built in place, no loading) with the tiny "
+                             "layout on the CPU, 64x64, 2 steps, 1 repetition")
     args = parser.parse_args()
+    dry = args.full_size and args.dry_run
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
 
-    device = torch.device(args.device or ("cuda" if args.full_size else "cpu"))
-    width, height = parse_size(args.size or ("1024x1024" if args.full_size else "64x64"))
-    steps = args.steps or (28 if args.full_size else 4)
-    repeats = args.repeats or (2 if args.full_size else 10)
-    seq = 512 if args.full_size else 32
+    full = args.full_size and not dry
+    device = torch.device(args.device or ("cuda" if full else "cpu"))
+    width, height = parse_size(args.size or ("1024x1024" if full else "64x64"))
+    steps = args.steps or (28 if full else 2 if dry else 4)
+    repeats = args.repeats or (2 if full else 1 if dry else 10)
+    seq = 512 if full else 32
 
     if args.full_size:
-        if device.type != "cuda" or not torch.cuda.is_available():
-            parser.error("--full-size needs a CUDA device (12B parameters in bfloat16)")
-        pipeline = build_pipeline(full_size=True, device=device, dtype=torch.bfloat16)
+        if full and (device.type != "cuda" or not torch.cuda.is_available()):
+            parser.error("--full-size needs a CUDA device (12B parameters in bfloat16; --dry-run runs the path tiny)")
+        dtype = torch.bfloat16 if full else torch.float32
+        pipeline = build_pipeline(full_size=full, device=device, dtype=dtype)
         pipeline.set_progress_bar_config(disable=True)
         backend = FluxFillBackend(pipeline, FluxFillConfig(base="(random weights)", device=str(device),
-                                                           dtype="bfloat16", max_sequence_length=seq))
-        model = "FLUX.1 Fill layout (11.9B transformer), random weights, bfloat16"
+                                                           dtype="bfloat16" if full else "float32",
+                                                           max_sequence_length=seq, max_batch=args.candidates))
+        model = ("FLUX.1 Fill layout (11.9B transformer), random weights, bfloat16" if full
+                 else "dry run: the full-size path with the tiny layout, float32")
     else:
         directory = save_tiny_flux_fill(Path(tempfile.mkdtemp(prefix="tiny-flux-fill-")))
         backend = FluxFillBackend.from_config({"base": str(directory), "device": str(device), "dtype": "float32",

@@ -216,7 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=64, help="pairs scored (tiny model)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="image side in pixels (default 56 for the tiny model, 448 for --full-size)")
+                        help="image side in pixels (default 56 for the tiny model and --dry-run, 448 for --full-size)")
     parser.add_argument("--batch", type=int, default=16, help="pairs per forward / training batch")
     parser.add_argument("--train-steps", type=int, default=20, help="training steps per run (tiny model)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -235,7 +235,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     if args.full_size:
-        args.image_size = args.image_size or 448
+        args.image_size = args.image_size or (56 if args.dry_run else 448)
         bench_full_size(args)
         return
     args.image_size = args.image_size or 56
