@@ -17,10 +17,10 @@ from django.conf import settings
 from evaluation.studies import ALL_TASKS, OVERALL, study_report
 from mlcore.stats import wilson_interval
 
-from .core.evaluate import ALL
 from .models import PolicyCheckpoint
 
 MIN_HUMAN_JUDGMENTS = 10
+ALL = "all"  # the pooled row of the judge's evaluation (rl.core.evaluate.ALL; that module needs torch)
 POLICY, BASE = "policy", "base"  # the study arms' labels (rl.execution.create_pending_studies)
 
 
