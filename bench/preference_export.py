@@ -131,6 +131,10 @@ def measure(database: str, mode: str, aggregation: str, until, tree: Path | None
     """One export in a fresh child process; `tree`: a checkout of another commit to run instead."""
     script = Path(__file__) if tree is None else tree / "bench" / "preference_export.py"
     command = [sys.executable, str(script), "--child", mode, "--database", database, "--aggregation", aggregation]
+    if tree is not None:
+        # The project is installed in editable mode: its import finder would load this checkout's
+        # modules whatever sys.path says. The other commit's child runs without it.
+        command[1:2] = ["-c", RUN_FROM_TREE, str(script)]
     if until is not None:
         command += ["--until", until.isoformat()]
     result = subprocess.run(command, env=bench_environment(database), capture_output=True, text=True,
@@ -147,6 +151,15 @@ def line(label: str, size: int, figures: dict) -> str:
             f"{rate:>11,.0f} {figures['peak_kib'] / 1024:>9.0f} {growth:>9.0f}")
 
 
+RUN_FROM_TREE = """
+import runpy, sys
+sys.meta_path = [finder for finder in sys.meta_path if "editable" not in repr(finder).lower()]
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
 def baseline_tree(ref: str) -> Path:
     """A detached worktree of `ref` (removed at the end of the run)."""
     tree = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "tree"
@@ -161,6 +174,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,300000,1000000", help="judgments submitted, comma-separated")
     parser.add_argument("--naive", type=int, default=20000, help="size at which the naive loop is measured too")
     parser.add_argument("--baseline", help="a commit whose streamed export is measured beside this one")
+    parser.add_argument("--aggregations", default="per_annotator,majority", help="comma-separated")
     parser.add_argument("--child", choices=["streamed", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
     parser.add_argument("--aggregation", default="per_annotator", help=argparse.SUPPRESS)
@@ -187,7 +201,7 @@ def main() -> None:
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             until = cutoff(size)
-            for aggregation in ("per_annotator", "majority"):
+            for aggregation in args.aggregations.split(","):
                 label = aggregation.replace("_", " ")
                 figures = measure(args.database, "streamed", aggregation, until)
                 print(line(f"streamed, {label}", size, figures), flush=True)

@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from generation.models import GenerationBatch
+from onereward.bounds import SMALLINT_MAX
 
 from .leaderboard_api import LeaderboardView
 from .models import Study, StudyArm
@@ -47,7 +48,7 @@ class StudyCreateSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    judgments_per_item = serializers.IntegerField(default=3)
+    judgments_per_item = serializers.IntegerField(default=3, min_value=1, max_value=SMALLINT_MAX)
     arms = StudyArmInputSerializer(many=True)
 
     def validate(self, attrs):

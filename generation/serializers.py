@@ -1,5 +1,8 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from rest_framework import serializers
+
+from onereward.bounds import SEED_RANGE, SMALLINT_MAX
 
 from .models import Candidate, CandidateSet, GenerationBatch, Generator
 from .selection import select_inputs
@@ -69,12 +72,21 @@ class GenerationBatchLaunchSerializer(serializers.Serializer):
     task = serializers.CharField(required=False)
     tag = serializers.CharField(required=False)
     inputs = serializers.ListField(child=serializers.IntegerField(), required=False)
-    candidates_per_input = serializers.IntegerField(default=4)
-    annotation_overlap = serializers.IntegerField(default=1)
+    candidates_per_input = serializers.IntegerField(default=4, min_value=1, max_value=SMALLINT_MAX)
+    annotation_overlap = serializers.IntegerField(default=1, min_value=1, max_value=SMALLINT_MAX)
     for_annotation = serializers.BooleanField(
         default=True, help_text="false: an evaluation batch (no annotation tasks; 1 candidate per input allowed).")
     ranges = serializers.JSONField(required=False, default=dict)
-    seed = serializers.IntegerField(default=0, min_value=0)
+    seed = serializers.IntegerField(default=0, **SEED_RANGE)
+
+    def validate_inputs(self, ids):
+        # Unknown ids (2**31 among them) are refused with the field itself, by the selection's rule.
+        if ids:
+            try:
+                select_inputs(ids=ids)
+            except DjangoValidationError as error:
+                raise serializers.ValidationError(error.message_dict["inputs"]) from None
+        return ids
 
     def validate(self, attrs):
         # The selection's rules (unknown task, tag or id); DRF turns their ValidationError into field errors.

@@ -28,7 +28,7 @@ ANNOTATOR = Role(
 ADMIN = Role(
     slug="admin",
     group_name="Platform admins",
-    description="Imports inputs, edits the taxonomy, launches generation batches and annotation.",
+    description="Imports inputs, edits the taxonomy, launches generation batches and annotation, unlocks logins.",
     permissions=(
         "inputs.*",
         "generation.*",
@@ -37,8 +37,14 @@ ADMIN = Role(
         "evaluation.*",
         "rewardmodel.view_*",
         "rl.view_*",
+        # Collection rounds launch batches and open annotation tasks: the admins' work too.
+        "rl.*_collectionround",
+        "rl.*_collectionschedule",
         "authtoken.add_token",
         "authtoken.view_token",
+        # The login lockout: see who is locked out and unlock them (delete the attempt row).
+        "axes.view_*",
+        "axes.delete_accessattempt",
     ),
     staff=True,
 )
@@ -53,10 +59,10 @@ ML_ENGINEER = Role(
         "preferences.view_*",
         "preferences.add_preferencedataset",
         "preferences.delete_preferencedataset",
+        "preferences.add_feedbackevent",
         "evaluation.view_*",
         "rewardmodel.*",
         "rl.*",
-        "preferences.add_feedbackevent",
         "authtoken.add_token",
         "authtoken.view_token",
     ),

@@ -40,6 +40,7 @@ from rest_framework.response import Response
 
 from mlcore.config import ConfigError
 from mlcore.rundir import RunDirectory
+from onereward.bounds import SEED_RANGE
 from onereward.jobs import BackgroundJob, JobStatus, follow, progress_response
 from onereward.permissions import ModelPermissionsWithView
 
@@ -572,6 +573,11 @@ STATE_FIELDS = ["status", "step", "total_steps", "loss", "eta_seconds", "error",
 class TrainingRunSerializer(serializers.ModelSerializer):
     """The row's own rules (model clean(), with the trainer's config) run in validate(), where DRF
     turns Django's ValidationError into a 400 naming the fields; create() only saves and queues."""
+
+    def get_extra_kwargs(self):
+        # The platform's one seed range, narrower than the column's (onereward.bounds).
+        extra = super().get_extra_kwargs()
+        return {**extra, "seed": {**SEED_RANGE, **extra.get("seed", {})}}
 
     def validate(self, attrs):
         columns, _ = split_relations(self.Meta.model, attrs)

@@ -4,6 +4,7 @@ Every variable has a working default that needs no server: a SQLite file, files 
 directory, a Celery broker kept in a local folder. PostgreSQL, Redis/RabbitMQ and S3-compatible
 storage are switched on by variables (see README.md, "Configuration"), never by editing this file.
 """
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -60,12 +62,16 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a request body: an API body over the limits is answered 413 in JSON.
+    "onereward.api_errors.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a login refused by the lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 if PRODUCTION:
@@ -120,6 +126,36 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login lockout (django-axes), on every way in that checks a password: the login page, the admin's
+# login page and POST /api/auth/token/. Its backend comes first: it refuses a locked client before
+# any password is checked, so a right password during the lockout gets nothing either.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+ONEREWARD_LOGIN_FAILURE_LIMIT = env_int("ONEREWARD_LOGIN_FAILURE_LIMIT", 5)
+ONEREWARD_LOGIN_COOLOFF_MINUTES = env_int("ONEREWARD_LOGIN_COOLOFF_MINUTES", 15)
+if ONEREWARD_LOGIN_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured(f"ONEREWARD_LOGIN_FAILURE_LIMIT={ONEREWARD_LOGIN_FAILURE_LIMIT}: give 1 or more")
+if ONEREWARD_LOGIN_COOLOFF_MINUTES < 0:
+    raise ImproperlyConfigured(
+        f"ONEREWARD_LOGIN_COOLOFF_MINUTES={ONEREWARD_LOGIN_COOLOFF_MINUTES}: give 0 (locked until an admin "
+        "unlocks) or more minutes"
+    )
+# Proxies in front of the app that append the client's address to X-Forwarded-For; 0: the client is
+# REMOTE_ADDR. Only count proxies you run: the header's other entries are whatever the client wrote.
+ONEREWARD_TRUSTED_PROXY_COUNT = env_int("ONEREWARD_TRUSTED_PROXY_COUNT", 0)
+AXES_FAILURE_LIMIT = ONEREWARD_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ONEREWARD_LOGIN_COOLOFF_MINUTES) if ONEREWARD_LOGIN_COOLOFF_MINUTES else None
+# A username is locked at one address only: by address alone, one person guessing (or a whole office
+# behind one NAT) would lock out everyone there; by username alone, anyone could lock any user out
+# from anywhere, admins included. Guessing from many addresses costs an attacker the limit per address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "onereward.lockout.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "onereward.lockout.lockout_response"
+AXES_VERBOSE = False  # no banner in the log of every process that starts Django
 
 # --- internationalisation -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -213,6 +249,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+# Errors under /api/ answer JSON (onereward/api_errors.py; handler400/403/404/500 in onereward/urls.py).
+CSRF_FAILURE_VIEW = "onereward.api_errors.csrf_failure"
 # The OpenAPI schema and its interactive docs: open to anyone in development, to logged-in users
 # (session or token) in production unless ONEREWARD_PUBLIC_API_SCHEMA=1.
 ONEREWARD_PUBLIC_API_SCHEMA = env_bool("ONEREWARD_PUBLIC_API_SCHEMA", not PRODUCTION)
@@ -257,10 +295,17 @@ CELERY_TASK_QUEUES = (
     Queue("gpu", Exchange("gpu"), routing_key="gpu"),
 )
 CELERY_TASK_ROUTES = {
+    # The collection schedules' tick is bookkeeping (it starts rounds, whose jobs go to the GPUs).
+    "rl.collection_tick": {"queue": "default", "routing_key": "default"},
     "generation.*": {"queue": "gpu", "routing_key": "gpu"},
     "rewardmodel.*": {"queue": "gpu", "routing_key": "gpu"},
     "rl.*": {"queue": "gpu", "routing_key": "gpu"},
     "runs.*": {"queue": "gpu", "routing_key": "gpu"},
+}
+# `celery -A onereward beat` sends the tick every minute: it starts the collection rounds whose
+# schedules are due (rl/rounds.py; a due time starts one round however many beats run).
+CELERY_BEAT_SCHEDULE = {
+    "collection-rounds": {"task": "rl.collection_tick", "schedule": 60.0, "options": {"queue": "default"}},
 }
 # A job that dies with its worker goes back to the queue; jobs are idempotent (unique keys).
 CELERY_TASK_ACKS_LATE = True
@@ -295,6 +340,33 @@ if PRODUCTION:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
+
+# --- content security policy ----------------------------------------------------------------
+# django-csp sends it on every response: scripts, styles, images and requests only from this site;
+# no inline script or handler. The few inline <style> elements (and the API docs' script) carry
+# the request's nonce ({{ request.csp_nonce }}); htmx is told not to add a style of its own
+# (templates/htmx.html). Style attributes, which cannot run code, are let through: the admin's list
+# thumbnails and bars are sized with them in Python; the site's own pages use none.
+# tests/e2e/test_csp_browser.py checks the templates, visits the pages and listens for violations.
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "csp.middleware.CSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],  # data: for the icons the API docs and the admin inline
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -8,8 +8,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
+
+from .lockout import obtain_auth_token
 
 # In the loop's order; also the order of the API root.
 API_APPS = ["inputs", "preferences", "generation", "rewardmodel", "rl", "evaluation"]
@@ -49,3 +50,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *(path("", include(f"{app}.urls")) for app in PAGE_APPS),
 ]
+
+# JSON under /api/, Django's pages elsewhere (onereward/api_errors.py).
+handler400 = "onereward.api_errors.bad_request"
+handler403 = "onereward.api_errors.permission_denied"
+handler404 = "onereward.api_errors.page_not_found"
+handler500 = "onereward.api_errors.server_error"

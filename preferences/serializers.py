@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from generation.models import GenerationBatch
 from inputs.models import Dimension, Task
+from onereward.bounds import SEED_RANGE
 
 from .export import checked_dataset, save_dataset, stored_files
 from .models import FeedbackEvent, PreferenceDataset
@@ -117,6 +118,7 @@ class PreferenceDatasetCreateSerializer(serializers.ModelSerializer):
     class Meta:
         model = PreferenceDataset
         fields = PreferenceDataset.OPTION_FIELDS
+        extra_kwargs = {"split_seed": SEED_RANGE}
 
     def validate(self, attrs):
         # The model's own rules; DRF turns the ValidationError they raise into field errors.

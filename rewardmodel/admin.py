@@ -3,6 +3,7 @@ it, read a version's evaluation table and send doubtful sets back to annotation.
 
 Permissions follow the models: ML engineers start and manage runs; platform admins view them."""
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -10,12 +11,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from onereward.charts import line_chart
+from onereward.jobs import progress_response
 from onereward.runs import TrainingRunAdmin
 
+from .ablation import tables
 from .bias_audit import group_plot, setting_plot, version_audit
 from .core.bias_audit import DEFAULT_THRESHOLD
-from .forms import RUN_FIELDS, RewardModelRunForm, SendBackForm
-from .models import ReannotationRequest, RewardModelRun, RewardModelVersion
+from .forms import RUN_FIELDS, JudgeAblationForm, RewardModelRunForm, SendBackForm
+from .models import JudgeAblation, ReannotationRequest, RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 
 
@@ -99,7 +102,7 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
     search_fields = ["name", "base_model"]
     readonly_fields = ["name", "run", "model_path", "base_model", "template_version", "steps", "final_loss",
                        "evaluation_view", "loss_plot_view", "accuracy_plot_view", "dataset_link", "requests_view",
-                       "bias_audit_link", "created_at"]
+                       "bias_audit_link", "ablation_link", "created_at"]
     fields = readonly_fields
     change_form_template = "admin/rewardmodel/rewardmodelversion/change_form.html"
 
@@ -137,6 +140,11 @@ class RewardModelVersionAdmin(admin.ModelAdmin):
     def bias_audit_link(self, version):
         return format_html('<a href="{}">What this judge rewards, by task, tag and generation setting</a>',
                            reverse("admin:rewardmodel_rewardmodelversion_bias_audit", args=[version.pk]))
+
+    @admin.display(description="Ablations")
+    def ablation_link(self, version):
+        return format_html('<a href="{}?versions={}">Score this judge under other query variants</a>',
+                           reverse("admin:rewardmodel_judgeablation_add"), version.pk)
 
     @admin.display(description="Sent back to annotation")
     def requests_view(self, version):
@@ -201,3 +209,96 @@ class ReannotationRequestAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(JudgeAblation)
+class JudgeAblationAdmin(admin.ModelAdmin):
+    """Start an ablation (the add form: versions and variants), watch it, read its side-by-side
+    tables. Ablations are never edited: the change page shows them."""
+
+    add_form = JudgeAblationForm
+    list_display = ["__str__", "dataset", "variant_list", "status", "progress_figure", "created_by", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name"]
+    readonly_fields = ["name", "status", "progress_figure", "judge_list", "dataset", "variant_list", "batch_size",
+                       "scores_directory", "worker", "error", "created_by", "created_at", "started_at", "finished_at"]
+    fields = readonly_fields
+    actions = ["cancel_ablations"]
+    change_form_template = "admin/rewardmodel/judgeablation/change_form.html"
+    progress_template = "admin/rewardmodel/judgeablation/_progress.html"
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return list(self.add_form.field_order) if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else super().get_readonly_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+        if not change:
+            obj.enqueue()  # sent on commit, once the admin has also saved the versions
+
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(request, f"{obj} is queued on the GPU workers.", messages.SUCCESS)
+        return redirect("admin:rewardmodel_judgeablation_change", obj.pk)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if add:
+            context["title"] = "Ablate judges: score them under query variants"
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        ablation = self.get_object(request, unquote(object_id))
+        if ablation is not None:
+            extra_context = {**(extra_context or {}), "ablation": ablation,
+                             "progress_template": self.progress_template}
+            if ablation.results:
+                extra_context["tables"] = tables(ablation.results)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="Progress")
+    def progress_figure(self, ablation):
+        return f"{ablation.progress_done}/{ablation.progress_total} pairs scored"
+
+    @admin.display(description="Judges")
+    def judge_list(self, ablation):
+        versions = [(reverse("admin:rewardmodel_rewardmodelversion_change", args=[v.pk]), v.name,
+                     v.template_version) for v in ablation.versions.order_by("pk")]
+        shown = format_html_join(", ", '<a href="{}">{}</a> (trained on v{})', versions)
+        if ablation.base_model:
+            shown = format_html("{}{}zero-shot {}", shown, ", " if versions else "", ablation.base_model)
+        return shown or "–"
+
+    @admin.display(description="Variants")
+    def variant_list(self, ablation):
+        return ", ".join(ablation.variants) or "–"
+
+    @admin.display(description="Scores on the GPU host")
+    def scores_directory(self, ablation):
+        return str(ablation.output_dir)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [path("<int:pk>/progress/", view(self.progress_view), name="rewardmodel_judgeablation_progress"),
+                *super().get_urls()]
+
+    def progress_view(self, request, pk):
+        """The job's status alone, polled by the change page (htmx) until it ends."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        ablation = get_object_or_404(JudgeAblation, pk=pk)
+        return progress_response(request, self.progress_template, {"ablation": ablation}, ablation)
+
+    @admin.action(description="Cancel the selected ablations", permissions=["add"])
+    def cancel_ablations(self, request, queryset):
+        self.message_user(request, f"{sum(ablation.cancel() for ablation in queryset)} ablation(s) cancelled.")

@@ -2,7 +2,7 @@
 candidate sets back to annotation."""
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -11,9 +11,10 @@ from onereward.runs import TrainingRunViewSet
 
 from .bias_audit import version_audit
 from .core.bias_audit import DEFAULT_THRESHOLD
-from .models import RewardModelRun, RewardModelVersion
+from .models import JudgeAblation, RewardModelRun, RewardModelVersion
 from .reannotation import send_back
 from .serializers import (
+    JudgeAblationSerializer,
     ReannotationRequestSerializer,
     RewardModelRunSerializer,
     RewardModelVersionSerializer,
@@ -67,7 +68,33 @@ class RewardModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
             raise serializers.ValidationError({"detail": exc.messages}) from None
 
 
+class AblationPermission(ModelPermissionsWithView):
+    action_perms = {"cancel": ["rewardmodel.add_judgeablation"]}
+
+
+class JudgeAblationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Judge ablations. POST starts one on the GPU workers (202); GET one for its progress and, once
+    done, its side-by-side results; POST …/cancel/ stops it."""
+
+    queryset = JudgeAblation.objects.select_related("dataset").prefetch_related("versions")
+    serializer_class = JudgeAblationSerializer
+    permission_classes = [AblationPermission]
+
+    def create(self, request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return response
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        ablation = self.get_object()
+        ablation.cancel()
+        return Response(self.get_serializer(ablation).data)
+
+
 routes = [
     ("reward-model-runs", RewardModelRunViewSet, "reward-model-run"),
     ("reward-models", RewardModelVersionViewSet, "reward-model"),
+    ("judge-ablations", JudgeAblationViewSet, "judge-ablation"),
 ]

@@ -19,11 +19,15 @@ from .models import RewardModelRun, RewardModelVersion
 
 def copy_dataset(run: RewardModelRun) -> Path:
     """The dataset version's files in the run's directory, as the trainer reads them."""
-    target = run.output_dir / "dataset"
+    return copy_dataset_files(run.dataset, run.output_dir / "dataset")
+
+
+def copy_dataset_files(dataset, target: Path) -> Path:
+    """A dataset version's files copied from storage into `target` (skipped when a complete copy
+    is there: `.complete` holds the content hash once every file is written)."""
     done = target / ".complete"
     if done.exists():
         return target
-    dataset = run.dataset
     for name in stored_files(dataset):
         path = target / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
+from onereward.jobs import BackgroundJob
 from onereward.runs import TrainingRun, config_default, thin
 
 from .core.config import MIXED_PRECISION, TrainingConfig
@@ -168,3 +169,35 @@ class ReannotationRequest(models.Model):
 
     def __str__(self):
         return f"{self.get_reason_display()} ({self.version}, {self.tasks.count()} tasks)"
+
+
+class JudgeAblation(BackgroundJob):
+    """Trained judges (and, optionally, a base model zero-shot) scored on a dataset version's test
+    split under query variants, beside the held-out human judgments (rewardmodel/core/ablation.py).
+    Started by rewardmodel.ablation.start_ablation (admin, API, command), run on a GPU worker."""
+
+    task_name = "rewardmodel.judge_ablation"
+
+    name = models.CharField(max_length=200, blank=True)
+    versions = models.ManyToManyField(RewardModelVersion, blank=True, related_name="ablations")
+    dataset = models.ForeignKey("preferences.PreferenceDataset", on_delete=models.PROTECT, related_name="ablations",
+                                help_text="Whose test split is scored: the versions' training dataset.")
+    base_model = models.CharField(max_length=500, blank=True,
+                                  help_text="A base model run zero-shot beside the versions (a directory on the GPU "
+                                            "hosts or a hub id); empty = none.")
+    variants = models.JSONField(default=list, help_text='Query variants, e.g. ["v1", "v2", "v1+no-prompt", '
+                                                        '"v1+source"].')
+    batch_size = models.PositiveIntegerField(default=16, help_text="Pairs per forward pass (both orders).")
+    results = models.JSONField(default=dict, blank=True, help_text="The side-by-side report.")
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name or f"Judge ablation #{self.pk}"
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the per-column scores are kept (a retried job skips the columns already scored)."""
+        return settings.ONEREWARD_TRAINING_DIR / "ablations" / f"ablation-{self.pk}"

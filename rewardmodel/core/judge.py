@@ -213,7 +213,8 @@ class Judge(torch.nn.Module):
         if target_modules is None:
             target_modules = self._language_projection_pattern()
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
-        self.model = get_peft_model(self.model, config)
+        # float32 adapter weights over a bf16 base: its updates must not round away (see TrainingConfig).
+        self.model = get_peft_model(self.model, config, autocast_adapter_dtype=True)
         return self
 
     def _language_projection_pattern(self) -> str:
@@ -232,40 +233,78 @@ class Judge(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def query(self, taxonomy: dict, task: str, dimension: str, prompt: str) -> str:
-        """`build_query` for this judge; refuses when the judge was trained on another template version."""
-        if self.template_version != TEMPLATE_VERSION:
-            raise ValueError(
-                f"this judge was trained with query template version {self.template_version}, the code has "
-                f"version {TEMPLATE_VERSION}; its answers to the new wording mean nothing"
-            )
-        return build_query(taxonomy, task, dimension, prompt)
+    def query(self, taxonomy: dict, task: str, dimension: str, prompt: str, *, version: int | None = None,
+              include_prompt: bool = True, source: bool = False, allow_other_version: bool = False) -> str:
+        """`build_query` for this judge; refuses when the judge was trained on another template version.
 
-    def forward(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str]):
-        return self.answer_logprobs(first, second, queries)
+        version: the wording to ask in (default: the code's TEMPLATE_VERSION). Asking a judge in a
+        wording it was not trained on is refused unless allow_other_version=True, which only an
+        ablation passes: there the mismatch is what is measured. include_prompt and source as in
+        `build_query` (source=True needs the marked source image passed as `context` when scoring).
+        """
+        if version is None:
+            if self.template_version != TEMPLATE_VERSION and not allow_other_version:
+                raise ValueError(
+                    f"this judge was trained with query template version {self.template_version}, the code has "
+                    f"version {TEMPLATE_VERSION}; its answers to the new wording mean nothing"
+                )
+            version = TEMPLATE_VERSION
+        elif int(version) != self.template_version and not allow_other_version:
+            raise ValueError(
+                f"this judge was trained with query template version {self.template_version}, not {version}; its "
+                "answers to another wording mean nothing (an ablation that measures that passes allow_other_version)"
+            )
+        return build_query(taxonomy, task, dimension, prompt, version=version, include_prompt=include_prompt,
+                           source=source)
+
+    def forward(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str], *, context=None):
+        return self.answer_logprobs(first, second, queries, context=context)
 
     def answer_logprobs(
-        self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str]
+        self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str], *,
+        context: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """first, second: B images each, float (3, H, W) in [0, 1] (sizes may differ); queries: B strings.
+        context: None (the method: two images), or B more images shown before the two candidates
+        (ablations: the source with its mask marked), which the queries must then describe.
 
         Returns (log P(yes_token), log P(no_token)), each float32 (B,), from the full-vocabulary
         log-softmax at the answer position; differentiable w.r.t. the images and the weights.
         """
-        first, second = list(first), list(second)
+        first, second, queries = list(first), list(second), list(queries)
+        context = list(context) if context is not None else None
         if not (len(first) == len(second) == len(queries)):
             raise ValueError(f"got {len(first)} first images, {len(second)} second images, {len(queries)} queries")
+        if context is not None and len(context) != len(queries):
+            raise ValueError(f"got {len(context)} context images for {len(queries)} queries")
         if not queries:
             empty = torch.zeros(0, device=self.device)
             return empty, empty
+        inputs = self.model_inputs(first, second, queries, context=context)
+        logits = self.model(**inputs).logits[:, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return logprobs[:, self.yes_token_id], logprobs[:, self.no_token_id]
+
+    def model_inputs(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str], *,
+                     context: list[torch.Tensor] | None = None) -> dict:
+        """The model's keyword arguments for B rows: per row its images in the order shown (context
+        first when given, then first, second), each as its merged-patch tokens in the chat text."""
+        first, second = list(first), list(second)
+        if not (len(first) == len(second) == len(queries)):
+            raise ValueError(f"got {len(first)} first images, {len(second)} second images, {len(queries)} queries")
+        shown = [first, second]
+        if context is not None:
+            context = list(context)
+            if len(context) != len(queries):
+                raise ValueError(f"got {len(context)} context images for {len(queries)} queries")
+            shown = [context, first, second]
         device = self.device
-        images = [image.to(device) for pair in zip(first, second) for image in pair]
+        per_row = len(shown)
+        images = [image.to(device) for row in zip(*shown) for image in row]
         pixel_values, image_grid_thw = preprocess(images, self.geometry)
-        tokens = image_grid_thw.prod(-1) // self.geometry.merge_size**2
-        texts = [
-            self.chat_text(query, [int(tokens[2 * row]), int(tokens[2 * row + 1])])
-            for row, query in enumerate(queries)
-        ]
+        tokens = (image_grid_thw.prod(-1) // self.geometry.merge_size**2).tolist()
+        texts = [self.chat_text(query, [int(count) for count in tokens[per_row * row: per_row * (row + 1)]])
+                 for row, query in enumerate(queries)]
         input_ids, attention_mask = self._tokenize(texts, device)
         inputs = {
             "input_ids": input_ids,
@@ -278,9 +317,7 @@ class Judge(torch.nn.Module):
             inputs["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
         if self._pass_logits_to_keep:
             inputs["logits_to_keep"] = 1
-        logits = self.model(**inputs).logits[:, -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        return logprobs[:, self.yes_token_id], logprobs[:, self.no_token_id]
+        return inputs
 
     @torch.no_grad()
     def score(
@@ -291,14 +328,17 @@ class Judge(torch.nn.Module):
         *,
         both_orders: bool = False,
         batch_size: int = 16,
+        context: list[torch.Tensor] | None = None,
     ) -> dict:
         """Rewards for B pairs, computed batch_size pairs per forward.
 
         Returns float32 CPU tensors (B,): "p_yes" = P(yes_token | first, second, query) and
         "p_yes_renormalised" = P(yes) / (P(yes) + P(no)); with both_orders also "p_yes_reversed" and
         "p_yes_reversed_renormalised" for (second, first), run in the same forward batch.
+        context: None, or B images shown before each pair (see `answer_logprobs`), in both orders.
         """
         first, second, queries = list(first), list(second), list(queries)
+        context = list(context) if context is not None else None
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(queries), batch_size):
             a, b, q = (
@@ -306,12 +346,13 @@ class Judge(torch.nn.Module):
                 second[start : start + batch_size],
                 queries[start : start + batch_size],
             )
+            c = context[start : start + batch_size] if context is not None else None
             if both_orders:
-                yes, no = self.answer_logprobs(a + b, b + a, q + q)
+                yes, no = self.answer_logprobs(a + b, b + a, q + q, context=c + c if c is not None else None)
                 n = len(q)
                 chunks = {"p_yes": (yes[:n], no[:n]), "p_yes_reversed": (yes[n:], no[n:])}
             else:
-                chunks = {"p_yes": self.answer_logprobs(a, b, q)}
+                chunks = {"p_yes": self.answer_logprobs(a, b, q, context=c)}
             for name, (yes, no) in chunks.items():
                 parts.setdefault(name, []).append(yes.exp().cpu())
                 parts.setdefault(f"{name}_renormalised", []).append(torch.sigmoid(yes - no).cpu())
@@ -323,12 +364,12 @@ class Judge(torch.nn.Module):
     # --- text ----------------------------------------------------------------------------------
 
     def chat_text(self, query: str, image_tokens: list[int]) -> str:
-        """The prompt for one pair: both images (each as its vision tokens) then the query, in the
-        tokenizer's chat template when it has one, ending where the assistant's answer starts."""
+        """The prompt for one pair: its images in order (each as its vision tokens; two for the
+        method, three with a context image) then the query, in the tokenizer's chat template when
+        it has one, ending where the assistant's answer starts."""
         if self.use_chat_template:
-            messages = [
-                {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": query}]}
-            ]
+            content = [{"type": "image"} for _ in image_tokens] + [{"type": "text", "text": query}]
+            messages = [{"role": "user", "content": content}]
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             pieces = text.split(self.image_token)
             if len(pieces) != len(image_tokens) + 1:

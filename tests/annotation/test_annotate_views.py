@@ -165,6 +165,28 @@ def test_the_fragment_shows_the_candidates_by_position_and_the_dimensions(client
 
 
 @pytest.mark.django_db
+def test_the_page_names_its_images_links_a_favicon_and_is_sent_with_a_content_security_policy(client, annotator):
+    build_world(n=3, inputs=1)
+    response = client.get("/annotate/")
+    html = response.content.decode()
+    slot = leased(annotator)
+    policy = response["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy and "unsafe-eval" not in policy
+    assert "unsafe-inline" not in policy.split("script-src", 1)[1].split(";", 1)[0]
+    assert '<link rel="icon" href="/static/favicon.svg"' in html
+    assert 'name="htmx-config" content=\'{"includeIndicatorStyles": false, "allowEval": false}\'' in html
+    # What each image is; the mask reaches the page as an address the page traces, not as a style.
+    assert 'alt="Source image"' in html
+    for number in (1, 2, 3):
+        assert f'alt="Candidate {number}"' in html
+    assert f'data-mask="/annotate/slots/{slot.pk}/mask.img"' in html
+    assert " style=" not in html and "<script>" not in html and " onclick=" not in html
+    assert 'data-action="outlines"' in html and "<kbd>O</kbd>" in html
+    fragment = client.get(f"/annotate/task/?after={slot.pk}")
+    assert fragment.status_code == 200 and "Content-Security-Policy" in fragment
+
+
+@pytest.mark.django_db
 def test_the_fragment_after_the_current_task_is_the_next_one(client, annotator):
     build_world(n=3, inputs=2)
     client.get("/annotate/")

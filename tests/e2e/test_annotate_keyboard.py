@@ -43,10 +43,26 @@ def current_dimension(page) -> str:
     return page.get_attribute(".ann-dim.is-current", "data-slug")
 
 
-def transforms(page) -> list[str]:
+def transforms(page, frames=".ann-candidate") -> list[str]:
     return page.eval_on_selector_all(
-        ".ann-task .ann-layer", "layers => layers.map(l => getComputedStyle(l).transform)"
+        f".ann-task {frames} .ann-layer", "layers => layers.map(l => getComputedStyle(l).transform)"
     )
+
+
+def matrix(transform: str) -> list[float]:
+    return [float(v) for v in transform[len("matrix("):-1].split(",")]
+
+
+def assert_source_follows(page, candidate_transform: str) -> None:
+    """The source (smaller, in the side panel) shows the same part of the image: the same scale, and
+    the candidates' translation scaled to its size."""
+    source = matrix(transforms(page, ".ann-source")[0])
+    candidate = matrix(candidate_transform)
+    ratio = page.evaluate("document.querySelector('.ann-source .ann-view').clientWidth"
+                          " / document.querySelector('.ann-candidate .ann-view').clientWidth")
+    assert 0.2 < ratio < 1
+    assert source[0] == candidate[0] and source[3] == candidate[3]
+    assert abs(source[4] - candidate[4] * ratio) < 1 and abs(source[5] - candidate[5] * ratio) < 1
 
 
 def test_a_whole_task_is_judged_with_the_keyboard_and_the_next_one_follows_without_a_reload(
@@ -87,12 +103,12 @@ def test_a_whole_task_is_judged_with_the_keyboard_and_the_next_one_follows_witho
     assert page.locator(".ann-candidate[data-position='1'].is-worst").count() == 1
 
     keys.press("ArrowUp")    # back to structure, then consistency: change "no clear difference"
-    keys.press("Shift+Tab")
+    keys.press("ArrowUp")
     assert current_dimension(page) == "consistency"
     keys.press("4")
     keys.press("Shift+3")
     assert current_dimension(page) == "structure"
-    keys.press("Tab")
+    keys.press("ArrowDown")
     assert current_dimension(page) == "aesthetics"
     states = page.eval_on_selector_all(".ann-dimstate", "items => items.map(i => i.textContent)")
     assert states == ["best 2 · worst 4", "best 4 · worst 3", "best 3 · worst 1", "best 1 · worst 2"]
@@ -106,7 +122,7 @@ def test_a_whole_task_is_judged_with_the_keyboard_and_the_next_one_follows_witho
     assert page.evaluate("window.__noReload") == "still the same page"
     assert current_dimension(page) == "text_alignment"
     assert page.locator(".ann-candidate.is-best, .ann-candidate.is-worst").count() == 0
-    page.wait_for_function("document.getElementById('ann-done').textContent === '1'", timeout=10000)
+    page.wait_for_function("() => document.getElementById('ann-done').textContent === '1'", timeout=10000)
 
     judgment = wait_for(lambda: Judgment.objects.filter(slot_id=first).first(), timeout=10, what="the judgment")
     assert Judgment.objects.count() == 1
@@ -128,11 +144,12 @@ def test_a_whole_task_is_judged_with_the_keyboard_and_the_next_one_follows_witho
 
 def test_zoom_and_pan_move_every_frame_together(live_server, page, make_user, tmp_path):
     open_workspace(live_server, page, make_user)
-    assert set(transforms(page)) == {"matrix(1, 0, 0, 1, 0, 0)"}
+    assert set(transforms(page, "")) == {"matrix(1, 0, 0, 1, 0, 0)"}
 
     page.keyboard.press("z")
     zoomed = transforms(page)
-    assert len(zoomed) == 5 and len(set(zoomed)) == 1 and zoomed[0].startswith("matrix(3, 0, 0, 3,")
+    assert len(zoomed) == 4 and len(set(zoomed)) == 1 and zoomed[0].startswith("matrix(3, 0, 0, 3,")
+    assert_source_follows(page, zoomed[0])
 
     # Dragging one candidate pans them all.
     box = page.locator(".ann-candidate .ann-view").nth(2).bounding_box()
@@ -142,10 +159,11 @@ def test_zoom_and_pan_move_every_frame_together(live_server, page, make_user, tm
     page.mouse.up()
     panned = transforms(page)
     assert len(set(panned)) == 1 and panned[0] != zoomed[0]
+    assert_source_follows(page, panned[0])
 
     # The wheel zooms at the pointer, in every frame alike.
     page.keyboard.press("r")
-    assert set(transforms(page)) == {"matrix(1, 0, 0, 1, 0, 0)"}
+    assert set(transforms(page, "")) == {"matrix(1, 0, 0, 1, 0, 0)"}
     box = page.locator(".ann-candidate .ann-view").nth(1).bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
     page.mouse.wheel(0, -400)
@@ -182,11 +200,13 @@ def test_holding_f_shows_the_source_in_every_candidate_frame(live_server, page, 
     page.keyboard.up("f")
     assert page.eval_on_selector_all(flicks, "imgs => imgs.map(i => getComputedStyle(i).opacity)") == ["0"] * 4
 
-    # The mask overlay on the source toggles with M.
-    veil = ".ann-source .ann-mask"
-    assert page.eval_on_selector(veil, "m => getComputedStyle(m).opacity") != "0"
+    # The mask on the source (a red veil and its outline, traced from the mask image) toggles with M.
+    veil = ".ann-source .ann-shape .ann-veil"
+    page.wait_for_selector(veil, state="attached")
+    assert page.eval_on_selector(veil, "m => getComputedStyle(m).display") != "none"
+    assert page.eval_on_selector(".ann-source .ann-shape", "m => m.getAttribute('aria-label')").startswith("Mask")
     page.keyboard.press("m")
-    assert page.eval_on_selector(veil, "m => getComputedStyle(m).opacity") == "0"
+    assert page.eval_on_selector(".ann-source .ann-shape", "m => getComputedStyle(m).display") == "none"
     page.keyboard.press("?")
     assert page.locator("#ann-help").is_visible()
     page.keyboard.press("Escape")

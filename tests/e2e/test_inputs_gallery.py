@@ -41,7 +41,7 @@ def test_admin_sees_the_demo_inputs_after_login(live_server, page, tmp_path):
 
     # Filtering by task swaps the grid in place (htmx) and keeps the URL shareable.
     page.select_option("select[name=task]", "object_removal")
-    page.wait_for_function("document.querySelectorAll('.card').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('.card').length === 2")
     assert "task=object_removal" in page.url
     page.check("#show-masks")
     assert "masks-on" in page.eval_on_selector("body", "b => b.className")

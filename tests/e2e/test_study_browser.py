@@ -70,7 +70,7 @@ def test_one_study_item_with_the_keyboard_only(live_server, page, make_user, tmp
     page.wait_for_function(f"() => {{ const t = document.querySelector('.ann-task[data-state=item]');"
                            f" return t && t.dataset.slot !== '{first}'; }}", timeout=10000)
     assert page.evaluate("window.__noReload") == "still the same page"
-    page.wait_for_function("document.getElementById('st-judged').textContent === '1'", timeout=5000)
+    page.wait_for_function("() => document.getElementById('st-judged').textContent === '1'", timeout=5000)
     assert page.eval_on_selector_all(".st-use-state", "items => items.map(i => i.textContent)") == ["to do", "to do"]
 
     judgment = wait_for(lambda: StudyJudgment.objects.filter(slot_id=first).first(), timeout=10, what="the judgment")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.test import RequestFactory
 from PIL import Image
 
 from inputs.models import Input, Task
@@ -24,7 +25,8 @@ def test_users_with_printed_passwords_and_inputs_for_every_task(tmp_path, settin
     logins = {line.split()[0]: line.split() for line in output.splitlines() if line.startswith("  ")}
     assert set(logins) == {"admin", "mlengineer", "annotator1", "annotator2"}
     for username, (_, password, role) in logins.items():
-        user = authenticate(username=username, password=password)
+        # As the login page asks (the login lockout needs the request).
+        user = authenticate(RequestFactory().post("/accounts/login/"), username=username, password=password)
         assert user is not None, username
         assert [r.slug for r in roles_of(user)] == [role]
     assert (tmp_path / "demo-logins.txt").read_text().count("\n") == 4

@@ -1,8 +1,9 @@
 /* The annotation workspace: the shared picker (picker.js) plus what only this page has: skipping,
  * synchronized zoom and pan, the help card, and a queue that keeps the next task ready so the
- * annotator never waits on the server. Judgments are posted in the background with a client-made
- * submission id (a retry stores nothing twice); a refused one brings its task back with the picks
- * kept. */
+ * annotator never waits on the server: it is fetched while the current one is judged, its images
+ * decoded and its mask traced before Enter, and Enter swaps it in at once. Judgments are posted in
+ * the background with a client-made submission id (a retry stores nothing twice); a refused one
+ * brings its task back with the picks kept. */
 (() => {
   "use strict";
 
@@ -47,16 +48,6 @@
       if (!this.judging) return;
       this.leaseMs = Number(el.dataset.leaseSeconds) * 1000;
       this.skipUrl = el.dataset.skipUrl;
-      this.images = [];
-    }
-
-    preload() {
-      // Warm the cache: the frames and the mask (a CSS mask image) show at once when swapped in.
-      const urls = new Set([...this.el.querySelectorAll("img")].map((img) => img.getAttribute("src")));
-      const mask = this.el.querySelector(".ann-mask");
-      const match = mask && /url\('([^']+)'\)/.exec(mask.getAttribute("style") || "");
-      if (match) urls.add(match[1]);
-      this.images = [...urls].map((url) => { const img = new Image(); img.src = url; return img; });
     }
 
     fresh() {
@@ -77,16 +68,11 @@
 
     submit() { submit(); }
 
-    layout() {
-      super.layout();
+    layout(measure = false) {
+      super.layout(measure);
       if (!this.judged()) return;
       clampZoom();
       applyZoom();
-    }
-
-    toggleMasks() {
-      super.toggleMasks();
-      this.flash(this.masksOn ? "Mask overlay on." : "Mask overlay off.", 1200);
     }
 
     pageKey(event) {
@@ -141,10 +127,7 @@
 
   async function fetchTask(after) {
     const el = await page.fetchFragment(after ? `${taskUrl}?after=${after}` : taskUrl);
-    if (!el) return null;
-    const task = new Task(el);
-    if (task.judging) task.preload();
-    return task;
+    return el ? new Task(el) : null;
   }
 
   function settled() {
@@ -160,7 +143,11 @@
       // The server resumes a lease it still holds for us before a new one, so ask only once the
       // answers in flight have closed their slots.
       await settled();
-      return fetchTask(lastSlot);
+      const task = await fetchTask(lastSlot);
+      // Queued only once it can be painted in the frame after Enter; with nothing on screen (the
+      // annotator is waiting) it is shown at once and finishes on screen.
+      if (task && task.judging && page.current !== null) await task.prepare();
+      return task;
     })();
     prefetching.then((task) => {
       prefetching = null;
@@ -210,6 +197,7 @@
     advance();
     sending.then((result) => {
       if (result.ok) {
+        task.forget();
         if (result.created) {
           const done = document.getElementById("ann-done");
           done.textContent = String(Number(done.textContent) + 1);
@@ -244,6 +232,7 @@
     skipArmedUntil = 0;
     page.flash("Skipped.", 1500);
     task.stopped();
+    task.forget();
     retired.add(task.slot);
     const sending = post(task.skipUrl, {});
     advance();
@@ -256,11 +245,12 @@
   // --- frames: zoom and pan, every frame together --------------------------------------------------
 
   function frameSize() {
-    const view = page.current && page.current.el.querySelector(".ann-view");
+    const view = page.current && page.current.el.querySelector(".ann-candidate .ann-view");
     return view ? { w: view.clientWidth, h: view.clientHeight } : { w: 1, h: 1 };
   }
 
   function clampZoom() {
+    if (zoom.scale <= 1) { Object.assign(zoom, { scale: 1, x: 0, y: 0 }); return; }  // nothing to read
     const { w, h } = frameSize();
     zoom.scale = Math.max(1, Math.min(MAX_SCALE, zoom.scale));
     zoom.x = Math.min(0, Math.max(w - w * zoom.scale, zoom.x));
@@ -270,7 +260,10 @@
   function applyZoom() {
     const task = page.judged();
     if (!task) return;
-    const transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
+    // In shares of the frame (a translate percentage is of the layer, which is the frame): the
+    // source in the side panel is smaller than the candidates and follows them all the same.
+    const { w, h } = zoom.x || zoom.y ? frameSize() : { w: 1, h: 1 };
+    const transform = `translate(${(100 * zoom.x) / w}%, ${(100 * zoom.y) / h}%) scale(${zoom.scale})`;
     task.el.querySelectorAll(".ann-layer").forEach((layer) => { layer.style.transform = transform; });
     task.el.classList.toggle("is-zoomed", zoom.scale > 1);
     task.el.classList.toggle("is-pixelated", zoom.scale >= 4);
@@ -299,11 +292,13 @@
     else zoomAt(Z_SCALE);
   }
 
+  // The pointer in a candidate frame's pixels, whichever frame it is over (the source's is smaller).
   function framePoint(event) {
     const view = event.target.closest && event.target.closest(".ann-view");
     if (!view) return null;
     const rect = view.getBoundingClientRect();
-    return { x: event.clientX - rect.left, y: event.clientY - rect.top };
+    const { w, h } = frameSize();
+    return { x: ((event.clientX - rect.left) * w) / rect.width, y: ((event.clientY - rect.top) * h) / rect.height };
   }
 
   let drag = null;

@@ -1,8 +1,10 @@
 /* What the annotation workspace (annotate.js) and the evaluation-study page (study.js) share: best
  * and worst per dimension on a set of numbered candidates, the keys and clicks that make those
- * picks, the frames' layout, and requests that outlast a flaky connection. Each page loads this
- * file first, then its own, which extends Candidates and JudgingPage: a key means the same on both
- * pages and a fix to the picker reaches both. Nothing runs here; it only defines window.Picker. */
+ * picks (kept in sessionStorage until submitted, so a reload loses none), the frames' layout, the
+ * mask drawn as a veil and an outline, and requests that outlast a flaky connection. Each page
+ * loads this file first, then its own, which extends Candidates and JudgingPage: a key means the
+ * same on both pages and a fix to the picker reaches both. Nothing runs here; it only defines
+ * window.Picker. */
 (() => {
   "use strict";
 
@@ -18,6 +20,117 @@
   }
 
   const complete = (p) => Boolean(p && (p.discarded || (Number.isInteger(p.best) && Number.isInteger(p.worst))));
+
+  // --- the mask as a shape: a veil on the source, an outline on any frame --------------------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+  const MASK_SIDE = 1024;  // larger masks are traced at this size: the outline is a line on the screen
+  const shapes = new Map();  // mask URL -> Promise of {width, height, d}, the last few
+
+  // The boundary between the mask (luminance >= 50 %) and the rest, as closed loops along pixel
+  // edges in an SVG path: each step keeps the mask on its right, so a loop around a hole runs the
+  // other way and "evenodd" fills exactly the mask. Straight runs are one H or V command each.
+  function outlinePath(inside, w, h) {
+    const W = w + 1;
+    const out = new Int32Array(W * (h + 1) * 2).fill(-1);  // the (up to two) steps leaving each corner
+    const step = (from, to) => { if (out[2 * from] < 0) out[2 * from] = to; else out[2 * from + 1] = to; };
+    for (let y = 0; y < h; y += 1) {
+      for (let x = 0; x < w; x += 1) {
+        const i = y * w + x;
+        if (!inside[i]) continue;
+        const tl = y * W + x;
+        if (y === 0 || !inside[i - w]) step(tl, tl + 1);
+        if (x === w - 1 || !inside[i + 1]) step(tl + 1, tl + 1 + W);
+        if (y === h - 1 || !inside[i + w]) step(tl + 1 + W, tl + W);
+        if (x === 0 || !inside[i - 1]) step(tl + W, tl);
+      }
+    }
+    const parts = [];
+    for (let k = 0; k < out.length; k += 1) {
+      if (out[k] < 0) continue;
+      const start = k >> 1;
+      let at = start;
+      let dx = 0;
+      let dy = 0;
+      parts.push(`M${start % W} ${Math.floor(start / W)}`);
+      do {
+        const slot = out[2 * at] >= 0 ? 2 * at : 2 * at + 1;
+        const next = out[slot];
+        out[slot] = -1;
+        const ndx = (next % W) - (at % W);
+        const ndy = Math.floor(next / W) - Math.floor(at / W);
+        if ((ndx !== dx || ndy !== dy) && (dx || dy)) parts.push(dx ? `H${at % W}` : `V${Math.floor(at / W)}`);
+        dx = ndx;
+        dy = ndy;
+        at = next;
+      } while (at !== start);
+      parts.push("Z");
+    }
+    return parts.join("");
+  }
+
+  async function traceMask(url) {
+    const image = new Image();
+    image.src = url;
+    await image.decode();
+    const scale = Math.min(1, MASK_SIDE / Math.max(image.naturalWidth, image.naturalHeight));
+    const w = Math.max(1, Math.round(image.naturalWidth * scale));
+    const h = Math.max(1, Math.round(image.naturalHeight * scale));
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(image, 0, 0, w, h);
+    const rgba = context.getImageData(0, 0, w, h).data;
+    const inside = new Uint8Array(w * h);
+    for (let i = 0; i < inside.length; i += 1) {
+      const o = 4 * i;
+      inside[i] = (rgba[o] + rgba[o + 1] + rgba[o + 2]) * rgba[o + 3] >= 3 * 128 * 255 ? 1 : 0;
+    }
+    return { width: w, height: h, d: outlinePath(inside, w, h) };
+  }
+
+  function maskShape(url) {
+    if (!shapes.has(url)) {
+      shapes.set(url, traceMask(url).catch(() => null));
+      if (shapes.size > 6) shapes.delete(shapes.keys().next().value);
+    }
+    return shapes.get(url);
+  }
+
+  function shapeLayer(shape, veil) {
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "ann-shape");
+    svg.setAttribute("viewBox", `0 0 ${shape.width} ${shape.height}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    if (veil) {
+      svg.setAttribute("role", "img");
+      svg.setAttribute("aria-label", "Mask: the area that was generated");
+    } else {
+      svg.setAttribute("aria-hidden", "true");
+    }
+    for (const name of veil ? ["ann-veil", "ann-line-dark", "ann-line-light"] : ["ann-line-dark", "ann-line-light"]) {
+      const path = document.createElementNS(SVG, "path");
+      path.setAttribute("class", name);
+      path.setAttribute("d", shape.d);
+      svg.append(path);
+    }
+    return svg;
+  }
+
+  // --- picks kept across a reload ------------------------------------------------------------------
+
+  const stored = {
+    get(key) {
+      try { return JSON.parse(sessionStorage.getItem(key) || "null"); } catch (err) { return null; }
+    },
+    set(key, value) {
+      try { sessionStorage.setItem(key, JSON.stringify(value)); } catch (err) { /* full or off: picks live in the page only */ }
+    },
+    remove(key) {
+      try { sessionStorage.removeItem(key); } catch (err) { /* off */ }
+    },
+  };
 
   // --- one fragment: the candidates of a slot and the picks made on them ---------------------------
 
@@ -43,6 +156,56 @@
       this.dims = [...el.querySelectorAll(".ann-dim")].map((li) => ({ slug: li.dataset.slug, name: li.dataset.name, li }));
       this.picks = {};
       this.dim = 0;
+      this.prepared = null;
+      // One key per slot (a lease: the same task for the same annotator), per page kind.
+      this.storageKey = `onereward:picks:${judgedState}:${this.slot}`;
+      this.saved = stored.get(this.storageKey);  // restored when first shown, once a page's own fields exist
+    }
+
+    // What a reload brings back; a page adds its own answers.
+    snapshot() {
+      return { picks: this.picks, dim: this.dim, elapsed: this.elapsed + (this.shownAt === null ? 0 : performance.now() - this.shownAt) };
+    }
+
+    restore(saved) {
+      const slugs = new Set(this.dims.map((d) => d.slug));
+      for (const [slug, p] of Object.entries(saved.picks || {})) {
+        if (!slugs.has(slug) || !p || typeof p !== "object") continue;
+        const ok = (v) => Number.isInteger(v) && v >= 0 && v < this.n;
+        this.picks[slug] = p.discarded ? { discarded: true }
+          : Object.fromEntries(["best", "worst"].filter((k) => ok(p[k])).map((k) => [k, p[k]]));
+      }
+      if (Number.isInteger(saved.dim) && saved.dim >= 0 && saved.dim < this.dims.length) this.dim = saved.dim;
+      if (Number.isFinite(saved.elapsed) && saved.elapsed > 0) this.elapsed = saved.elapsed;
+    }
+
+    restoreSaved() {
+      if (this.saved) this.restore(this.saved);
+      this.saved = null;
+    }
+
+    save() { if (this.judging) stored.set(this.storageKey, this.snapshot()); }
+
+    forget() { if (this.judging) stored.remove(this.storageKey); }
+
+    // Resolves once the frames can be painted at once: every image decoded, the mask traced and
+    // drawn into every frame. Runs once; a prefetched task runs it before it is shown.
+    prepare() {
+      if (!this.prepared) {
+        const images = [...this.el.querySelectorAll("img")].map((img) => img.decode().catch(() => null));
+        this.prepared = Promise.all([...images, this.drawMask()]).then(() => this);
+      }
+      return this.prepared;
+    }
+
+    async drawMask() {
+      const source = this.el.querySelector(".ann-source[data-mask]");
+      if (!source) return;
+      const shape = await maskShape(source.dataset.mask);
+      if (!shape || !shape.d) return;
+      for (const layer of this.el.querySelectorAll(".ann-layer")) {
+        if (!layer.querySelector(".ann-shape")) layer.append(shapeLayer(shape, Boolean(layer.closest(".ann-source"))));
+      }
     }
 
     missing() {
@@ -67,7 +230,7 @@
       return { submission_id: submissionId, dwell_ms: Math.round(this.elapsed), picks };
     }
 
-    changed() {}
+    changed() { this.save(); }
 
     arm(mode) {
       this.armed = this.armed === mode ? null : mode;
@@ -105,6 +268,7 @@
 
     move(step) {
       this.dim = Math.max(0, Math.min(this.dims.length - 1, this.dim + step));
+      this.save();
       this.render();
     }
 
@@ -183,6 +347,12 @@
     return el;
   }
 
+  // The frames' sizes (JudgingPage.layout), in CSS pixels: a caption under a frame, or beside it.
+  const CAPTION_HEIGHT = 30;
+  const CAPTION_WIDTH = 64;  // the caption column (58) and its gap (6)
+  const STAGE_PADDING = 6;
+  const NARROW = "(max-width: 700px)";  // the phone layout of annotate.css
+
   class JudgingPage {
     // `root` carries data-csrf; `workspace` holds the fragment on screen; `noun` names what the
     // fragments show ("task", "item") in the page's messages.
@@ -194,6 +364,7 @@
       this.csrfToken = root.dataset.csrf;
       this.current = null;  // the Candidates on screen, or an empty or paused view; null while loading
       this.masksOn = true;
+      this.outlinesOn = stored.get("onereward:outlines") === true;  // an annotator's habit: kept for the tab
       this.flashTimer = null;
     }
 
@@ -207,7 +378,7 @@
     ownDigit(number, task) { return false; }
     ownKey(code, task) { return false; }    // a key none of the shared ones is
     ownClick(button, task) { return false; }
-    get repeatable() { return ["ArrowUp", "ArrowDown", "Tab", "KeyF"]; }
+    get repeatable() { return ["ArrowUp", "ArrowDown", "KeyF"]; }
 
     // --- shared ----------------------------------------------------------------------------------
 
@@ -233,12 +404,16 @@
       }
       this.setFlick(false);
       task.armed = null;
+      if (task.judging) {
+        task.restoreSaved();
+        this.showToggles(task);
+        task.render();  // first: the line under the frames takes its height before the frames are sized
+      }
       if (task.el.parentNode !== this.workspace) this.workspace.replaceChildren(task.el);
       if (task.judging) {
         task.started();
-        task.el.classList.toggle("masks-off", !this.masksOn);
-        task.render();  // first: the line under the frames takes its height before the frames are sized
         this.layout();
+        task.prepare();  // at once for a prefetched task (done already); the first one's mask is drawn when traced
       } else if (window.htmx) {
         htmx.process(task.el);  // its polling for new work starts
       }
@@ -295,29 +470,55 @@
       }
     }
 
-    layout() {
+    // The candidates only, as large as the stage allows: every column count is tried with the
+    // caption under the frames and beside them, and the largest frame wins. The source is in the
+    // side panel (and in every frame while F is held). A phone stacks the frames at full width.
+    // The next task of the same shape in the same window reuses the sizes (no layout to read while
+    // Enter swaps it in); they are measured again once it is on screen.
+    layout(measure = false) {
       const task = this.judged();
       if (!task) return;
-      const stage = task.el.querySelector(".ann-stage");
       const grid = task.el.querySelector(".ann-grid");
-      const top = stage.getBoundingClientRect().top;
-      task.el.style.height = `${Math.max(240, window.innerHeight - top - 12)}px`;
-      const gap = parseFloat(getComputedStyle(grid).columnGap) || 8;
-      const caption = 30;
-      const width = stage.clientWidth - 16;
-      const height = stage.clientHeight - 16;
-      const count = task.n + 1;
-      let best = { cols: 1, tile: 0 };
-      for (let cols = 1; cols <= count; cols += 1) {
-        const rows = Math.ceil(count / cols);
-        const byWidth = (width - gap * (cols - 1)) / cols;
-        const byHeight = ((height - gap * (rows - 1)) / rows - caption) * task.aspect;
-        const tile = Math.floor(Math.min(byWidth, byHeight));
-        if (tile > best.tile) best = { cols, tile };
+      task.el.style.setProperty("--aspect", task.aspect);
+      if (window.matchMedia(NARROW).matches) {
+        task.el.style.height = "";
+        grid.classList.remove("is-captions-beside");
+        this.sized = null;
+        return;
       }
-      grid.style.setProperty("--cols", best.cols);
-      grid.style.setProperty("--tile", `${Math.max(best.tile, 60)}px`);
-      grid.style.setProperty("--aspect", task.aspect);
+      const key = `${window.innerWidth}x${window.innerHeight} ${task.n} ${task.aspect}`;
+      if (!measure && this.sized && this.sized.key === key) {
+        this.applySizes(task, this.sized);
+        clearTimeout(this.remeasure);
+        this.remeasure = setTimeout(() => { if (this.judged() === task) this.layout(true); }, 50);
+        return;
+      }
+      const stage = task.el.querySelector(".ann-stage");
+      const top = task.el.getBoundingClientRect().top + window.scrollY;
+      task.el.style.height = `${Math.max(240, window.innerHeight - top - 8)}px`;
+      const gap = parseFloat(getComputedStyle(grid).columnGap) || 8;
+      const width = stage.clientWidth - 2 * STAGE_PADDING;
+      const height = stage.clientHeight - 2 * STAGE_PADDING;
+      let best = { cols: 1, tile: 0, beside: false };
+      for (const beside of [false, true]) {
+        for (let cols = 1; cols <= task.n; cols += 1) {
+          const rows = Math.ceil(task.n / cols);
+          const byWidth = (width - gap * (cols - 1)) / cols - (beside ? CAPTION_WIDTH : 0);
+          const byHeight = ((height - gap * (rows - 1)) / rows - (beside ? 0 : CAPTION_HEIGHT)) * task.aspect;
+          const tile = Math.floor(Math.min(byWidth, byHeight));
+          if (tile > best.tile) best = { cols, tile, beside };
+        }
+      }
+      this.sized = { key, height: task.el.style.height, ...best };
+      this.applySizes(task, this.sized);
+    }
+
+    applySizes(task, sized) {
+      const grid = task.el.querySelector(".ann-grid");
+      task.el.style.height = sized.height;
+      grid.style.setProperty("--cols", sized.cols);
+      grid.style.setProperty("--tile", `${Math.max(sized.tile, 60)}px`);
+      grid.classList.toggle("is-captions-beside", sized.beside);
     }
 
     setFlick(on) {
@@ -325,10 +526,28 @@
       if (task) task.el.classList.toggle("is-flicking", on);
     }
 
+    showToggles(task) {
+      task.el.classList.toggle("masks-off", !this.masksOn);
+      task.el.classList.toggle("outlines-on", this.outlinesOn);
+      const pressed = { masks: this.masksOn, outlines: this.outlinesOn };
+      task.el.querySelectorAll(".ann-toggles [data-action]").forEach((button) => {
+        button.setAttribute("aria-pressed", String(pressed[button.dataset.action]));
+      });
+    }
+
     toggleMasks() {
       this.masksOn = !this.masksOn;
       const task = this.judged();
-      if (task) task.el.classList.toggle("masks-off", !this.masksOn);
+      if (task) this.showToggles(task);
+      this.flash(this.masksOn ? "Mask on the source." : "Mask off.", 1200);
+    }
+
+    toggleOutlines() {
+      this.outlinesOn = !this.outlinesOn;
+      stored.set("onereward:outlines", this.outlinesOn);
+      const task = this.judged();
+      if (task) this.showToggles(task);
+      this.flash(this.outlinesOn ? "Mask outline on every candidate." : "Mask outline on the source only.", 1200);
     }
 
     noSuchCandidate(task) {
@@ -338,7 +557,12 @@
 
     keydown(event) {
       if (event.ctrlKey || event.metaKey || event.altKey) return;
-      if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable]")) return;
+      const target = event.target;
+      if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+      // Tab moves the focus (the browser's own); Enter and Space press the button or follow the
+      // link in focus. Every other key is the page's, wherever the focus is.
+      if (event.key === "Tab") return;
+      if ((event.key === "Enter" || event.key === " ") && target.closest && target.closest("a[href], button")) return;
       if (this.pageKey(event)) return;
       if (event.key === "Escape") {
         this.escape();
@@ -367,11 +591,11 @@
       switch (code) {
         case "KeyN": handled(); task.discard(); break;
         case "KeyW": handled(); task.arm("worst"); break;
-        case "Tab": handled(); task.move(event.shiftKey ? -1 : 1); break;
         case "ArrowDown": handled(); task.move(1); break;
         case "ArrowUp": handled(); task.move(-1); break;
         case "Enter": case "NumpadEnter": handled(); this.submit(); break;
         case "KeyM": handled(); this.toggleMasks(); break;
+        case "KeyO": handled(); this.toggleOutlines(); break;
         case "KeyF": handled(); if (!event.repeat) this.setFlick(true); break;
         default: if (this.ownKey(code, task)) handled(); break;
       }
@@ -382,10 +606,15 @@
       const button = event.target.closest("button");
       if (!button) {
         const li = event.target.closest(".ann-dim");
-        if (li && task) { task.dim = task.dims.findIndex((d) => d.li === li); task.render(); }
+        if (li && task && task.el.contains(li)) { task.dim = task.dims.findIndex((d) => d.li === li); task.save(); task.render(); }
         return;
       }
-      button.blur();  // Enter and Space stay the page's keys
+      if (!button.closest(".ann-page, .ann-bar")) return;  // the top bar's own buttons (Log out)
+      // A click with the pointer leaves no focus behind, so that Enter stays "submit"; a button
+      // pressed from the keyboard (detail 0) keeps it, so that Tab goes on from there.
+      if (event.detail > 0) button.blur();
+      if (button.dataset.action === "masks") { this.toggleMasks(); return; }
+      if (button.dataset.action === "outlines") { this.toggleOutlines(); return; }
       if (this.ownClick(button, task)) return;
       if (!task || this.busy()) return;
       if (button.dataset.pick) task.choose(button.dataset.pick, Number(button.dataset.position));
@@ -398,7 +627,7 @@
       document.addEventListener("keyup", (event) => { if (event.code === "KeyF") this.setFlick(false); });
       window.addEventListener("blur", () => this.setFlick(false));
       window.addEventListener("resize", () => this.layout());
-      this.root.addEventListener("click", (event) => this.click(event));
+      document.addEventListener("click", (event) => this.click(event));
       // The empty and paused views poll with htmx; what they bring in is the page's to show.
       if (window.htmx) {
         htmx.onLoad((el) => {

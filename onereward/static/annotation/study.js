@@ -42,7 +42,19 @@
       return { ...super.payload(this.submissionId), usable: [...this.usable] };
     }
 
-    changed() { this.submissionId = null; }  // a new answer gets a new id; a retry keeps the old one
+    changed() {
+      this.submissionId = null;  // a new answer gets a new id; a retry keeps the old one
+      super.changed();
+    }
+
+    snapshot() { return { ...super.snapshot(), usable: this.usable }; }
+
+    restore(saved) {
+      super.restore(saved);
+      if (Array.isArray(saved.usable) && saved.usable.length === this.n) {
+        this.usable = saved.usable.map((v) => (v === true || v === false ? v : null));
+      }
+    }
 
     toggleUsable(position, value) {
       if (!(position >= 0 && position < this.n)) return;
@@ -124,6 +136,7 @@
       page.flash("The answer was refused: see the reason on the right.", 6000);
       return;
     }
+    item.forget();
     if (result.created) {
       const judged = document.getElementById("st-judged");
       judged.textContent = String(Number(judged.textContent) + 1);
