@@ -49,7 +49,10 @@ def annotator_json(view):
 def after_slot(request) -> int | None:
     """The `after` parameter: the slot on screen, which the next fragment must not show again."""
     value = request.GET.get("after", "")
-    return int(value) if value.isdigit() else None
+    # ASCII digits only ("²".isdigit() is true and int() refuses it), within the id column's range.
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > 2**31 - 1:
+        return None
+    return int(value)
 
 
 def candidates_context(slot, item) -> dict:

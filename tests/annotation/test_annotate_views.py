@@ -198,6 +198,10 @@ def test_the_fragment_after_the_current_task_is_the_next_one(client, annotator):
     assert f'data-slot="{first.pk}"' in client.get("/annotate/task/").content.decode()
     assert f'data-slot="{second.pk}"' in client.get(f"/annotate/task/?after={first.pk}").content.decode()
     assert f'data-slot="{first.pk}"' in client.get(f"/annotate/task/?after={second.pk}").content.decode()
+    # A mangled `after` is no slot: the page answers as without one, never a server error.
+    for mangled in ("²", "-1", "9" * 30, "1e3"):
+        response = client.get("/annotate/task/", {"after": mangled})
+        assert response.status_code == 200 and f'data-slot="{first.pk}"' in response.content.decode()
 
 
 @pytest.mark.django_db
