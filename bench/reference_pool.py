@@ -16,28 +16,18 @@ off). Prints figures and ratios against K = 0; never judges them.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def quiet() -> None:
-    logging.disable(logging.WARNING)
-    warnings.filterwarnings("ignore")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
+from rl_step import quiet  # noqa: E402
 
 
 def conditions(directory: Path, count: int, size: int) -> Path:

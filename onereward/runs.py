@@ -34,7 +34,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -43,6 +43,7 @@ from mlcore.rundir import RunDirectory
 from onereward.bounds import SEED_RANGE
 from onereward.jobs import BackgroundJob, JobStatus, follow, progress_response
 from onereward.permissions import ModelPermissionsWithView
+from onereward.started_jobs import StartedJobAdmin, StartedJobViewSet
 
 POLL_SECONDS = 2.0
 LOG_TAIL = 4000
@@ -431,38 +432,15 @@ class RunTraining:
 # --- the admin -----------------------------------------------------------------------------------
 
 
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(StartedJobAdmin):
     """Start a run (`add_form`, on the admin's own add page), watch it (a progress fragment that
     refreshes itself), cancel or resume it. Runs are never edited: the change page shows them."""
 
-    add_form = None
     add_title = ""
     list_filter = ["status"]
     actions = ["cancel_runs", "resume_runs"]
     change_form_template = "admin/runs/change_form.html"
     progress_template = "admin/runs/progress.html"
-
-    def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
-
-    def get_fields(self, request, obj=None):
-        return list(self.add_form._meta.fields) if obj is None else super().get_fields(request, obj)
-
-    def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else super().get_readonly_fields(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        # Runs are started, watched, cancelled and resumed; never edited.
-        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-        if not change:
-            obj.enqueue()  # sent on commit, once the admin has also saved the many-to-many fields
 
     def response_add(self, request, obj, post_url_continue=None):
         self.message_user(request, f"{obj} is queued on the GPU workers.", messages.SUCCESS)
@@ -598,22 +576,10 @@ class RunPermission(ModelPermissionsWithView):
 
     action_perms = {action: ["%(app_label)s.add_%(model_name)s"] for action in ("cancel", "resume")}
 
-class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class TrainingRunViewSet(StartedJobViewSet):
     """POST starts a run on the GPU workers (202); GET one to follow it; cancel and resume it."""
 
     permission_classes = [RunPermission]
-
-    def create(self, request, *args, **kwargs):
-        response = super().create(request, *args, **kwargs)
-        response.status_code = status.HTTP_202_ACCEPTED
-        return response
-
-    @extend_schema(request=None)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        run = self.get_object()
-        run.cancel()
-        return Response(self.get_serializer(run).data)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from onereward.charts import line_chart
 from onereward.jobs import progress_response
 from onereward.runs import TrainingRunAdmin
+from onereward.started_jobs import StartedJobAdmin
 
 from .ablation import tables
 from .bias_audit import group_plot, setting_plot, version_audit
@@ -212,7 +213,7 @@ class ReannotationRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(JudgeAblation)
-class JudgeAblationAdmin(admin.ModelAdmin):
+class JudgeAblationAdmin(StartedJobAdmin):
     """Start an ablation (the add form: versions and variants), watch it, read its side-by-side
     tables. Ablations are never edited: the change page shows them."""
 
@@ -227,26 +228,8 @@ class JudgeAblationAdmin(admin.ModelAdmin):
     change_form_template = "admin/rewardmodel/judgeablation/change_form.html"
     progress_template = "admin/rewardmodel/judgeablation/_progress.html"
 
-    def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
-
-    def get_fields(self, request, obj=None):
-        return list(self.add_form.field_order) if obj is None else super().get_fields(request, obj)
-
-    def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else super().get_readonly_fields(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-        if not change:
-            obj.enqueue()  # sent on commit, once the admin has also saved the versions
+    def add_fields(self) -> list[str]:
+        return list(self.add_form.field_order)
 
     def response_add(self, request, obj, post_url_continue=None):
         self.message_user(request, f"{obj} is queued on the GPU workers.", messages.SUCCESS)

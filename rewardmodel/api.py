@@ -2,12 +2,13 @@
 candidate sets back to annotation."""
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from onereward.permissions import ModelPermissionsWithView
 from onereward.runs import TrainingRunViewSet
+from onereward.started_jobs import StartedJobViewSet
 
 from .bias_audit import version_audit
 from .core.bias_audit import DEFAULT_THRESHOLD
@@ -72,25 +73,13 @@ class AblationPermission(ModelPermissionsWithView):
     action_perms = {"cancel": ["rewardmodel.add_judgeablation"]}
 
 
-class JudgeAblationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class JudgeAblationViewSet(StartedJobViewSet):
     """Judge ablations. POST starts one on the GPU workers (202); GET one for its progress and, once
     done, its side-by-side results; POST …/cancel/ stops it."""
 
     queryset = JudgeAblation.objects.select_related("dataset").prefetch_related("versions")
     serializer_class = JudgeAblationSerializer
     permission_classes = [AblationPermission]
-
-    def create(self, request, *args, **kwargs):
-        response = super().create(request, *args, **kwargs)
-        response.status_code = status.HTTP_202_ACCEPTED
-        return response
-
-    @extend_schema(request=None)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        ablation = self.get_object()
-        ablation.cancel()
-        return Response(self.get_serializer(ablation).data)
 
 
 routes = [
