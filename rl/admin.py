@@ -1,6 +1,7 @@
 """Admin for RL: start a run, watch it (step, loss, reward curves per task x dimension, ETA),
 cancel or resume it; a checkpoint's page links its generator, shows the judge's win rates against
-the base and starts a human study against the base in one click."""
+the base, starts a human study against the base in one click, and prepares and downloads the
+policy as a LoRA file or a merged transformer (rl/exports.py)."""
 from collections import defaultdict
 
 from django.contrib import admin, messages
@@ -11,11 +12,13 @@ from django.utils.html import format_html, format_html_join
 
 from inputs.models import Input
 from onereward.charts import line_chart
+from onereward.jobs import JobStatus
 from onereward.runs import TrainingRunAdmin
 
 from .execution import start_human_study
+from .exports import download_response, export_states, request_export
 from .forms import RUN_FIELDS, HumanStudyForm, RLRunForm
-from .models import PolicyCheckpoint, RLRun
+from .models import ExportFormat, PolicyCheckpoint, RLRun
 from .reward_hacking import alarm
 
 
@@ -154,6 +157,9 @@ class PolicyCheckpointAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         return [path("<int:pk>/human-study/", view(self.human_study_view), name="rl_policycheckpoint_human_study"),
+                path("<int:pk>/export/", view(self.export_view), name="rl_policycheckpoint_export"),
+                path("<int:pk>/export/<str:format>/download/", view(self.download_view),
+                     name="rl_policycheckpoint_download"),
                 *super().get_urls()]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -167,8 +173,39 @@ class PolicyCheckpointAdmin(admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "study_form": HumanStudyForm(initial=initial),
                          "can_start_study": request.user.has_perm("evaluation.add_study")
                          and request.user.has_perm("generation.add_generationbatch")
-                         and not checkpoint.study_batches.exists()}
+                         and not checkpoint.study_batches.exists(),
+                         "exports": self.export_rows(checkpoint),
+                         "can_export": request.user.has_perm("rl.add_policyexport")}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def export_rows(self, checkpoint) -> list[dict]:
+        states = export_states(checkpoint)
+        return [{"format": format, "label": label, **states[format],
+                 "download_url": reverse("admin:rl_policycheckpoint_download", args=[checkpoint.pk, format])}
+                for format, label in ExportFormat.choices]
+
+    def export_view(self, request, pk):
+        checkpoint = get_object_or_404(PolicyCheckpoint, pk=pk)
+        if request.method != "POST" or not request.user.has_perm("rl.add_policyexport"):
+            raise PermissionDenied
+        format = request.POST.get("format", "")
+        try:
+            export = request_export(checkpoint, format, user=request.user)
+        except ValidationError as exc:
+            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        else:
+            if export.status == JobStatus.DONE:
+                self.message_user(request, f"The {export.get_format_display()} is ready to download.", messages.INFO)
+            else:
+                self.message_user(request, f"The {export.get_format_display()} is being prepared on a GPU worker; "
+                                           f"reload this page to download it when it is done.", messages.SUCCESS)
+        return redirect("admin:rl_policycheckpoint_change", checkpoint.pk)
+
+    def download_view(self, request, pk, format):
+        checkpoint = get_object_or_404(PolicyCheckpoint, pk=pk)
+        if not self.has_view_permission(request, checkpoint):
+            raise PermissionDenied
+        return download_response(checkpoint, format)
 
     def human_study_view(self, request, pk):
         checkpoint = get_object_or_404(PolicyCheckpoint, pk=pk)

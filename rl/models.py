@@ -8,8 +8,10 @@ reward model version -> dataset version -> judgments.
 """
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from onereward.jobs import BackgroundJob
 from onereward.runs import TrainingRun, config_default, thin
 
 from .core.config import OneRewardConfig
@@ -139,3 +141,51 @@ class PolicyCheckpoint(models.Model):
 
     def __str__(self):
         return self.generator.name
+
+    @property
+    def is_full_fine_tune(self) -> bool:
+        """The policy is its own transformer (no LoRA in its generator's settings)."""
+        return not (self.generator.settings or {}).get("loras")
+
+    def export_problem(self, format: str) -> str | None:
+        """Why this checkpoint cannot be exported as `format` (None when it can)."""
+        if format not in ExportFormat.values:
+            return f"unknown export format {format!r}; expected one of {', '.join(ExportFormat.values)}"
+        if format == ExportFormat.LORA and self.is_full_fine_tune:
+            return (f"{self} is a full fine-tune (its own transformer, no LoRA); export it as the merged transformer "
+                    f"instead")
+        return None
+
+
+class ExportFormat(models.TextChoices):
+    LORA = "lora", "LoRA file (.safetensors, diffusers and ComfyUI)"
+    MERGED = "merged", "Merged transformer (.safetensors)"
+
+
+class PolicyExport(BackgroundJob):
+    """A checkpoint's policy written as a designer's file (rl/core/export.py), kept in storage for
+    download; one per checkpoint and format, made again on request."""
+
+    task_name = "rl.export_policy"
+
+    checkpoint = models.ForeignKey(PolicyCheckpoint, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    file = models.FileField(max_length=300, blank=True, help_text="The exported file in storage.")
+    size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
+    details = models.JSONField(default=dict, blank=True,
+                               help_text="What the export wrote: modules, rank, dtype, what a LoRA applies to.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["checkpoint", "format"], name="rl_one_export_per_format")]
+
+    def __str__(self):
+        return f"{self.checkpoint} ({self.get_format_display()})"
+
+    def clean(self):
+        problem = self.checkpoint.export_problem(self.format) if self.checkpoint_id else None
+        if problem:
+            raise ValidationError({"format": ValidationError(problem, code="format")})
+
+
+# Collection rounds and their schedules (rl/rounds.py), registered with the app's models here.
+from .rounds import CollectionRound, CollectionSchedule, CollectionSet  # noqa: E402, F401

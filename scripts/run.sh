@@ -14,7 +14,10 @@ logins=$($PY -c 'import django, os; os.environ.setdefault("DJANGO_SETTINGS_MODUL
 # Safe to re-run: users keep their passwords, inputs and the demo models are made only when missing.
 $PY manage.py seed_demo
 
-$PY -m celery -A onereward worker -Q default,gpu --concurrency 1 --loglevel INFO &
+# --beat: the same process sends the collection schedules' tick every minute (a deployment runs
+# `celery -A onereward beat` apart).
+mkdir -p var
+$PY -m celery -A onereward worker -Q default,gpu --concurrency 1 --loglevel INFO --beat --schedule var/celerybeat-schedule &
 worker=$!
 trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
 
