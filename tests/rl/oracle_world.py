@@ -25,7 +25,7 @@ DIMENSIONS = {"image_fill": ["consistency", "aesthetics"], "object_removal": ["r
 LOOP = {
     "train_inputs": 120, "held_out_inputs": 16, "candidates": 4, "sampling_steps": 4, "vae_steps": 300,
     # The reward model: the demo judge, full fine-tuning as the runs' defaults, on best/worst-all pairs.
-    "judge": {"learning_rate": 2e-3, "batch_size": 16, "max_steps": 200, "warmup_steps": 10},
+    "judge": {"learning_rate": 2e-3, "batch_size": 16, "max_steps": 300, "warmup_steps": 10},
     # RL: LoRA rank 4, lr 3e-2 (the tiny random model needs far more than the paper's 1e-5), the
     # rollout of the candidates (4 steps, FLUX Fill's usual guidance, no true CFG).
     "rl": {"learning_rate": 3e-2, "batch_size": 4, "max_steps": 60, "lora_rank": 4, "ema_decay": 0.99,

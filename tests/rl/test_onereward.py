@@ -459,5 +459,8 @@ def test_two_processes_make_the_steps_of_one(world, tmp_path):
     from safetensors.torch import load_file
 
     weights = [load_file(outputs[p] / "policy" / "pytorch_lora_weights.safetensors") for p in (1, 2)]
+    # AdamW divides each update by the root of the squared gradients' average: where a gradient is
+    # near zero, float-order differences of 1e-9 in it move the update by up to 1e-5 of the weight
+    # (seen on one CI run); a gradient not summed over the processes would move it by about lr (1e-2).
     for name in weights[0]:
-        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-4, atol=1e-4)
