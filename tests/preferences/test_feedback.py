@@ -12,9 +12,10 @@ from rest_framework.test import APIClient
 
 from preferences.models import FeedbackEvent
 from rewardmodel.models import RewardModelRun
-from tests.annotation.world import make_tasks
-from tests.conftest import photo, png_bytes
+from tests.annotation.world import make_inputs, make_tasks
+from tests.conftest import photo, png_bytes, stored_files
 from tests.preferences.test_preference_export import built, rows_of
+from tests.s3_server import bucket_bytes, bucket_keys, s3_endpoint, s3_settings  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 FILL_DIMS = {"text_alignment", "consistency", "structure", "aesthetics"}
@@ -144,3 +145,36 @@ def test_a_dataset_includes_weak_pairs_only_when_asked_weighted_and_marked(make_
     assert run.training_config()["weighted_loss"] is False
     response = api.get(f"/api/preference-datasets/{version.pk}/").json()
     assert response["weak_pairs"] == len(weak) and response["implicit_weight"] == 0.3
+
+
+# --- on S3 ----------------------------------------------------------------------------------------
+
+
+def test_outside_images_go_to_s3_are_read_back_from_it_and_a_refused_import_leaves_none(s3_settings, make_user):
+    item = make_inputs(1)[0]
+    api = api_for(make_user)
+    kept, dropped = png_bytes(photo(32, 32, seed=7)), png_bytes(photo(32, 32, seed=8))
+    rows = [event(1, "published", input=item.pk, image=base64.b64encode(kept).decode()),
+            event(2, "discarded", input=item.pk, image=base64.b64encode(dropped).decode())]
+    response = api.post("/api/feedback-events/", {"events": rows}, format="json")
+    assert response.status_code == 201, response.content
+    names = {e.external_id: e.image for e in FeedbackEvent.objects.all()}
+    assert bucket_keys(s3_settings, "feedback/") == sorted(names.values())
+    assert bucket_bytes(s3_settings, names["e1"]) == kept and bucket_bytes(s3_settings, names["e2"]) == dropped
+    assert stored_files() == []  # nothing on the local disk
+
+    # A refused import removes the outside images it had written before the rows failed.
+    before = bucket_keys(s3_settings)
+    bad = [event(3, "accepted", input=item.pk, image=base64.b64encode(png_bytes(photo(32, 32, seed=9))).decode()),
+           event(3, "discarded", input=item.pk, image=base64.b64encode(png_bytes(photo(32, 32, seed=10))).decode())]
+    assert api.post("/api/feedback-events/", {"events": bad}, format="json").status_code == 400
+    assert bucket_keys(s3_settings) == before
+
+    # A dataset version embeds them, read back from the bucket: the published one beats the discarded.
+    version = built("weak", implicit_feedback=True, embed_images=True, train_fraction=1.0, validation_fraction=0.0,
+                    test_fraction=0.0)
+    weak = rows_of(version, "train")
+    assert len(weak) == len(FILL_DIMS)
+    assert {(r["winner_image"]["bytes"], r["loser_image"]["bytes"]) for r in weak} == {(kept, dropped)}
+    assert any(key.startswith(f"{version.storage_prefix}/") for key in bucket_keys(s3_settings))
+    assert stored_files() == []

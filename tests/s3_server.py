@@ -1,0 +1,70 @@
+"""A real S3 server for tests (moto's standalone server speaking the protocol on localhost) and
+the settings that make it the default storage. Test modules that run a feature on S3 import the
+fixtures: `from tests.s3_server import s3_endpoint, s3_settings  # noqa: F401`."""
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+
+BUCKET = "onereward-media"
+LOCATION = "media"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the S3 test server did not start")
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_settings(settings, s3_endpoint):
+    """S3 as the default storage (an empty bucket); yields a boto3 client of the server."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket=BUCKET)
+    settings.AWS_STORAGE_BUCKET_NAME = BUCKET
+    settings.AWS_S3_ENDPOINT_URL = s3_endpoint
+    settings.AWS_S3_REGION_NAME = "us-east-1"
+    settings.AWS_ACCESS_KEY_ID = "test"
+    settings.AWS_SECRET_ACCESS_KEY = "test"
+    settings.AWS_DEFAULT_ACL = None
+    settings.AWS_LOCATION = LOCATION
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage"}}
+    yield client
+    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+def bucket_keys(client, prefix: str = "") -> list[str]:
+    """The keys under `prefix` (below the storage's location), sorted."""
+    found = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{LOCATION}/{prefix}").get("Contents", [])
+    return sorted(item["Key"][len(LOCATION) + 1:] for item in found)
+
+
+def bucket_bytes(client, name: str) -> bytes:
+    return client.get_object(Bucket=BUCKET, Key=f"{LOCATION}/{name}")["Body"].read()
