@@ -6,17 +6,17 @@ loser), p_reversed = P(Yes | loser, winner), both Yes/No-renormalised). Per pair
 - agreement with the annotators = (p_forward + 1 - p_reversed) / 2, in [0, 1];
 - certainty = |agreement - 0.5| * 2, in [0, 1].
 A candidate set takes the mean over its pairs; the `count` sets with the lowest agreement (or
-certainty) get `extra_judgments` more regular slots, so they come back into the annotation pool
-for annotators who have not judged them yet.
+certainty) get `extra_judgments` more regular slots (annotation.extra_judgments), so they come back
+into the annotation pool for annotators who have not judged them yet.
 """
 from collections import defaultdict
 
 import pyarrow.parquet as pq
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 
-from annotation.models import AnnotationTask, Slot
+from annotation.extra_judgments import ask_more_judgments
+from annotation.models import AnnotationTask
 
 from .models import ReannotationRequest, RewardModelVersion
 
@@ -51,7 +51,5 @@ def send_back(version: RewardModelVersion, *, reason: str, count: int, extra_jud
         request = ReannotationRequest.objects.create(version=version, reason=reason,
                                                      extra_judgments=extra_judgments, created_by=user)
         request.tasks.set(tasks)
-        Slot.objects.bulk_create([Slot(task=task) for task in tasks for _ in range(extra_judgments)])
-        AnnotationTask.objects.filter(pk__in=[task.pk for task in tasks]).update(
-            required_judgments=F("required_judgments") + extra_judgments)
+        ask_more_judgments(tasks, extra_judgments)
     return request

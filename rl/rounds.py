@@ -35,7 +35,8 @@ from django.utils import timezone
 from PIL import Image
 
 from annotation.assignment import create_annotation_task
-from annotation.models import AnnotationTask, DimensionPick, Slot
+from annotation.extra_judgments import ask_more_judgments
+from annotation.models import AnnotationTask, DimensionPick
 from generation.models import CandidateSet, GenerationBatch, Generator, SetStatus
 from inputs.models import Input
 from onereward.jobs import BackgroundJob, JobStatus
@@ -396,56 +397,71 @@ def start_from_schedule(schedule: CollectionSchedule, *, user=None) -> Collectio
 def advance(round_id: int) -> None:
     """Once every batch of a generating round has finished: its generated sets join the round, and
     random opens their tasks at once, the judge-based strategies queue the scoring job. Safe to
-    call any number of times (the batch signal, the tick)."""
+    call any number of times (the batch signal, the tick).
+
+    A batch resumed after the round moved on (its failed sets retried, a cancelled batch queued
+    again) finishes again with sets the round has not seen: they are held like the first ones, and
+    join the round here: random ranks them after the sets it has and opens them (within the top K),
+    the judge-based strategies score them and rank every set again. Each set's task is opened once
+    (create_annotation_task is idempotent)."""
     with transaction.atomic():
         round_ = CollectionRound.objects.select_for_update().filter(pk=round_id).first()
-        if round_ is None or round_.stage != Stage.GENERATING or round_.is_finished:
+        if (round_ is None or round_.status == JobStatus.CANCELLED or round_.ranks_judged_sets
+                or round_.stage == Stage.SCORING):
             return
         batches = list(round_.batches.all())
         if not batches or any(not batch.is_finished for batch in batches):
             return
         generated = list(CandidateSet.objects.filter(batch__in=batches, status=SetStatus.DONE)
                          .values_list("pk", flat=True))
-        if not generated:
-            errors = "; ".join(f"{batch}: {batch.error_cause or batch.get_status_display().lower()}"
-                               for batch in batches)
-            round_.mark_failed(f"no candidate set was generated ({errors})")
+        known = set(round_.sets.values_list("candidate_set_id", flat=True))
+        new = [pk for pk in generated if pk not in known]
+        if not new:
+            if not generated and not round_.is_finished:
+                errors = "; ".join(f"{batch}: {batch.error_cause or batch.get_status_display().lower()}"
+                                   for batch in batches)
+                round_.mark_failed(f"no candidate set was generated ({errors})")
             return
-        CollectionSet.objects.bulk_create([CollectionSet(round=round_, candidate_set_id=pk) for pk in generated],
+        CollectionSet.objects.bulk_create([CollectionSet(round=round_, candidate_set_id=pk) for pk in new],
                                           ignore_conflicts=True)
         if round_.uses_judge:
-            CollectionRound.objects.filter(pk=round_.pk).update(stage=Stage.SCORING, progress_done=0,
-                                                                progress_total=len(generated))
+            scored = round_.sets.exclude(pair_scores=None).count()
+            CollectionRound.objects.filter(pk=round_.pk).update(
+                stage=Stage.SCORING, status=JobStatus.RUNNING, finished_at=None, error="", progress_done=scored,
+                progress_total=len(known) + len(new))
             round_.enqueue()
         else:
-            open_tasks(round_, strategies.order_sets(round_.strategy, generated, seed=round_.seed))
+            ranked_before = list(round_.sets.exclude(rank=None).order_by("rank").values_list("candidate_set_id",
+                                                                                             flat=True))
+            open_tasks(round_, ranked_before + strategies.order_sets(round_.strategy, new, seed=round_.seed))
 
 
 def open_tasks(round_: CollectionRound, ordered: list[int]) -> None:
     """Open tasks for the first K candidate sets of `ordered` (ids), in that order, record every
-    set's rank, and finish the round. Inside the caller's transaction, the round's row locked."""
+    set's rank, and finish the round. Inside the caller's transaction, the round's row locked. A
+    set that has its task already (a round given the sets of a resumed batch) keeps it."""
     rows = {row.candidate_set_id: row for row in round_.sets.select_related("candidate_set__batch")}
     chosen = ordered if round_.top_k is None else ordered[:round_.top_k]
     for position, set_id in enumerate(ordered, start=1):
         rows[set_id].rank = position
-    for set_id in chosen:
-        row = rows[set_id]
-        if round_.ranks_judged_sets:
-            row.task = AnnotationTask.objects.get(candidate_set_id=set_id)
-            Slot.objects.bulk_create([Slot(task=row.task) for _ in range(round_.annotation_overlap)])
-            AnnotationTask.objects.filter(pk=row.task.pk).update(
-                required_judgments=F("required_judgments") + round_.annotation_overlap)
-        else:
-            row.task = create_annotation_task(row.candidate_set)
+    if round_.ranks_judged_sets:
+        tasks = {task.candidate_set_id: task for task in AnnotationTask.objects.filter(candidate_set_id__in=chosen)}
+        ask_more_judgments([tasks[set_id] for set_id in chosen], round_.annotation_overlap)
+        for set_id in chosen:
+            rows[set_id].task = tasks[set_id]
+    else:
+        for set_id in chosen:
+            if rows[set_id].task_id is None:
+                rows[set_id].task = create_annotation_task(rows[set_id].candidate_set)
     CollectionSet.objects.bulk_update(rows.values(), ["rank", "task"])
 
     def mean(values):
         values = [value for value in values if value is not None]
         return sum(values) / len(values) if values else None
 
-    opened = set(chosen)
-    results = {"sets": len(rows), "ranked": len(ordered), "opened": len(chosen),
-               "mean_figure_opened": mean(rows[key].figure for key in chosen),
+    opened = {key for key, row in rows.items() if row.task_id is not None}
+    results = {"sets": len(rows), "ranked": len(ordered), "opened": len(opened),
+               "mean_figure_opened": mean(rows[key].figure for key in opened),
                "mean_figure_rest": mean(row.figure for key, row in rows.items() if key not in opened)}
     CollectionRound.objects.filter(pk=round_.pk).update(stage=Stage.OPENED)
     round_.finish(results=results)
@@ -590,9 +606,11 @@ def tick(now=None) -> list[CollectionRound]:
     now = now or timezone.now()
     due = CollectionSchedule.objects.filter(enabled=True, next_due_at__lte=now).values_list("pk", flat=True)
     started = [found for found in (start_due(pk, now) for pk in list(due)) if found is not None]
-    for pk in list(CollectionRound.objects.filter(stage=Stage.GENERATING, status__in=[JobStatus.QUEUED,
-                                                                                    JobStatus.RUNNING])
-                   .values_list("pk", flat=True)):
+    generating = Q(stage=Stage.GENERATING, status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+    # A round that moved on before one of its batches was resumed and finished again.
+    resumed = Q(status__in=[JobStatus.DONE, JobStatus.FAILED], batches__finished_at__gt=F("finished_at"))
+    for pk in list(CollectionRound.objects.filter(generating | resumed).exclude(stage=Stage.SCORING)
+                   .values_list("pk", flat=True).distinct()):
         advance(pk)
     return started
 
@@ -601,13 +619,16 @@ def tick(now=None) -> list[CollectionRound]:
 
 
 def holds_round_tasks(sender, batch, **kwargs) -> bool:
-    """A round's batch: its finished sets wait for the round to open them in its order."""
+    """A round's batch: its finished sets wait for the round to open them in its order, also those
+    of a batch resumed after the round opened its tasks (advance takes them when it finishes)."""
     return CollectionRound.objects.filter(batches=batch).exists()
 
 
 def advance_rounds_of(sender, batch, **kwargs) -> None:
-    """A batch finished: move its rounds on (an error is the round's, never the generation worker's)."""
-    for pk in CollectionRound.objects.filter(batches=batch, stage=Stage.GENERATING).values_list("pk", flat=True):
+    """A batch finished: move its rounds on (an error is the round's, never the generation worker's),
+    also a round that had moved on before the batch was resumed."""
+    for pk in CollectionRound.objects.filter(batches=batch).exclude(status=JobStatus.CANCELLED).values_list(
+            "pk", flat=True):
         try:
             advance(pk)
         except Exception as exc:  # noqa: BLE001 - recorded on the round

@@ -1,6 +1,6 @@
 """A real S3 server for tests (moto's standalone server speaking the protocol on localhost) and
-the settings that make it the default storage. Test modules that run a feature on S3 import the
-fixtures: `from tests.s3_server import s3_endpoint, s3_settings  # noqa: F401`."""
+the settings that make it the default storage. Test modules that run a feature on S3 load this
+module as a plugin, `pytest_plugins = ["tests.s3_server"]`, and take the `s3_settings` fixture."""
 import socket
 import subprocess
 import sys
@@ -40,9 +40,24 @@ def s3_endpoint():
     process.wait(timeout=10)
 
 
+class Bucket:
+    """The test bucket, as the tests read it: `client` (boto3), `name`, keys and bytes by storage name."""
+
+    def __init__(self, client):
+        self.client, self.name = client, BUCKET
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The storage names under `prefix` (keys below the storage's location), sorted."""
+        found = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{LOCATION}/{prefix}").get("Contents", [])
+        return sorted(item["Key"][len(LOCATION) + 1:] for item in found)
+
+    def read(self, name: str) -> bytes:
+        return self.client.get_object(Bucket=BUCKET, Key=f"{LOCATION}/{name}")["Body"].read()
+
+
 @pytest.fixture
 def s3_settings(settings, s3_endpoint):
-    """S3 as the default storage (an empty bucket); yields a boto3 client of the server."""
+    """S3 as the default storage (an empty bucket); yields the Bucket."""
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
     client.create_bucket(Bucket=BUCKET)
@@ -54,17 +69,7 @@ def s3_settings(settings, s3_endpoint):
     settings.AWS_DEFAULT_ACL = None
     settings.AWS_LOCATION = LOCATION
     settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage"}}
-    yield client
+    yield Bucket(client)
     for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=item["Key"])
     client.delete_bucket(Bucket=BUCKET)
-
-
-def bucket_keys(client, prefix: str = "") -> list[str]:
-    """The keys under `prefix` (below the storage's location), sorted."""
-    found = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{LOCATION}/{prefix}").get("Contents", [])
-    return sorted(item["Key"][len(LOCATION) + 1:] for item in found)
-
-
-def bucket_bytes(client, name: str) -> bytes:
-    return client.get_object(Bucket=BUCKET, Key=f"{LOCATION}/{name}")["Body"].read()

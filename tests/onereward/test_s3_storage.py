@@ -5,7 +5,8 @@ from django.core.files.storage import default_storage, storages
 
 from inputs.importing import InputSpec, import_inputs
 from tests.conftest import box_mask, photo, png_bytes, stored_files
-from tests.s3_server import BUCKET, s3_endpoint, s3_settings  # noqa: F401
+
+pytest_plugins = ["tests.s3_server"]  # the s3_settings fixture
 
 
 @pytest.mark.django_db
@@ -14,7 +15,7 @@ def test_inputs_are_stored_in_s3_and_served_from_it(s3_settings, client, make_us
     spec = InputSpec(entry="kite.png", task="image_fill", source=png_bytes(photo(seed=11)), source_name="kite.png",
                      mask=png_bytes(box_mask()), mask_name="kite_mask.png", prompt="a kite")
     created = import_inputs([spec])[0]
-    keys = sorted(o["Key"] for o in s3_settings.list_objects_v2(Bucket=BUCKET)["Contents"])
+    keys = sorted(o["Key"] for o in s3_settings.client.list_objects_v2(Bucket=s3_settings.name)["Contents"])
     assert keys == sorted(f"media/{getattr(created, f).name}" for f in ("source", "mask", "thumbnail"))
     assert stored_files() == []  # nothing on the local disk
 

@@ -15,7 +15,8 @@ from rewardmodel.models import RewardModelRun
 from tests.annotation.world import make_inputs, make_tasks
 from tests.conftest import photo, png_bytes, stored_files
 from tests.preferences.test_preference_export import built, rows_of
-from tests.s3_server import bucket_bytes, bucket_keys, s3_endpoint, s3_settings  # noqa: F401
+
+pytest_plugins = ["tests.s3_server"]  # the s3_settings fixture
 
 pytestmark = pytest.mark.django_db
 FILL_DIMS = {"text_alignment", "consistency", "structure", "aesthetics"}
@@ -159,16 +160,16 @@ def test_outside_images_go_to_s3_are_read_back_from_it_and_a_refused_import_leav
     response = api.post("/api/feedback-events/", {"events": rows}, format="json")
     assert response.status_code == 201, response.content
     names = {e.external_id: e.image for e in FeedbackEvent.objects.all()}
-    assert bucket_keys(s3_settings, "feedback/") == sorted(names.values())
-    assert bucket_bytes(s3_settings, names["e1"]) == kept and bucket_bytes(s3_settings, names["e2"]) == dropped
+    assert s3_settings.keys("feedback/") == sorted(names.values())
+    assert s3_settings.read(names["e1"]) == kept and s3_settings.read(names["e2"]) == dropped
     assert stored_files() == []  # nothing on the local disk
 
     # A refused import removes the outside images it had written before the rows failed.
-    before = bucket_keys(s3_settings)
+    before = s3_settings.keys()
     bad = [event(3, "accepted", input=item.pk, image=base64.b64encode(png_bytes(photo(32, 32, seed=9))).decode()),
            event(3, "discarded", input=item.pk, image=base64.b64encode(png_bytes(photo(32, 32, seed=10))).decode())]
     assert api.post("/api/feedback-events/", {"events": bad}, format="json").status_code == 400
-    assert bucket_keys(s3_settings) == before
+    assert s3_settings.keys() == before
 
     # A dataset version embeds them, read back from the bucket: the published one beats the discarded.
     version = built("weak", implicit_feedback=True, embed_images=True, train_fraction=1.0, validation_fraction=0.0,
@@ -176,5 +177,5 @@ def test_outside_images_go_to_s3_are_read_back_from_it_and_a_refused_import_leav
     weak = rows_of(version, "train")
     assert len(weak) == len(FILL_DIMS)
     assert {(r["winner_image"]["bytes"], r["loser_image"]["bytes"]) for r in weak} == {(kept, dropped)}
-    assert any(key.startswith(f"{version.storage_prefix}/") for key in bucket_keys(s3_settings))
+    assert any(key.startswith(f"{version.storage_prefix}/") for key in s3_settings.keys())
     assert stored_files() == []
