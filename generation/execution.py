@@ -19,7 +19,7 @@ from PIL import Image
 from inputs.core.images import encode_png, encode_thumbnail
 from onereward.jobs import JobStatus
 
-from .core.backends.base import GenerationRequest, generate_recorded, load_backend
+from .core.backends.base import GenerationRequest, backend_class, generate_recorded, load_backend
 from .events import candidate_set_finished
 from .models import Candidate, CandidateSet, Generator, SetStatus
 
@@ -31,7 +31,12 @@ _loaded: dict[str, object] = {}
 
 
 def _generator_key(generator: Generator) -> str:
-    payload = json.dumps({"backend": generator.backend, "settings": generator.settings}, sort_keys=True)
+    # A backend that loads other records too (a reranking generator: the generator it wraps, its
+    # judge) names what it reads of them, so that an edit of those loads it again.
+    backend = backend_class(generator.backend)
+    reads = backend.records_read(generator.settings) if hasattr(backend, "records_read") else None
+    payload = json.dumps({"backend": generator.backend, "settings": generator.settings, "reads": reads},
+                         sort_keys=True, default=str)
     return f"{generator.pk}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 

@@ -41,6 +41,21 @@ class RerankingBackend:
         return settings.as_dict()
 
     @classmethod
+    def records_read(cls, config: dict) -> dict:
+        """What loading reads besides the settings: the wrapped generator's backend and settings and
+        the judge's directory. A worker keeps a loaded generator while its key holds
+        (generation.execution), so an edit of the wrapped generator or of the version's judge
+        loads the reranker again."""
+        try:
+            settings = RerankSettings.from_dict(config)
+        except RerankConfigError:
+            return {}
+        wrapped = Generator.objects.filter(name=settings.generator).values("pk", "backend", "settings").first()
+        judge = settings.judge or RewardModelVersion.objects.filter(name=settings.reward_model).values_list(
+            "model_path", flat=True).first()
+        return {"generator": wrapped, "judge": judge}
+
+    @classmethod
     def from_config(cls, config: dict):
         """A core Reranker: the wrapped generator's backend and the judge loaded (weights and all)."""
         from .core.judge import Judge

@@ -252,3 +252,35 @@ def test_the_api_checks_reranking_settings_against_the_records(make_user, baseli
     # A reranking generator is not wrapped again: more candidates are the way to a stricter pick.
     response = post("Best of best", generator="Best of 4", judge=str(judge_dir))
     assert response.status_code == 400 and "reranks already" in str(response.json())
+
+
+# --- a worker's loaded reranker -----------------------------------------------------------------------
+
+
+def test_a_worker_loads_the_reranker_again_when_the_generator_it_wraps_or_its_judge_is_edited(baseline, judge_dir,
+                                                                                            tmp_path):
+    import shutil
+
+    from generation.core.backends.cpu_baseline import METHODS
+    from generation.execution import backend_for
+
+    version = registered_judge("judge-1", judge_dir)
+    generator = reranking("best of 2", generator="CPU baseline", candidates=2, reward_model="judge-1", device="cpu")
+    first = backend_for(generator)
+    assert first.generator.config.methods == METHODS and first.about["judge"] == str(judge_dir)
+    assert backend_for(Generator.objects.get(pk=generator.pk)) is first  # kept while nothing changes
+
+    baseline.settings = {"methods": ["patch"]}
+    baseline.full_clean()
+    baseline.save()
+    second = backend_for(Generator.objects.get(pk=generator.pk))
+    assert second is not first and second.generator.config.methods == ("patch",)
+    # What it paints now is the edited generator's: the patch fill for every inner seed.
+    req = request(seed=5)
+    expected = load_backend("cpu_baseline", {"methods": ["patch"]}).generate(second.inner_requests(req))
+    assert any(np.array_equal(np.asarray(second.generate([req])[0]), np.asarray(image)) for image in expected)
+
+    moved = shutil.copytree(judge_dir, tmp_path / "judge-moved")
+    RewardModelVersion.objects.filter(pk=version.pk).update(model_path=str(moved))
+    third = backend_for(Generator.objects.get(pk=generator.pk))
+    assert third is not second and third.about["judge"] == str(moved)
