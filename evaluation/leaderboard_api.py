@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inputs.models import Dimension, Task
+from onereward.bounds import SEED_RANGE
 
 from . import leaderboard as board
 from .models import StudyPick
@@ -22,7 +23,7 @@ class LeaderboardQuerySerializer(serializers.Serializer):
         "table when left out."))
     resamples = serializers.IntegerField(required=False, min_value=0, max_value=MAX_RESAMPLES,
                                          default=board.DEFAULT_RESAMPLES, help_text="Bootstrap resamples.")
-    seed = serializers.IntegerField(required=False, min_value=0, default=0, help_text="Seed of the bootstrap.")
+    seed = serializers.IntegerField(required=False, default=0, help_text="Seed of the bootstrap.", **SEED_RANGE)
 
     def validate_dimension(self, value):
         if value != board.ALL_DIMENSIONS and not Dimension.objects.filter(slug=value).exists():

@@ -5,6 +5,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from inputs.models import Tag, Task
+from onereward.bounds import SeedBounds
 
 from .core.sampling import DEFAULT_NEGATIVE_PROMPTS, Ranges
 from .models import MIN_CANDIDATES, GenerationBatch, Generator
@@ -20,7 +21,7 @@ def _ids(text: str) -> list[int]:
         raise ValidationError("input ids are whole numbers separated by commas or spaces") from None
 
 
-class BatchLaunchForm(forms.Form):
+class BatchLaunchForm(SeedBounds, forms.Form):
     name = forms.CharField(required=False, max_length=200)
     generator = forms.ModelChoiceField(queryset=Generator.objects.filter(active=True))
     task = forms.ModelChoiceField(queryset=Task.objects.all(), to_field_name="slug", required=False,

@@ -3,14 +3,17 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
+from onereward.bounds import SeedBounds
 from onereward.roles import ANNOTATOR
 
 from .export import create_dataset
 from .models import PreferenceDataset
 
 
-class PreferenceDatasetForm(forms.ModelForm):
+class PreferenceDatasetForm(SeedBounds, forms.ModelForm):
     """The options of a new dataset version; saving queues its build (admin)."""
+
+    seed_fields = ("split_seed",)
 
     formats = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple,

@@ -2,6 +2,7 @@
 (admin, API and command line): the run's rules live on the model, with the trainer's config."""
 from django import forms
 
+from onereward.bounds import SeedBounds
 from onereward.runs import start
 from preferences.models import PreferenceDataset
 
@@ -20,7 +21,7 @@ def start_run(*, user=None, **fields) -> RewardModelRun:
     return start(RewardModelRun, user=user, **fields)
 
 
-class RewardModelRunForm(forms.ModelForm):
+class RewardModelRunForm(SeedBounds, forms.ModelForm):
     """The model's rules, the trainer's config among them, run in its clean() (ModelForm's full_clean)."""
 
     class Meta:

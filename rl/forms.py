@@ -4,6 +4,7 @@ from django import forms
 from generation.demo import DEMO_RL_INITIAL, is_demo_generator
 from generation.models import Generator
 from inputs.models import Tag
+from onereward.bounds import SeedBounds
 from onereward.runs import start
 from rewardmodel.models import RewardModelVersion
 
@@ -19,7 +20,7 @@ def start_run(*, user=None, **fields) -> RLRun:
     return start(RLRun, user=user, **fields)
 
 
-class RLRunForm(forms.ModelForm):
+class RLRunForm(SeedBounds, forms.ModelForm):
     """The model's rules, the trainer's config among them, run in its clean() (ModelForm's full_clean)."""
 
     class Meta:

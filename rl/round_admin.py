@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from onereward.bounds import SeedBounds
 from onereward.jobs import progress_response
 from onereward.started_jobs import StartedJobAdmin
 
@@ -34,7 +35,7 @@ class RangesField:
         return self.cleaned_data.get("ranges") or {}  # an empty box is the defaults, as for a batch
 
 
-class CollectionRoundForm(RangesField, forms.ModelForm):
+class CollectionRoundForm(SeedBounds, RangesField, forms.ModelForm):
     """A round started from the admin: the rules are rl.rounds.plan_round's, as for the API, the
     command line and the schedules."""
 
@@ -54,7 +55,7 @@ class CollectionRoundForm(RangesField, forms.ModelForm):
         return cleaned
 
 
-class CollectionScheduleForm(RangesField, forms.ModelForm):
+class CollectionScheduleForm(SeedBounds, RangesField, forms.ModelForm):
     class Meta:
         model = CollectionSchedule
         fields = SCHEDULE_FIELDS

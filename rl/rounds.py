@@ -39,6 +39,7 @@ from annotation.extra_judgments import ask_more_judgments
 from annotation.models import AnnotationTask, DimensionPick
 from generation.models import CandidateSet, GenerationBatch, Generator, SetStatus
 from inputs.models import Input
+from onereward.bounds import seed_errors
 from onereward.jobs import BackgroundJob, JobStatus
 
 from .core import schedules, strategies
@@ -126,6 +127,8 @@ class RoundOptions(models.Model):
         for name in ("input_count", "top_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 refuse(name, "at least 1 (or empty for no limit)")
+        for message in seed_errors(self.seed):
+            refuse("seed", message)
         if not self.ranks_judged_sets:
             if self.include_base and self.generator_id and not hasattr(self.generator, "policy_checkpoint"):
                 refuse("include_base", f"{self.generator} is not a policy checkpoint's generator: it has no base")
