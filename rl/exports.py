@@ -1,7 +1,11 @@
 """A policy checkpoint as the files designers load (rl/core/export.py): its LoRA file or its merged
 transformer, made by a background job on a GPU worker (where the checkpoint's files are), kept in
 storage and downloaded from the checkpoint's admin page or the API; the `export_checkpoint` command
-writes them here, without the job."""
+writes them here, without the job.
+
+The job shows where it is on the row, as every job does: `details` holds the phase while it runs
+(writing the file on the worker, then storing it), and the progress counts the bytes stored, so a
+merged transformer of tens of GB going to S3 is followed to the end."""
 import shutil
 import tempfile
 import traceback
@@ -24,6 +28,10 @@ from .core.export import ExportError, export_policy
 from .models import ExportFormat, PolicyCheckpoint, PolicyExport, RLRun
 
 STORAGE_FOLDER = "rl/exports"
+WRITING = {ExportFormat.LORA: "writing the LoRA file", ExportFormat.MERGED: "merging the transformer"}
+STORING = "storing the file"
+# The row is updated each time this share more of the file is stored: 100 writes for any size.
+PROGRESS_STEP = 0.01
 
 
 def export_filename(checkpoint: PolicyCheckpoint, format: str) -> str:
@@ -56,10 +64,37 @@ def request_export(checkpoint: PolicyCheckpoint, format: str, user=None) -> Poli
                 return export
             PolicyExport.objects.filter(pk=export.pk).update(
                 status=JobStatus.QUEUED, error="", progress_done=0, started_at=None, finished_at=None, file="",
-                size=0, created_by=user or export.created_by)
+                size=0, details={}, created_by=user or export.created_by)
             export.refresh_from_db()
         export.enqueue()
     return export
+
+
+class _ReadCounter:
+    """A file read through, telling `on_read(position)` after each read (uploads read in chunks)."""
+
+    def __init__(self, handle, on_read):
+        self._handle, self._on_read = handle, on_read
+
+    def read(self, size=-1):
+        data = self._handle.read(size)
+        self._on_read(self._handle.tell())
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+def _storing_progress(export: PolicyExport, size: int):
+    """on_read for _ReadCounter: the bytes stored so far onto the row, every PROGRESS_STEP of the file."""
+    step, last = max(1, int(size * PROGRESS_STEP)), [0]
+
+    def on_read(position: int) -> None:
+        if position - last[0] >= step or (position >= size and last[0] < size):
+            last[0] = position
+            export.set_progress(min(position, size))
+
+    return on_read
 
 
 def run_export(export: PolicyExport) -> None:
@@ -68,6 +103,7 @@ def run_export(export: PolicyExport) -> None:
     if export.status == JobStatus.CANCELLED:
         return
     export.mark_running(total=1)
+    export._update(progress_done=0, details={"phase": WRITING[export.format]})
     checkpoint = export.checkpoint
     root = Path(settings.ONEREWARD_TRAINING_DIR)
     root.mkdir(parents=True, exist_ok=True)
@@ -78,11 +114,14 @@ def run_export(export: PolicyExport) -> None:
         local = folder / export_filename(checkpoint, export.format)
         details = export_policy(checkpoint.generator.settings, export.format, local)
         name = storage_name(checkpoint, export.format)
+        size = local.stat().st_size
+        export._update(progress_done=0, progress_total=size, details={"phase": STORING})
         default_storage.delete(name)  # a retry: the same name, never name_xyz
         with open(local, "rb") as handle:
-            stored = default_storage.save(name, File(handle))
+            stored = default_storage.save(name, File(_ReadCounter(handle, _storing_progress(export, size)),
+                                                     name=local.name))
         details.pop("path", None)
-        if not export.finish(file=stored, size=local.stat().st_size, details=details, progress_done=1):
+        if not export.finish(file=stored, size=size, details=details, progress_done=size):
             default_storage.delete(stored)  # cancelled meanwhile
     except ExportError as exc:
         export.mark_failed(str(exc))
@@ -107,8 +146,9 @@ def download_response(checkpoint: PolicyCheckpoint, format: str):
 
 
 def export_states(checkpoint: PolicyCheckpoint) -> dict:
-    """{format: {"status", "error", "size", "downloadable", "problem"}} for pages and the API:
-    status "not made" before the first request; problem: why that format is refused."""
+    """{format: {"status", "error", "size", "details", "progress", "phase", "downloadable", "problem"}} for
+    pages and the API: status "not made" before the first request; progress in [0, 1] and phase (what
+    the job is doing, "" unless it runs); problem: why that format is refused."""
     exports = {export.format: export for export in checkpoint.exports.all()}
     states = {}
     for format in ExportFormat.values:
@@ -118,6 +158,8 @@ def export_states(checkpoint: PolicyCheckpoint) -> dict:
             "error": export.error_cause if export else "",
             "size": export.size if export else 0,
             "details": export.details if export else {},
+            "progress": export.progress if export else 0.0,
+            "phase": (export.details or {}).get("phase", "") if export and export.status == JobStatus.RUNNING else "",
             "downloadable": is_downloadable(export),
             "problem": checkpoint.export_problem(format) or "",
         }

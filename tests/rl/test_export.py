@@ -15,6 +15,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
 from django.core.management import CommandError, call_command
 from django.utils.text import slugify
 from rest_framework.test import APIClient
@@ -31,12 +33,14 @@ from rewardmodel.models import RewardModelRun, RewardModelVersion
 from rl.core.export import ExportError, write_lora, write_merged
 from rl.core.onereward import OneRewardTrainer
 from rl.execution import register_checkpoint
-from rl.exports import find_checkpoint, request_export
+from rl.exports import STORING, export_states, find_checkpoint, request_export, storage_name
 from rl.models import PolicyCheckpoint, PolicyExport, RLRun
 from rl.tasks import export_policy
-from tests.conftest import box_mask, photo
+from tests.conftest import box_mask, photo, stored_files
 
 from . import SEQ, base_generator, rl_config, write_default_conditions
+
+pytest_plugins = ["tests.s3_server"]  # the s3_settings fixture
 
 STEPS = 2
 GUIDANCE = 30.0
@@ -315,7 +319,8 @@ def test_the_lora_download_from_the_api_reproduces_the_checkpoint_in_diffusers(w
     api.force_authenticate(make_user("eve", "ml_engineer"))
     url = f"/api/policy-checkpoints/{checkpoint.pk}/"
     assert api.get(url).json()["exports"]["lora"] == {"status": "not made", "error": "", "size": 0, "details": {},
-                                                      "downloadable": False, "problem": "", "download_url": None}
+                                                      "progress": 0.0, "phase": "", "downloadable": False,
+                                                      "problem": "", "download_url": None}
     assert api.get(f"{url}exports/lora/file/").status_code == 404
     with django_capture_on_commit_callbacks() as queued:
         response = api.post(f"{url}exports/", {"format": "lora"}, format="json")
@@ -325,6 +330,7 @@ def test_the_lora_download_from_the_api_reproduces_the_checkpoint_in_diffusers(w
     export_policy(export.pk)  # the Celery task, run here as a GPU worker runs it
     state = api.get(url).json()["exports"]["lora"]
     assert state["status"] == "done" and state["downloadable"], state
+    assert state["progress"] == 1.0 and state["phase"] == ""
     assert state["details"]["modules"] == len(POLICY_MODULES) and state["details"]["rank"] == 4
     assert state["download_url"].endswith(f"{url}exports/lora/file/")
     # Asking again for a ready export queues nothing and answers 200.
@@ -480,3 +486,89 @@ def test_a_failed_export_says_why_and_can_be_prepared_again(world, lora_policy, 
     export_policy(again.pk)
     again.refresh_from_db()
     assert again.status == "done" and again.error == "" and again.file.name.endswith("-lora.safetensors")
+
+
+# --- storage: S3, and the progress of storing ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_export_goes_to_s3_and_is_downloaded_from_it(world, lora_policy, make_user, client, exports_here,
+                                                         s3_settings, tmp_path):
+    checkpoint = register(world, lora_policy, lora_rank=4, name="on s3")
+    export = request_export(checkpoint, "lora")
+    export_policy(export.pk)
+    export.refresh_from_db()
+    name = storage_name(checkpoint, "lora")
+    assert (export.status, export.file.name) == ("done", name), export.error
+    assert s3_settings.keys("rl/") == [name]
+    stored = s3_settings.read(name)
+    assert export.size == len(stored) and export.progress_done == export.progress_total == len(stored)
+    assert stored_files() == [] and not list((tmp_path / "training").iterdir())  # nothing left on the disk
+
+    api = APIClient()
+    api.force_authenticate(make_user("eve", "ml_engineer"))
+    from_api = api.get(f"/api/policy-checkpoints/{checkpoint.pk}/exports/lora/file/")
+    client.force_login(make_user("max", "ml_engineer"))
+    from_admin = client.get(f"/admin/rl/policycheckpoint/{checkpoint.pk}/export/lora/download/")
+    for response in (from_api, from_admin):
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content) == stored
+    downloaded = tmp_path / "lora.safetensors"
+    downloaded.write_bytes(stored)
+    assert set(load_file(downloaded)) == EXPECTED_LORA_KEYS
+
+    # Prepared again (its file removed from the bucket): the same key, the new file.
+    s3_settings.client.delete_object(Bucket=s3_settings.name, Key=f"media/{name}")
+    again = request_export(checkpoint, "lora")
+    assert again.status == "queued"
+    export_policy(again.pk)
+    assert s3_settings.keys("rl/") == [name]
+    (tmp_path / "again.safetensors").write_bytes(s3_settings.read(name))
+    first, second = load_file(downloaded), load_file(tmp_path / "again.safetensors")
+    assert set(first) == set(second) and all(torch.equal(first[key], second[key]) for key in first)
+
+
+class UploadWatchingStorage(FileSystemStorage):
+    """Local storage that reads an upload in 1 KiB chunks, as an S3 upload reads its parts, and
+    notes what the API and the admin say of the export after each chunk."""
+
+    seen: list = []
+    checkpoint = None
+    client = None
+
+    def _save(self, name, content):
+        chunks = []
+        while chunk := content.read(1024):
+            chunks.append(chunk)
+            state = export_states(self.checkpoint)["lora"]
+            page = self.client.get(f"/admin/rl/policycheckpoint/{self.checkpoint.pk}/change/").content.decode()
+            self.seen.append((state, page))
+        return super()._save(name, ContentFile(b"".join(chunks)))
+
+
+@pytest.mark.django_db
+def test_the_page_and_the_api_follow_the_export_while_it_is_stored(world, lora_policy, make_user, client,
+                                                                    exports_here, settings):
+    checkpoint = register(world, lora_policy, lora_rank=4, name="watched")
+    client.force_login(make_user("eve", "ml_engineer"))
+    UploadWatchingStorage.seen, UploadWatchingStorage.checkpoint = [], checkpoint
+    UploadWatchingStorage.client = client
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.UploadWatchingStorage"}}
+    export = request_export(checkpoint, "lora")
+    export_policy(export.pk)
+    export.refresh_from_db()
+    assert export.status == "done", export.error
+    size = export.size
+    seen = [state for state, _ in UploadWatchingStorage.seen]
+    assert len(seen) == -(-size // 1024) > 10
+    assert {state["status"] for state in seen} == {"running"} and {state["phase"] for state in seen} == {STORING}
+    fractions = [state["progress"] for state in seen]
+    assert fractions == sorted(fractions) and fractions[0] < 0.1 and fractions[-1] == 1.0
+    assert len(set(fractions)) > 10  # it moves with the bytes, not in one jump
+    # Each fraction is the bytes read so far (to the 1 % step the row is written at).
+    for number, fraction in enumerate(fractions, start=1):
+        assert min(number * 1024, size) / size - 0.011 <= fraction <= min(number * 1024, size) / size
+    _, page = UploadWatchingStorage.seen[len(seen) // 2]
+    percent = round(100 * fractions[len(seen) // 2])
+    assert f"running: {STORING}" in page and f"{percent} %" in page
+    assert export_states(checkpoint)["lora"]["phase"] == ""  # done: no phase
