@@ -23,6 +23,7 @@ from tests.rl.oracle_world import brightness
 from .synthetic_pairs import taxonomy, trained_brightness_judge
 
 pytestmark = pytest.mark.django_db
+pytest_plugins = ["tests.s3_server"]  # the s3_settings fixture
 
 PROMPT = "a red cup on a wooden table"
 
@@ -284,3 +285,39 @@ def test_a_worker_loads_the_reranker_again_when_the_generator_it_wraps_or_its_ju
     RewardModelVersion.objects.filter(pk=version.pk).update(model_path=str(moved))
     third = backend_for(Generator.objects.get(pk=generator.pk))
     assert third is not second and third.about["judge"] == str(moved)
+
+
+# --- on S3 --------------------------------------------------------------------------------------------------
+
+
+def test_a_reranking_batch_stores_its_kept_candidates_and_scores_in_s3(s3_settings, baseline, judge_dir):
+    import io
+
+    from PIL import Image
+
+    from generation.execution import requests_for, run_batch_here
+    from generation.models import CandidateSet, GenerationBatch
+    from tests.annotation.world import make_inputs
+    from tests.conftest import stored_files
+
+    generator = reranking("best of 3 on s3", generator="CPU baseline", candidates=3, judge=str(judge_dir),
+                          device="cpu")
+    inputs = make_inputs(2)  # their files go to the bucket, and are read from it to generate
+    assert all(item.source.name in s3_settings.keys("inputs/") for item in inputs)
+    batch = GenerationBatch.launch(generator=generator, inputs=inputs, candidates_per_input=2, seed=4)
+    run_batch_here(batch)
+    batch.refresh_from_db()
+    assert (batch.status, batch.progress_done, batch.progress_failed) == ("done", 2, 0), batch.error
+    wrapped = load_backend("cpu_baseline", {})
+    candidates = [c for s in CandidateSet.objects.filter(batch=batch) for c in s.candidates.all()]
+    assert len(candidates) == 4
+    assert s3_settings.keys("candidates/") == sorted(n for c in candidates for n in (c.image.name, c.thumbnail.name))
+    for candidate in candidates:
+        record = candidate.settings["record"]
+        assert len(record["candidates"]) == 3 and record["kept_seed"] == record["candidates"][record["kept"]]["seed"]
+        request = requests_for(candidate.candidate_set, [candidate.index])[0]
+        request.settings = CandidateSettings.from_dict({**request.settings.as_dict(), "seed": record["kept_seed"]})
+        again = np.asarray(wrapped.generate([request])[0].convert("RGB"))
+        stored = np.asarray(Image.open(io.BytesIO(s3_settings.read(candidate.image.name))).convert("RGB"))
+        assert np.array_equal(again, stored)
+    assert stored_files() == []
