@@ -56,8 +56,9 @@ class Bucket:
 
 
 @pytest.fixture
-def s3_settings(settings, s3_endpoint):
-    """S3 as the default storage (an empty bucket); yields the Bucket."""
+def s3_settings(settings, s3_endpoint, monkeypatch):
+    """S3 as the default storage (an empty bucket); yields the Bucket. The variables are set too, as
+    a deployment sets them: the trainers' cores read s3:// images with them (no Django there)."""
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
     client.create_bucket(Bucket=BUCKET)
@@ -69,6 +70,9 @@ def s3_settings(settings, s3_endpoint):
     settings.AWS_DEFAULT_ACL = None
     settings.AWS_LOCATION = LOCATION
     settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage"}}
+    for name, value in {"BUCKET": BUCKET, "ENDPOINT_URL": s3_endpoint, "REGION": "us-east-1", "ACCESS_KEY_ID": "test",
+                        "SECRET_ACCESS_KEY": "test", "PREFIX": LOCATION}.items():
+        monkeypatch.setenv(f"ONEREWARD_S3_{name}", value)
     yield Bucket(client)
     for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=item["Key"])
