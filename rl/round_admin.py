@@ -26,6 +26,7 @@ from .rounds import (
     new_round,
     plan_round,
     stage_line,
+    stage_progress,
     start_from_schedule,
 )
 
@@ -103,8 +104,9 @@ class CollectionRoundAdmin(StartedJobAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def progress_context(self, round_) -> dict:
+        done, total = stage_progress(round_)
         return {"round": round_, "line": stage_line(round_), "batches": round_.batches.select_related("generator"),
-                "annotation": annotation_progress(round_)}
+                "annotation": annotation_progress(round_), "stage_done": done, "stage_total": total}
 
     def get_urls(self):
         view = self.admin_site.admin_view

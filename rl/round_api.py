@@ -27,12 +27,13 @@ from .rounds import (
     launch_round,
     new_round,
     plan_round,
+    stage_fraction,
     stage_line,
     start_from_schedule,
 )
 
-ROUND_STATE = ["status", "stage", "where", "progress_done", "progress_total", "error", "results", "batches",
-               "checkpoint", "schedule", "annotation", "sets", "created_at", "started_at", "finished_at"]
+ROUND_STATE = ["status", "stage", "where", "progress", "progress_done", "progress_total", "error", "results",
+               "batches", "checkpoint", "schedule", "annotation", "sets", "created_at", "started_at", "finished_at"]
 
 
 class OptionFields(serializers.ModelSerializer):
@@ -62,16 +63,21 @@ class CollectionRoundSerializer(OptionFields):
     checkpoint, every input); the rules are rl.rounds.plan_round's, a 400 by field."""
 
     where = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField(help_text=(
+        "The share of the current stage done, in [0, 1]: candidate sets generated, then sets scored (see stage)."))
     annotation = serializers.SerializerMethodField(help_text="Tasks opened and judgments made over them.")
     sets = serializers.SerializerMethodField(help_text="The round's sets in the strategy's order.")
 
     class Meta:
         model = CollectionRound
         fields = ["id", "name", *OPTION_FIELDS, *ROUND_STATE]
-        read_only_fields = [name for name in ROUND_STATE if name not in ("where", "annotation", "sets")]
+        read_only_fields = [name for name in ROUND_STATE if name not in ("where", "progress", "annotation", "sets")]
 
     def get_where(self, round_) -> str:
         return stage_line(round_)
+
+    def get_progress(self, round_) -> float:
+        return stage_fraction(round_)
 
     def get_annotation(self, round_) -> dict:
         return annotation_progress(round_)
