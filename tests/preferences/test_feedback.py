@@ -179,3 +179,40 @@ def test_outside_images_go_to_s3_are_read_back_from_it_and_a_refused_import_leav
     assert {(r["winner_image"]["bytes"], r["loser_image"]["bytes"]) for r in weak} == {(kept, dropped)}
     assert any(key.startswith(f"{version.storage_prefix}/") for key in s3_settings.keys())
     assert stored_files() == []
+
+
+# --- progress of a large import -------------------------------------------------------------------
+
+
+def test_a_large_import_tells_its_progress_phase_by_phase(candidates, tmp_path):
+    from preferences.feedback import EVENTS_PER_WRITE, PHASES, import_file
+
+    item, by_index = candidates
+    rows = [event(n, "accepted", by_index[n % 4]) for n in range(12_000)]
+    rows += [event(f"x{n}", "discarded", input=item.pk,
+                   image=base64.b64encode(png_bytes(photo(32, 32, seed=n))).decode()) for n in range(3)]
+    reports = []
+    assert import_file(jsonl(rows), "big.jsonl", on_progress=lambda *report: reports.append(report)).created == 12_003
+    assert [phase for phase, done, _ in reports if done == 0] == list(PHASES)  # each phase starts at 0, in order
+    totals = {"checking the rows": 12_003, "checking the outside images": 3, "storing the outside images": 3,
+              "storing the events": 12_003}
+    for phase in PHASES:
+        done = [d for p, d, t in reports if p == phase]
+        assert {t for p, _, t in reports if p == phase} == {totals[phase]}
+        assert done == sorted(done) and done[-1] == totals[phase]
+    assert [d for p, d, _ in reports if p == "storing the events"] == [0, EVENTS_PER_WRITE, 2 * EVENTS_PER_WRITE,
+                                                                      12_003]
+    # Every 1 % (120 rows of 12 003) and the last.
+    assert [d for p, d, _ in reports if p == "checking the rows"] == [0, *range(120, 12_001, 120), 12_003]
+
+    # The command prints a line per tenth of each phase.
+    FeedbackEvent.objects.all().delete()
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(jsonl(rows))
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_feedback", str(path), stdout=out, stderr=err)
+    lines = err.getvalue().splitlines()
+    checking = [line for line in lines if line.startswith("checking the rows: ")]
+    assert checking[0] == "checking the rows: 0/12003" and checking[-1] == "checking the rows: 12003/12003"
+    assert len(checking) == 11 and lines[-1] == "storing the events: 12003/12003"
+    assert "12003 event(s) imported" in out.getvalue()
