@@ -103,3 +103,25 @@ def test_a_judge_round_scores_the_sets_of_a_resumed_batch_and_opens_each_once(tm
     assert all(rows[key].pair_scores == value for key, value in scores_before.items())  # not scored again
     assert sorted(row.rank for row in rows.values()) == [1, 2, 3]
     opened_once(round_)
+
+
+def test_a_round_failed_for_want_of_sets_opens_them_once_its_batch_is_resumed():
+    inputs = removal_inputs(2)
+    round_ = start_round(strategy="random", generator=baseline(), candidates_per_input=2, seed=1)
+    batch = round_.batches.get()
+    sources = {}
+    for item in inputs:
+        with default_storage.open(item.source.name, "rb") as handle:
+            sources[item.source.name] = handle.read()
+        default_storage.delete(item.source.name)
+    run_batch_here(batch)
+    round_.refresh_from_db()
+    assert round_.status == "failed" and "no candidate set was generated" in round_.error_cause
+    for name, data in sources.items():
+        default_storage.save(name, ContentFile(data))
+    assert batch.resume()
+    run_batch_here(batch)
+    round_.refresh_from_db()
+    assert (round_.status, round_.stage, round_.error) == ("done", Stage.OPENED, "")
+    assert round_.results["opened"] == 2
+    opened_once(round_)
