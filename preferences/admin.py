@@ -18,8 +18,9 @@ from onereward.jobs import progress_response
 from .core.splits import SPLITS
 from .export import create_dataset, delete_files, stored_files
 from .feedback import FeedbackRejected, import_file
+from .feedback_imports import needs_background, start_import
 from .forms import FeedbackImportForm, PreferenceDatasetForm
-from .models import FeedbackEvent, PreferenceDataset
+from .models import FeedbackEvent, FeedbackImport, PreferenceDataset
 
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".jsonl": "application/jsonl",
                  ".json": "application/json"}
@@ -286,6 +287,10 @@ class FeedbackEventAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
+                if needs_background(upload):
+                    job = start_import(upload, user=request.user, source=form.cleaned_data["source"])
+                    self.message_user(request, f"{upload.name} is being imported on a worker.", messages.SUCCESS)
+                    return redirect("admin:preferences_feedbackimport_change", job.pk)
                 done = import_file(upload.read(), upload.name, user=request.user,
                                    default_source=form.cleaned_data["source"])
             except FeedbackRejected as rejected:
@@ -298,3 +303,34 @@ class FeedbackEventAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form, "multipart": True,
                    "title": "Import feedback", "problems": problems}
         return TemplateResponse(request, "admin/preferences/feedbackevent/import.html", context)
+
+
+@admin.register(FeedbackImport)
+class FeedbackImportAdmin(admin.ModelAdmin):
+    """Large feedback files imported on a worker ("Import feedback" starts them): the page follows the
+    phase and the share done, then shows the counts or the bad rows; never edited."""
+
+    list_display = ["__str__", "status", "phase", "created", "already_stored", "created_by", "created_at"]
+    list_filter = ["status"]
+    readonly_fields = ["name", "source", "status", "phase", "progress_done", "progress_total", "created",
+                       "already_stored", "error", "created_by", "created_at", "started_at", "finished_at"]
+    fields = readonly_fields
+    change_form_template = "admin/preferences/feedbackimport/change_form.html"
+
+    def has_add_permission(self, request):
+        return False  # started from "Import feedback"
+
+    def has_change_permission(self, request, obj=None):
+        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [path("<int:pk>/progress/", view(self.progress_view), name="preferences_feedbackimport_progress"),
+                *super().get_urls()]
+
+    def progress_view(self, request, pk):
+        """The import's status alone, polled by its change page (htmx) until it ends."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(FeedbackImport, pk=pk)
+        return progress_response(request, "admin/preferences/feedbackimport/_progress.html", {"job": job}, job)

@@ -10,9 +10,11 @@ from onereward.files import stored_file_response
 from .admin import CONTENT_TYPES
 from .export import delete_files, stored_files
 from .feedback import FeedbackRejected, import_file, import_rows
-from .models import FeedbackEvent, PreferenceDataset
+from .feedback_imports import needs_background, start_import
+from .models import FeedbackEvent, FeedbackImport, PreferenceDataset
 from .serializers import (
     FeedbackEventSerializer,
+    FeedbackImportJobSerializer,
     FeedbackImportSerializer,
     PreferenceDatasetCreateSerializer,
     PreferenceDatasetSerializer,
@@ -67,7 +69,8 @@ class PreferenceDatasetViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin
 
 
 class FeedbackEventViewSet(viewsets.ReadOnlyModelViewSet):
-    """Production feedback events. POST imports a list of events (JSON) or a JSONL/CSV file: every
+    """Production feedback events. POST imports a list of events (JSON) or a JSONL/CSV file (one over
+    1 MiB on a worker: 202 with the import to follow at feedback-imports/ID/): every
     row is checked first and all are stored or none (400 naming the bad rows); an event already
     stored (same source and external id) is left alone."""
 
@@ -77,12 +80,15 @@ class FeedbackEventViewSet(viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self):
         return FeedbackImportSerializer if self.action == "create" else FeedbackEventSerializer
 
-    @extend_schema(request=FeedbackImportSerializer, responses={201: dict})
+    @extend_schema(request=FeedbackImportSerializer, responses={201: dict, 202: FeedbackImportJobSerializer})
     def create(self, request, *args, **kwargs):
         body = FeedbackImportSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         source = body.validated_data["source"]
         try:
+            if "file" in body.validated_data and needs_background(body.validated_data["file"]):
+                job = start_import(body.validated_data["file"], user=request.user, source=source)
+                return Response(FeedbackImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
             if "file" in body.validated_data:
                 upload = body.validated_data["file"]
                 done = import_file(upload.read(), upload.name, user=request.user, default_source=source)
@@ -96,5 +102,14 @@ class FeedbackEventViewSet(viewsets.ReadOnlyModelViewSet):
                         status=status.HTTP_201_CREATED)
 
 
+class FeedbackImportViewSet(viewsets.ReadOnlyModelViewSet):
+    """Large feedback files (over 1 MiB) posted to feedback-events/ are imported on a worker (202 with
+    the import); GET one to follow its phase and progress, then its counts or its bad rows."""
+
+    queryset = FeedbackImport.objects.all()
+    serializer_class = FeedbackImportJobSerializer
+
+
 routes = [("preference-datasets", PreferenceDatasetViewSet, "preference-dataset"),
-          ("feedback-events", FeedbackEventViewSet, "feedback-event")]
+          ("feedback-events", FeedbackEventViewSet, "feedback-event"),
+          ("feedback-imports", FeedbackImportViewSet, "feedback-import")]

@@ -173,3 +173,7 @@ class FeedbackEvent(models.Model):
     def image_key(self) -> str:
         """The same image for every event about it: a candidate, or an outside image's content."""
         return f"candidate:{self.candidate_id}" if self.candidate_id else f"outside:{self.image_hash}"
+
+
+# A large feedback file imported in the background (preferences/feedback_imports.py), registered here.
+from .feedback_imports import FeedbackImport  # noqa: E402, F401

@@ -8,7 +8,7 @@ from inputs.models import Dimension, Task
 from onereward.bounds import SEED_RANGE
 
 from .export import checked_dataset, save_dataset, stored_files
-from .models import FeedbackEvent, PreferenceDataset
+from .models import FeedbackEvent, FeedbackImport, PreferenceDataset
 
 SELECTIONS = ("batches", "tasks", "dimensions", "annotators")
 
@@ -155,3 +155,17 @@ class FeedbackImportSerializer(serializers.Serializer):
         if ("events" in attrs) == ("file" in attrs):
             raise serializers.ValidationError("give either events (a list) or file (JSONL or CSV)")
         return attrs
+
+
+class FeedbackImportJobSerializer(serializers.ModelSerializer):
+    """A large feedback file imported on a worker: follow `status`, `phase` and `progress` (in [0, 1]
+    of the phase); then `created` and `already_stored`, or `problems` (the bad rows) when refused."""
+
+    progress = serializers.FloatField(read_only=True)
+    error = serializers.CharField(source="error_cause", read_only=True)
+
+    class Meta:
+        model = FeedbackImport
+        fields = ["id", "name", "source", "status", "phase", "progress", "progress_done", "progress_total", "created",
+                  "already_stored", "problems", "error", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields

@@ -216,3 +216,59 @@ def test_a_large_import_tells_its_progress_phase_by_phase(candidates, tmp_path):
     assert checking[0] == "checking the rows: 0/12003" and checking[-1] == "checking the rows: 12003/12003"
     assert len(checking) == 11 and lines[-1] == "storing the events: 12003/12003"
     assert "12003 event(s) imported" in out.getvalue()
+
+
+def test_a_large_file_is_imported_on_a_worker_and_followed_on_its_page_and_in_the_api(
+        make_user, candidates, client, django_capture_on_commit_callbacks):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from preferences.feedback_imports import BACKGROUND_BYTES
+    from preferences.models import FeedbackImport
+    from preferences.tasks import import_feedback
+
+    item, by_index = candidates
+    rows = [event(n, "accepted", by_index[n % 4]) for n in range(12_000)]
+    rows.append(event("outside", "discarded", input=item.pk, image=outside_image()))
+    data = jsonl(rows)
+    assert len(data) > BACKGROUND_BYTES
+    api = api_for(make_user)
+    with django_capture_on_commit_callbacks() as queued:
+        response = api.post("/api/feedback-events/", {"file": SimpleUploadedFile("big.jsonl", data)},
+                            format="multipart")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["status"], body["name"], body["progress"]) == ("queued", "big.jsonl", 0.0) and len(queued) == 1
+    job = FeedbackImport.objects.get(pk=body["id"])
+    assert not FeedbackEvent.objects.exists() and default_storage.exists(job.file.name)
+
+    import_feedback(job.pk)  # the Celery task, as a worker runs it
+    body = api.get(f"/api/feedback-imports/{job.pk}/").json()
+    assert (body["status"], body["created"], body["already_stored"], body["progress"]) == ("done", 12_001, 0, 1.0)
+    assert body["progress_done"] == body["progress_total"] == 12_001  # the last phase: the events stored
+    assert FeedbackEvent.objects.count() == 12_001 and not default_storage.exists(job.file.name)
+
+    # The admin: the same file again goes to a worker too; its page follows it, then tells the counts.
+    client.force_login(make_user("boss", "admin"))
+    response = client.post("/admin/preferences/feedbackevent/import/",
+                           {"file": SimpleUploadedFile("big.jsonl", data), "source": ""})
+    again = FeedbackImport.objects.exclude(pk=job.pk).get()
+    assert response.status_code == 302 and response["Location"].endswith(
+        f"/admin/preferences/feedbackimport/{again.pk}/change/")
+    page = client.get(response["Location"]).content.decode()
+    assert "Queued" in page and f"/admin/preferences/feedbackimport/{again.pk}/progress/" in page
+    import_feedback(again.pk)
+    fragment = client.get(f"/admin/preferences/feedbackimport/{again.pk}/progress/").content.decode()
+    assert "0 event(s) imported, 12001 already stored" in fragment and "hx-get" not in fragment
+
+    # A large file with a bad row: refused whole, its bad rows on the page and in the API.
+    bad = jsonl([*rows[:-1], event("liked", "liked", by_index[0])])
+    with django_capture_on_commit_callbacks():
+        response = api.post("/api/feedback-events/", {"file": SimpleUploadedFile("bad.jsonl", bad)},
+                            format="multipart")
+    import_feedback(response.json()["id"])
+    body = api.get(f"/api/feedback-imports/{response.json()['id']}/").json()
+    assert body["status"] == "failed" and body["problems"] == [
+        {"line": 12_001, "problem": "event 'liked' is not one of published, accepted, re_edited, discarded"}]
+    assert "nothing was imported" in body["error"] and FeedbackEvent.objects.count() == 12_001
+    page = client.get(f"/admin/preferences/feedbackimport/{body['id']}/change/").content.decode()
+    assert "line 12001: event &#x27;liked&#x27; is not one of" in page
