@@ -4,6 +4,7 @@
     .venv/bin/python bench/reward_model.py --image-size 112 --pairs 128 --train-steps 30
     .venv/bin/python bench/reward_model.py --full-size            # Qwen2.5-VL-7B layout, CUDA, bf16
     .venv/bin/python bench/reward_model.py --full-size --dry-run  # the same code path, shrunk, on CPU
+    .venv/bin/python bench/reward_model.py --dimensions           # image fill's four dimensions, shared images
 
 Tiny model (rewardmodel/core/demo_judge.py, saved and loaded through Judge.from_pretrained):
 - scoring: `Judge.score(..., both_orders=True)` over N pairs, batched 16 pairs (32 sequences) per
@@ -132,6 +133,79 @@ def qwen25_vl_7b_config(tokenizer, shrink: bool = False):
     )
 
 
+def scaled_7b_config(tokenizer, divisor: int):
+    """Qwen2.5-VL-7B's layout with every width divided by `divisor` and the depths kept, so that the
+    vision tower's share of the work per image against the language model's per token stays about
+    the 7B's (both scale by 1/divisor^2), at a size a CPU runs."""
+    config = qwen25_vl_7b_config(tokenizer)
+    text, vision = config.text_config, config.vision_config
+    text.hidden_size //= divisor
+    text.intermediate_size //= divisor
+    # Heads of 16: the rotary embeddings split a head into (time, height, width) sections.
+    text.num_attention_heads = text.hidden_size // 16
+    text.num_key_value_heads = 2 if text.num_attention_heads % 2 == 0 else 1
+    text.vocab_size = len(tokenizer)
+    text.rope_parameters = {**text.rope_parameters, "mrope_section": [2, 3, 3]}
+    vision.hidden_size //= divisor
+    vision.intermediate_size //= divisor
+    vision.num_heads = vision.hidden_size // 16
+    vision.out_hidden_size = text.hidden_size
+    return type(config)(text_config=text.to_dict(), vision_config=vision.to_dict(), tie_word_embeddings=False,
+                        image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+                        vision_start_token_id=config.vision_start_token_id,
+                        vision_end_token_id=config.vision_end_token_id)
+
+
+def bench_dimensions(args) -> None:
+    """Image fill's four dimensions for one pair, as the RL step asks them (one call, gradient to the
+    first image) and as evaluation scores them (both orders, no gradient): each image encoded once
+    (the same tensor in every row) against today's layout of a copy per row."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    config = scaled_7b_config(tokenizer, args.width_divisor)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.float32).eval()
+    size = args.image_size
+    judge = Judge(model, tokenizer, VisionGeometry.from_model_config(config, max_pixels=size ** 2))
+    dimensions = ("text_alignment", "consistency", "structure", "aesthetics")
+    queries = [build_query(taxonomy(), "image_fill", d, "a red cup on a wooden table") for d in dimensions]
+    (first,), (second,), _ = random_pairs(1, size)
+    n = len(queries)
+    parameters = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for p in model.model.visual.parameters())
+    print(f"\nImage fill's {n} dimensions of one pair: Qwen2.5-VL-7B layout, widths / {args.width_divisor}, "
+          f"depths kept ({parameters / 1e6:.1f} M parameters, vision tower {vision / 1e6:.1f} M); {size}x{size} "
+          f"images ({judge.geometry.tokens_for(size, size)} tokens each), float32, CPU (median of {args.repeats})")
+
+    def reward(shared: bool):
+        image = first.clone().requires_grad_(True)
+        rows = [image] * n if shared else [image.clone() for _ in range(n)]  # copies: encoded per row
+        log_yes, _ = judge.answer_logprobs(rows, [second] * n if shared else [second.clone() for _ in range(n)],
+                                           queries)
+        (gradient,) = torch.autograd.grad(log_yes.exp().sum(), image)
+        return log_yes.detach(), gradient
+
+    def score(shared: bool):
+        a = [first] * n if shared else [first.clone() for _ in range(n)]
+        b = [second] * n if shared else [second.clone() for _ in range(n)]
+        result = judge.score(a, b, queries, both_orders=True, batch_size=n)
+        return torch.cat([result["p_yes_renormalised"], result["p_yes_reversed_renormalised"]])
+
+    for title, fn in (("RL reward (forward + gradient to the first image)", reward),
+                      ("scoring, both orders (no gradient)", score)):
+        seconds, results = timed_alternately({"a copy per row (before)": lambda: fn(False),
+                                              "each image once": lambda: fn(True)}, torch.device("cpu"),
+                                             args.repeats)
+        before, after = results["a copy per row (before)"], results["each image once"]
+        pairs = zip(before, after) if isinstance(before, tuple) else [(before, after)]
+        difference = max(float((x - y).abs().max() / y.abs().max().clamp_min(1e-12)) for x, y in pairs)
+        print(f"  {title}")
+        for name, value in seconds.items():
+            print(f"    {name:<26} {value * 1000:9.1f} ms   x{seconds['a copy per row (before)'] / value:.2f}")
+        print(f"    largest relative difference: {difference:.1e}")
+
+
 def bench_full_size(args) -> None:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -225,6 +299,10 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=None, help="--full-size: pairs per forward/backward")
     parser.add_argument("--optimizer", choices=["adamw", "none"], default="adamw",
                         help="--full-size: AdamW step (bf16 states) or gradients only")
+    parser.add_argument("--dimensions", action="store_true",
+                        help="image fill's four dimensions of one pair: each image encoded once against a copy per "
+                             "row, on the 7B layout at reduced widths (CPU)")
+    parser.add_argument("--width-divisor", type=int, default=16, help="--dimensions: widths of the 7B layout / this")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renamed checkpointing calls
@@ -237,6 +315,10 @@ def main() -> None:
     if args.full_size:
         args.image_size = args.image_size or (56 if args.dry_run else 448)
         bench_full_size(args)
+        return
+    if args.dimensions:
+        args.image_size = args.image_size or 448
+        bench_dimensions(args)
         return
     args.image_size = args.image_size or 56
     with tempfile.TemporaryDirectory(prefix="bench-reward-model-") as work:

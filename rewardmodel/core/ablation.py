@@ -177,20 +177,25 @@ def score_variant(judge, pairs: PreferencePairs, variant: Variant, *, batch_size
                                        source=variant.source, allow_other_version=True)
         return queries[key]
 
+    from .pairs import collate_pairs  # torch: a worker's import, never the web side's
+
     scores: dict[str, tuple[float, float]] = {}
-    for start in range(0, len(pairs), batch_size):
-        indices = range(start, min(start + batch_size, len(pairs)))
-        items = [pairs[i] for i in indices]
+    done = 0
+    for indices in pairs.pair_batches(batch_size):  # a pair's rows together: the judge encodes it once
+        batch = collate_pairs([pairs[i] for i in indices])
         context = [sources[i] for i in indices] if sources is not None else None
-        result = judge.score([item["winner"] for item in items], [item["loser"] for item in items],
-                             [query(pairs.row(i)) for i in indices], both_orders=True, batch_size=batch_size,
-                             context=context)
+        if context is not None:
+            by_input: dict = {}  # one marked source per input in the batch, shared like the candidates
+            context = [by_input.setdefault(pairs.row(i)["input_id"], image) for i, image in zip(indices, context)]
+        result = judge.score(batch["winner"], batch["loser"], [query(pairs.row(i)) for i in indices],
+                             both_orders=True, batch_size=batch_size, context=context)
         forward = result["p_yes_renormalised"].tolist()
         reversed_ = result["p_yes_reversed_renormalised"].tolist()
-        for item, p_f, p_r in zip(items, forward, reversed_):
-            scores[item["pair_id"]] = (float(p_f), float(p_r))
+        for pair_id, p_f, p_r in zip(batch["pair_id"], forward, reversed_):
+            scores[pair_id] = (float(p_f), float(p_r))
+        done += len(indices)
         if on_batch is not None:
-            on_batch(indices.stop)
+            on_batch(done)
     return scores
 
 

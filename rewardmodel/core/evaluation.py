@@ -44,16 +44,18 @@ ALL = "all"
 
 @torch.no_grad()
 def score_pairs(judge, pairs: PreferencePairs, batch_size: int = 16, num_workers: int = 0) -> list[dict]:
-    """One row per pair (SCORE_COLUMNS): the judge's renormalised P(Yes) in both orders."""
-    loader = torch.utils.data.DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    """One row per pair (SCORE_COLUMNS), in the split's order: the judge's renormalised P(Yes) in
+    both orders. Batches group the rows of one image pair, which the judge then encodes once."""
+    batches = pairs.pair_batches(batch_size)
+    loader = torch.utils.data.DataLoader(pairs, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=collate_pairs)
-    rows = []
-    for batch in loader:
+    rows: list[tuple[int, dict]] = []
+    for indices, batch in zip(batches, loader):
         scores = judge.score(batch["winner"], batch["loser"], batch["query"], both_orders=True, batch_size=batch_size)
         forward = _floats(scores["p_yes_renormalised"])
         reversed_ = _floats(scores["p_yes_reversed_renormalised"])
         for i in range(len(forward)):
-            rows.append({
+            rows.append((indices[i], {
                 "pair_id": batch["pair_id"][i],
                 "candidate_set_id": batch["candidate_set_id"][i],
                 "input_id": batch["input_id"][i],
@@ -63,8 +65,8 @@ def score_pairs(judge, pairs: PreferencePairs, batch_size: int = 16, num_workers
                 "p_reversed": reversed_[i],
                 "votes_for": batch["votes_for"][i],
                 "votes_against": batch["votes_against"][i],
-            })
-    return rows
+            }))
+    return [row for _, row in sorted(rows, key=lambda item: item[0])]
 
 
 def _floats(values) -> list[float]:

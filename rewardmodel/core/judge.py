@@ -270,6 +270,10 @@ class Judge(torch.nn.Module):
 
         Returns (log P(yes_token), log P(no_token)), each float32 (B,), from the full-vocabulary
         log-softmax at the answer position; differentiable w.r.t. the images and the weights.
+
+        Rows that pass the same tensor object (one pair asked about several dimensions, or in both
+        orders) share that image's preprocessing and vision features: the tower sees each distinct
+        image once and its gradient sums over the rows, as it would over separate copies.
         """
         first, second, queries = list(first), list(second), list(queries)
         context = list(context) if context is not None else None
@@ -280,7 +284,7 @@ class Judge(torch.nn.Module):
         if not queries:
             empty = torch.zeros(0, device=self.device)
             return empty, empty
-        inputs = self.model_inputs(first, second, queries, context=context)
+        inputs = self.shared_image_inputs(first, second, queries, context=context)
         logits = self.model(**inputs).logits[:, -1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         return logprobs[:, self.yes_token_id], logprobs[:, self.no_token_id]
@@ -288,36 +292,78 @@ class Judge(torch.nn.Module):
     def model_inputs(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str], *,
                      context: list[torch.Tensor] | None = None) -> dict:
         """The model's keyword arguments for B rows: per row its images in the order shown (context
-        first when given, then first, second), each as its merged-patch tokens in the chat text."""
+        first when given, then first, second), each as its merged-patch tokens in the chat text.
+        Every shown image is preprocessed and encoded by the model, repeated ones again each time."""
+        shown = self._shown(first, second, queries, context)
+        device = self.device
+        images = [image.to(device) for row in zip(*shown) for image in row]
+        pixel_values, image_grid_thw = preprocess(images, self.geometry)
+        inputs = self._text_inputs(queries, image_grid_thw, len(shown), device)
+        inputs["pixel_values"] = pixel_values
+        inputs["image_grid_thw"] = image_grid_thw
+        return inputs
+
+    def _shown(self, first, second, queries, context) -> list[list[torch.Tensor]]:
+        """The images of the rows, one list per place in the prompt (context first when given)."""
         first, second = list(first), list(second)
         if not (len(first) == len(second) == len(queries)):
             raise ValueError(f"got {len(first)} first images, {len(second)} second images, {len(queries)} queries")
-        shown = [first, second]
-        if context is not None:
-            context = list(context)
-            if len(context) != len(queries):
-                raise ValueError(f"got {len(context)} context images for {len(queries)} queries")
-            shown = [context, first, second]
-        device = self.device
-        per_row = len(shown)
-        images = [image.to(device) for row in zip(*shown) for image in row]
-        pixel_values, image_grid_thw = preprocess(images, self.geometry)
+        if context is None:
+            return [first, second]
+        context = list(context)
+        if len(context) != len(queries):
+            raise ValueError(f"got {len(context)} context images for {len(queries)} queries")
+        return [context, first, second]
+
+    def _text_inputs(self, queries: list[str], image_grid_thw: torch.Tensor, per_row: int, device) -> dict:
+        """The tokenised chat texts of the rows (with image_grid_thw: every shown image, row after row)."""
         tokens = (image_grid_thw.prod(-1) // self.geometry.merge_size**2).tolist()
         texts = [self.chat_text(query, [int(count) for count in tokens[per_row * row: per_row * (row + 1)]])
                  for row, query in enumerate(queries)]
         input_ids, attention_mask = self._tokenize(texts, device)
-        inputs = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": pixel_values,
-            "image_grid_thw": image_grid_thw,
-            "use_cache": False,
-        }
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         if self._pass_token_types:
             inputs["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
         if self._pass_logits_to_keep:
             inputs["logits_to_keep"] = 1
         return inputs
+
+    def shared_image_inputs(self, first: list[torch.Tensor], second: list[torch.Tensor], queries: list[str], *,
+                            context: list[torch.Tensor] | None = None) -> dict:
+        """The model's keyword arguments for B rows with the vision features already in place: each
+        distinct image tensor (by identity) is preprocessed and encoded once, and its features are
+        scattered into every row that shows it, as the model itself scatters `pixel_values`.
+        `model_inputs` is the same layout with every image encoded by the model."""
+        shown = self._shown(first, second, queries, context)
+        device = self.device
+        slot_of: dict[int, int] = {}
+        distinct: list[torch.Tensor] = []
+        slots: list[int] = []
+        for row in zip(*shown):
+            for image in row:
+                if id(image) not in slot_of:
+                    slot_of[id(image)] = len(distinct)
+                    distinct.append(image.to(device))
+                slots.append(slot_of[id(image)])
+        pixel_values, distinct_grid = preprocess(distinct, self.geometry)
+        features = self._image_features(pixel_values, distinct_grid)
+        image_grid_thw = distinct_grid[slots]
+        inputs = self._text_inputs(queries, image_grid_thw, len(shown), device)
+        embeddings = self._base().get_input_embeddings()(inputs["input_ids"])
+        image_embeds = torch.cat([features[slot] for slot in slots]).to(embeddings.device, embeddings.dtype)
+        image_mask = (inputs["input_ids"] == self.image_token_id).unsqueeze(-1).expand_as(embeddings)
+        if int(image_mask.sum()) != image_embeds.numel():
+            raise ValueError(f"the prompts hold {int(image_mask.sum()) // embeddings.shape[-1]} image tokens for "
+                             f"{image_embeds.shape[0]} image features")
+        inputs["inputs_embeds"] = embeddings.masked_scatter(image_mask, image_embeds)
+        inputs["image_grid_thw"] = image_grid_thw  # the multimodal positions of every row's images
+        return inputs
+
+    def _image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple:
+        """One (tokens, hidden) tensor of merged vision features per image."""
+        output = self._base().get_image_features(pixel_values, image_grid_thw)
+        # transformers >= 5 returns a model output holding the per-image split; 4.x the split itself.
+        return tuple(getattr(output, "pooler_output", output))
 
     @torch.no_grad()
     def score(

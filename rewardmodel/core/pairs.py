@@ -36,6 +36,9 @@ IMAGE_COLUMNS = ("winner_image", "loser_image")
 # Read for every row up front: small per row, and needed to build queries and weights.
 NARROW_COLUMNS = ("pair_id", "input_id", "task", "dimension", "prompt", "candidate_set_id", "soft_label", "weight",
                   "votes_for", "votes_against")
+# Which candidate each image is, when the files say (older exports may not): rows that show the
+# same candidates (a pair's other dimensions, its other order) can then share the decoded image.
+CANDIDATE_COLUMNS = ("winner_candidate", "loser_candidate")
 
 
 class ImageReader:
@@ -133,6 +136,7 @@ class PreferencePairs(Dataset):
 
         tables, groups = [], []  # groups: (shard index, row group, first row of the group in the split)
         self.embedded = False
+        self.has_candidates = False
         offset = 0
         for shard_index, path in enumerate(self.shards):
             parquet = pq.ParquetFile(path)
@@ -145,6 +149,11 @@ class PreferencePairs(Dataset):
                 raise ValueError(f"{path}: image columns mix embedded images and URIs")
             self.embedded = all(embedded)
             columns = list(NARROW_COLUMNS) + ([] if self.embedded else list(IMAGE_COLUMNS))
+            has_candidates = all(name in schema.names for name in CANDIDATE_COLUMNS)
+            if shard_index and has_candidates != self.has_candidates:
+                raise ValueError(f"{path}: some shards of the {split} split name the candidates, others do not")
+            self.has_candidates = has_candidates
+            columns += list(CANDIDATE_COLUMNS) if has_candidates else []
             tables.append(parquet.read(columns=columns))
             for group in range(parquet.num_row_groups):
                 groups.append((shard_index, group, offset))
@@ -201,7 +210,37 @@ class PreferencePairs(Dataset):
             "weight": float(self.weights[index]),
             "votes_for": int(row["votes_for"] or 0),
             "votes_against": int(row["votes_against"] or 0),
+            "winner_key": _image_key(row.get("winner_candidate"), winner),
+            "loser_key": _image_key(row.get("loser_candidate"), loser),
         }
+
+    def pair_batches(self, batch_size: int) -> list[list[int]]:
+        """Every row index once, in batches of at most batch_size, where the rows that show the same
+        two candidates (a pair's dimensions, either order) are adjacent and in one batch (a group
+        larger than batch_size is cut), so that the judge encodes the pair once per batch. Without
+        candidate columns: the rows in order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not self.has_candidates:
+            rows = range(len(self))
+            return [list(rows[start:start + batch_size]) for start in range(0, len(self), batch_size)]
+        winners = self._columns["winner_candidate"].to_pylist()
+        losers = self._columns["loser_candidate"].to_pylist()
+        groups: dict[tuple, list[int]] = {}
+        for index, (winner, loser) in enumerate(zip(winners, losers)):
+            # A row without candidate names is a group of its own.
+            key = tuple(sorted((winner, loser))) if winner and loser else ("row", index)
+            groups.setdefault(key, []).append(index)
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for rows in groups.values():  # in order of first appearance
+            for start in range(0, len(rows), batch_size):
+                part = rows[start:start + batch_size]
+                if len(current) + len(part) > batch_size:
+                    batches.append(current)
+                    current = []
+                current.extend(part)
+        return batches + ([current] if current else [])
 
     def _embedded_images(self, index: int):
         position = int(np.searchsorted(self._group_starts, index, side="right")) - 1
@@ -228,10 +267,22 @@ class PreferencePairs(Dataset):
         return np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
 
 
+def _image_key(candidate, image) -> tuple | None:
+    """What makes two rows' images the same image: the candidate and where its picture is (a name
+    alone may be reused by files written elsewhere), or None when the row does not say."""
+    location = image.get("path") if isinstance(image, dict) else image
+    return (candidate, location) if candidate and location else None
+
+
 def collate_pairs(items: list[dict]) -> dict:
     """Items -> a batch: images stay lists of (3, H, W) tensors (sizes may differ); weight and
-    soft_label become float tensors (B,); everything else a list."""
+    soft_label become float tensors (B,); everything else a list. Rows that show the same candidate
+    get the same tensor object for it, which the judge encodes once (see Judge.answer_logprobs)."""
     batch = {key: [item[key] for item in items] for key in items[0]}
+    shared: dict[tuple, torch.Tensor] = {}
+    for side in ("winner", "loser"):
+        keys = batch.get(f"{side}_key") or [None] * len(items)
+        batch[side] = [shared.setdefault(key, image) if key else image for key, image in zip(keys, batch[side])]
     batch["weight"] = torch.tensor(batch["weight"], dtype=torch.float32)
     batch["soft_label"] = torch.tensor(batch["soft_label"], dtype=torch.float32)
     return batch
