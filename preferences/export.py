@@ -9,18 +9,23 @@ no half-written dataset behind.
 """
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import chain, groupby
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
+import numpy as np
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Case, IntegerField, Max, Q, When
+from django.db.models.functions import Coalesce
+from django.db.models.sql.constants import MULTI
 from django.utils import timezone
 
 from annotation.models import (
@@ -37,7 +42,7 @@ from inputs.core import taxonomy as taxonomy_rules
 from inputs.models import Dimension, Input, Task, TaskDimension
 from onereward.jobs import JobStatus
 
-from .core import feedback, pairing, splits
+from .core import feedback, pair_arrays, pairing, row_tables, splits
 from .core.files import FORMATS, SCHEMA_VERSION, SPLITS, DatasetWriter, file_sha256
 from .models import FeedbackEvent, PreferenceDataset
 
@@ -134,7 +139,9 @@ def storage_uri(name: str) -> str:
     if bucket:
         location = getattr(default_storage, "location", "").strip("/")
         return f"s3://{bucket}/{location + '/' if location else ''}{name}"
-    return Path(default_storage.path(name)).as_uri()
+    # What Path(...).as_uri() makes of the storage's absolute, normalised path, without the Path
+    # objects (a fifth of the time per candidate set in the export).
+    return "file://" + quote_from_bytes(os.fsencode(default_storage.path(name)))
 
 
 def _image(name: str, embed: bool):
@@ -162,59 +169,6 @@ def _set_details(set_ids: list[int], embed: bool, tasks: dict[int, Task]) -> dic
     ):
         details[set_id].candidates[index] = (str(public_id), image, json.dumps(settings, sort_keys=True))
     return details
-
-
-def _rows(set_id: int, dimension: str, votes: list[pairing.Vote], set_details: SetDetails, dataset: PreferenceDataset,
-          split: str, embed: bool, image_cache: dict) -> Iterator[dict]:
-    pairs = pairing.derive_pairs(votes, len(set_details.candidates), policy=dataset.pairing,
-                                 aggregation=dataset.aggregation, tie_rule=dataset.tie_rule,
-                                 min_votes=dataset.min_votes)
-
-    def image(index):
-        name = set_details.candidates[index][1]
-        if name not in image_cache:
-            image_cache[name] = _image(name, embed)
-        return image_cache[name]
-
-    for pair in pairs:
-        winner, loser = set_details.candidates[pair.winner], set_details.candidates[pair.loser]
-        key = f"{set_id}:{dimension}:{pair.winner}:{pair.loser}:{','.join(map(str, pair.annotators))}"
-        yield {
-            "pair_id": hashlib.sha256(key.encode()).hexdigest()[:20],
-            "split": split,
-            "input_id": set_details.input_id,
-            "input_hash": set_details.input_hash,
-            "task": set_details.task,
-            "dimension": dimension,
-            "prompt": set_details.prompt,
-            "prompt_given": set_details.prompt_given,
-            "source": set_details.source,
-            "mask": set_details.mask,
-            "candidate_set_id": set_id,
-            "winner_candidate": winner[0],
-            "loser_candidate": loser[0],
-            "winner_index": pair.winner,
-            "loser_index": pair.loser,
-            "winner_image": image(pair.winner),
-            "loser_image": image(pair.loser),
-            "origin": pair.origin,
-            "votes_for": pair.votes_for,
-            "votes_against": pair.votes_against,
-            "discards": pair.discards,
-            "soft_label": pair.soft_label,
-            "weight": pair.weight,
-            "annotators": list(pair.annotators),
-            # Both images of a pair come from one candidate set today; the columns are per image
-            # so that sets mixing generators need no new schema.
-            "winner_generator": set_details.generator,
-            "winner_generator_id": set_details.generator_id,
-            "winner_batch_id": set_details.batch_id,
-            "winner_settings": winner[2],
-            "loser_generator": set_details.generator,
-            "loser_generator_id": set_details.generator_id,
-            "loser_batch_id": set_details.batch_id,
-            "loser_settings": loser[2],
-        }
 
 
 def taxonomy() -> dict:
@@ -275,27 +229,21 @@ def write_dataset(dataset: PreferenceDataset, folder: Path, progress=None) -> di
     dimensions = dict(Dimension.objects.values_list("pk", "slug"))
     writer = DatasetWriter(folder, embed_images=dataset.embed_images, formats=dataset.formats)
     counts: dict[str, dict[str, dict[str, int]]] = {}
-    stream = picks.values_list(
-        "judgment__task__candidate_set_id", "dimension_id", "judgment__annotator_id", "discarded",
-        "best__index", "worst__index",
-    ).order_by("judgment__task__candidate_set_id", "dimension_id", "judgment__annotator_id", "judgment_id")
-    units = groupby(stream.iterator(chunk_size=STREAM_CHUNK), key=lambda row: (row[0], row[1]))
     done_sets = 0
     try:
-        buffer: list[tuple[int, int, list[pairing.Vote]]] = []
-        sets_in_buffer = 0
-        for (set_id, dimension_id), rows in units:
-            votes = [pairing.Vote(annotator=row[2], best=row[4], worst=row[5], discarded=row[3]) for row in rows]
-            # Units come ordered by set: a new set is one whose id differs from the last unit's.
-            if not buffer or buffer[-1][0] != set_id:
-                if sets_in_buffer == SETS_PER_BUFFER:
-                    done_sets += _flush(buffer, dataset, writer, counts, tasks, dimensions)
-                    buffer, sets_in_buffer = [], 0
-                    if progress is not None:
-                        progress(done_sets, total_sets)
-                sets_in_buffer += 1
-            buffer.append((set_id, dimension_id, votes))
-        done_sets += _flush(buffer, dataset, writer, counts, tasks, dimensions)
+        waiting = np.empty((0, len(STREAM_COLUMNS)), np.int64)
+        for chunk in _pick_chunks(picks):
+            waiting = np.concatenate([waiting, chunk]) if len(waiting) else chunk
+            # Picks come ordered by set; the last set may go on in the next chunk, so a buffer is
+            # cut only once a set after its last one has begun.
+            starts = np.flatnonzero(np.r_[True, waiting[1:, 0] != waiting[:-1, 0]])
+            while len(starts) > SETS_PER_BUFFER:
+                cut = starts[SETS_PER_BUFFER]
+                done_sets += _flush(waiting[:cut], dataset, writer, counts, tasks, dimensions)
+                waiting, starts = waiting[cut:], starts[SETS_PER_BUFFER:] - cut
+                if progress is not None:
+                    progress(done_sets, total_sets)
+        done_sets += _flush(waiting, dataset, writer, counts, tasks, dimensions)
         weak = _write_weak_pairs(dataset, writer, counts, tasks) if dataset.implicit_feedback else {}
         files = writer.close()
     except BaseException:
@@ -345,29 +293,88 @@ def _inputs_per_split(dataset: PreferenceDataset, judgments) -> dict[str, int]:
     return counts
 
 
-def _flush(buffer, dataset, writer, counts, tasks, dimensions) -> int:
-    """Turn a buffer of (set, dimension, votes) into rows; returns the number of sets handled."""
-    if not buffer:
+# The stream's columns: set, dimension, annotator, discarded (0/1), best and worst index (-1: none).
+STREAM_COLUMNS = ("judgment__task__candidate_set_id", "dimension_id", "judgment__annotator_id", "discarded_flag",
+                  "best_index", "worst_index")
+# Room for PostgreSQL to sort the picks in memory instead of in temporary files (a million
+# judgments make 3.9 M picks, about 190 MB to sort); for the stream's statement only.
+STREAM_WORK_MEM = "512MB"
+
+
+def _pick_chunks(picks) -> Iterator[np.ndarray]:
+    """The picks ordered by (set, dimension, annotator, judgment), STREAM_CHUNK rows at a time, as
+    integer arrays of STREAM_COLUMNS: the rows the database cursor hands over, never one Python
+    object per pick."""
+    stream = picks.annotate(
+        discarded_flag=Case(When(discarded=True, then=1), default=0, output_field=IntegerField()),
+        best_index=Coalesce("best__index", -1, output_field=IntegerField()),
+        worst_index=Coalesce("worst__index", -1, output_field=IntegerField()),
+    ).values_list(*STREAM_COLUMNS).order_by(
+        "judgment__task__candidate_set_id", "dimension_id", "judgment__annotator_id", "judgment_id")
+    compiler = stream.query.get_compiler(using=stream.db)
+    connection = connections[stream.db]
+    tuned = connection.vendor == "postgresql"
+    if tuned:
+        with connection.cursor() as cursor:
+            # Inside a transaction SET LOCAL ends with it; outside, each statement is its own.
+            cursor.execute(f"SET {'LOCAL ' if connection.in_atomic_block else ''}work_mem = '{STREAM_WORK_MEM}'")
+    try:
+        server_side = not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+        for rows in compiler.execute_sql(MULTI, chunked_fetch=server_side, chunk_size=STREAM_CHUNK):
+            yield np.fromiter(chain.from_iterable(rows), dtype=np.int64,
+                              count=len(rows) * len(STREAM_COLUMNS)).reshape(-1, len(STREAM_COLUMNS))
+    finally:
+        if tuned and not connection.in_atomic_block:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET work_mem")
+
+
+def _flush(picks: np.ndarray, dataset, writer, counts, tasks, dimensions) -> int:
+    """Turn the picks of whole sets (rows of STREAM_COLUMNS) into rows; returns the number of sets."""
+    if not len(picks):
         return 0
-    set_ids = sorted({unit[0] for unit in buffer})
-    details = _set_details(set_ids, dataset.embed_images, tasks)
-    image_cache: dict = {}
-    split_by_input = {}
-    for set_details in details.values():
-        split_by_input[set_details.input_id] = pairing.split_of(
-            set_details.input_hash, dataset.split_seed, dataset.train_fraction, dataset.validation_fraction,
-            dataset.test_fraction)
-    for set_id, dimension_id, votes in buffer:
+    new_unit = np.r_[True, (picks[1:, 0] != picks[:-1, 0]) | (picks[1:, 1] != picks[:-1, 1])]
+    unit = np.cumsum(new_unit) - 1
+    unit_first = np.flatnonzero(new_unit)
+    unit_set_id, unit_dimension_id = picks[unit_first, 0], picks[unit_first, 1]
+    set_ids, unit_set = np.unique(unit_set_id, return_inverse=True)
+    details = _set_details(set_ids.tolist(), dataset.embed_images, tasks)
+    sets, candidates = [], []
+    for set_id in set_ids.tolist():
         set_details = details[set_id]
-        split = split_by_input[set_details.input_id]
-        dimension = dimensions[dimension_id]
-        made = 0
-        for row in _rows(set_id, dimension, votes, set_details, dataset, split, dataset.embed_images, image_cache):
-            writer.write(row)
-            made += 1
-        if made:
-            per_split = counts.setdefault(set_details.task, {}).setdefault(dimension, dict.fromkeys(SPLITS, 0))
-            per_split[split] += made
+        if sorted(set_details.candidates) != list(range(len(set_details.candidates))):
+            raise ValueError(f"candidate set {set_id}: candidate indices {sorted(set_details.candidates)} "
+                             f"are not 0..{len(set_details.candidates) - 1}")
+        split = pairing.split_of(set_details.input_hash, dataset.split_seed, dataset.train_fraction,
+                                 dataset.validation_fraction, dataset.test_fraction)
+        sets.append({"split": split, "input_id": set_details.input_id, "input_hash": set_details.input_hash,
+                     "task": set_details.task, "prompt": set_details.prompt,
+                     "prompt_given": set_details.prompt_given, "source": set_details.source,
+                     "mask": set_details.mask, "set_id": set_id, "generator": set_details.generator,
+                     "generator_id": set_details.generator_id, "batch_id": set_details.batch_id})
+        candidates.append([set_details.candidates[index] for index in range(len(set_details.candidates))])
+    votes = pair_arrays.Votes(unit=unit, annotator=picks[:, 2], discarded=picks[:, 3] == 1, best=picks[:, 4],
+                              worst=picks[:, 5], n=np.array([len(c) for c in candidates], np.int64)[unit_set])
+    pairs = pair_arrays.derive_pair_arrays(votes, policy=dataset.pairing, aggregation=dataset.aggregation,
+                                           tie_rule=dataset.tie_rule, min_votes=dataset.min_votes)
+    unit_dimension = [dimensions[dimension_id] for dimension_id in unit_dimension_id.tolist()]
+    if len(pairs):
+        # Images as the files name them (read from storage when embedded), only those in a pair.
+        used = np.unique(np.concatenate([unit_set[pairs.unit] * 2**16 + pairs.winner,
+                                         unit_set[pairs.unit] * 2**16 + pairs.loser]))
+        resolved = [[(public_id, None, settings) for public_id, _, settings in per_set] for per_set in candidates]
+        for key in used.tolist():
+            position, index = divmod(key, 2**16)
+            public_id, name, settings = candidates[position][index]
+            resolved[position][index] = (public_id, _image(name, dataset.embed_images), settings)
+        table, lines = row_tables.pair_table(pairs, unit_set, unit_dimension, sets, resolved, writer.schema)
+        writer.write_table(table, row_tables.text_bytes(lines))
+    made = np.bincount(pairs.unit, minlength=len(unit_first)).tolist()
+    for u, count in enumerate(made):
+        if count:
+            values = sets[unit_set[u]]
+            per_split = counts.setdefault(values["task"], {}).setdefault(unit_dimension[u], dict.fromkeys(SPLITS, 0))
+            per_split[values["split"]] += count
     return len(set_ids)
 
 

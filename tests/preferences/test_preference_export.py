@@ -328,3 +328,10 @@ def test_a_version_whose_small_splits_got_no_inputs_says_so(make_user, client):
     client.force_login(admin)
     page = client.get(f"/admin/preferences/preferencedataset/{version.pk}/change/").content.decode()
     assert "got no inputs" in page and f"train {per_split['train']}, validation {per_split['validation']}" in page
+
+
+def test_storage_uris_are_those_of_pathlib():
+    from preferences.export import storage_uri
+
+    for name in ["inputs/a b%c.png", "inputs/été 東京.png", "x/./y//z.png", "q?#&=+~.png"]:
+        assert storage_uri(name) == Path(default_storage.path(name)).as_uri()
