@@ -95,7 +95,8 @@ def next_slot(user, exclude: int | None = None) -> Slot | None:
 def _take(user, exclude: int | None, settings: QualityControlSettings) -> Slot | None:
     """next_slot's work, inside its transaction."""
     now = timezone.now()
-    with_batch = Slot.objects.select_related("task__candidate_set__batch")
+    # Everything the task fragment shows comes with the slot (annotation.views reads no more).
+    with_batch = Slot.objects.select_related("task__candidate_set__batch", "task__candidate_set__input__task")
     mine = with_batch.filter(annotator=user, state=SlotState.LEASED, leased_until__gt=now).exclude(pk=exclude)
     current = queue.resume(mine, now, settings.lease_minutes)
     if current is not None:

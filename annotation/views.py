@@ -54,7 +54,7 @@ def _task_context(user, after: int | None) -> dict:
         return {"state": "paused", "reason": str(exc)}
     if slot is None:
         return {"state": "empty", "open_in_pool": _open_in_pool()}
-    slot = Slot.objects.select_related("task__candidate_set__input__task").get(pk=slot.pk)
+    # next_slot selected the slot's task, set, input and input task with it.
     return {
         "state": "task",
         **candidates_context(slot, slot.task.candidate_set.input),

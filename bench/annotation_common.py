@@ -43,6 +43,10 @@ def bench_environment(name: str, debug: bool = False) -> dict:
         "DJANGO_DEBUG": "1" if debug else "0",
         "LOG_LEVEL": env.get("LOG_LEVEL", "WARNING"),
     })
+    # BENCH_CACHE_URL (redis://...): the platform's shared cache, with the sessions read from it,
+    # as ONEREWARD_CACHE_URL gives production; unset, sessions are read from the database.
+    if os.environ.get("BENCH_CACHE_URL"):
+        env["ONEREWARD_CACHE_URL"] = os.environ["BENCH_CACHE_URL"]
     return env
 
 
@@ -75,7 +79,8 @@ def setup_django(name: str, debug: bool = False) -> None:
         {
             k: v
             for k, v in bench_environment(name, debug).items()
-            if k in {"DATABASE_URL", "ONEREWARD_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "LOG_LEVEL"}
+            if k in {"DATABASE_URL", "ONEREWARD_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "LOG_LEVEL",
+                     "ONEREWARD_CACHE_URL"}
         }
     )
     import django

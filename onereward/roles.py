@@ -145,6 +145,9 @@ def keep_staff_flag_in_step(sender, instance, action, reverse=False, pk_set=None
 
 def role_context(request):
     """Template context: the user's roles, for navigation."""
+    from django.utils.functional import SimpleLazyObject
+
     user = getattr(request, "user", None)
-    roles = roles_of(user) if user is not None else []
-    return {"user_roles": [role.slug for role in roles], "user_can_use_admin": bool(user and can_use_admin(user))}
+    # Read when a template shows them (the page header), not for every fragment rendered.
+    roles = SimpleLazyObject(lambda: [role.slug for role in roles_of(user)] if user is not None else [])
+    return {"user_roles": roles, "user_can_use_admin": bool(user and can_use_admin(user))}

@@ -47,7 +47,9 @@ from .core.files import FORMATS, SCHEMA_VERSION, SPLITS, DatasetWriter, file_sha
 from .models import FeedbackEvent, PreferenceDataset
 
 STREAM_CHUNK = 10000
-SETS_PER_BUFFER = 500
+# Sets whose rows are built together: 500 made the same speed with twice the memory (the buffer's
+# columns and row texts are held at once).
+SETS_PER_BUFFER = 200
 
 
 class DatasetCancelled(Exception):

@@ -505,3 +505,83 @@ def test_query_counts_do_not_grow_with_the_candidates_or_the_tasks(make_user):
     build_batch(import_inputs(synthetic_specs(12, first_seed=30)), n=6, name="many")
     _, fragment_many, judgment_many = measure("third")
     assert (fragment_many, judgment_many) == (fragment_6, judgment_6)
+
+
+# The statements each annotator request runs, with the sessions in the shared cache (ONEREWARD_CACHE_URL,
+# as production runs) and without it (sessions in the database). A new query fails here.
+# Before: 16, 14, 6 and 12 with sessions in the database (the session, the user, two permission
+# queries, the roles on every fragment, the slot read again after its lease, a lookup of the
+# submission before the slot's lock).
+CACHED_SESSIONS = {"page": 13, "fragment": 10, "image": 4, "judgment": 9}
+DATABASE_SESSIONS = {name: count + 1 for name, count in CACHED_SESSIONS.items()}
+
+
+def request_counts(username, make_user) -> dict:
+    no_gold_or_repeats()
+    build_batch(import_inputs(synthetic_specs(3, first_seed=60)), n=4, name=f"counted {username}")
+    make_user(username, "annotator")
+    browser = Client()
+    # Through the login page, as a person signs in (django-axes checks the attempt).
+    signed_in = browser.post("/accounts/login/", {"username": username, "password": "pass-for-tests-1"})
+    assert signed_in.status_code == 302, signed_in.content[:300]
+    browser.get("/")  # the same state before every count: signed in, session stored
+    cache.delete("annotation:open-in-pool")
+    user = browser.session["_auth_user_id"]
+    counts = {"page": count_queries(lambda: browser.get("/annotate/"))}
+    first = Slot.objects.get(annotator_id=user, state="leased")
+    counts["fragment"] = count_queries(lambda: browser.get(f"/annotate/task/?after={first.pk}"))
+    counts["image"] = count_queries(lambda: browser.get(f"/annotate/slots/{first.pk}/candidates/0.img"))
+    slot = Slot.objects.select_related("task__candidate_set__input__task").get(pk=first.pk)
+    body = judgment_body(slot)
+    counts["judgment"] = count_queries(lambda: post_json(browser, f"/annotate/slots/{slot.pk}/judgment", body))
+    return counts
+
+
+def savepoints_free(counts: dict) -> dict:
+    """Tests run inside a transaction: every atomic block adds a SAVEPOINT and its RELEASE, which
+    outside tests are a BEGIN/COMMIT that Django does not log. Two blocks hand out a slot (page,
+    fragment), two store a judgment."""
+    blocks = {"page": 1, "fragment": 1, "image": 0, "judgment": 2}
+    return {name: count - 2 * blocks[name] for name, count in counts.items()}
+
+
+@pytest.mark.django_db
+def test_queries_per_annotator_request_with_sessions_in_the_shared_cache(make_user, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": settings.CELERY_BROKER_URL, "KEY_PREFIX": "query-count-test"}}
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    try:
+        assert savepoints_free(request_counts("counted_cached", make_user)) == CACHED_SESSIONS
+    finally:
+        cache.clear()
+
+
+@pytest.mark.django_db
+def test_queries_per_annotator_request_with_sessions_in_the_database(make_user, settings):
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    assert savepoints_free(request_counts("counted_db", make_user)) == DATABASE_SESSIONS
+
+
+@pytest.mark.django_db
+def test_with_cached_sessions_a_logout_ends_the_session_everywhere_and_a_revoked_role_counts_at_once(
+        make_user, settings):
+    from django.contrib.auth.models import Group
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": settings.CELERY_BROKER_URL, "KEY_PREFIX": "logout-test"}}
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    try:
+        build_world(inputs=1)
+        user = make_user("leaving", "annotator")
+        browser = Client()
+        browser.post("/accounts/login/", {"username": "leaving", "password": "pass-for-tests-1"})
+        copy = Client()  # the same session key in a cookie jar of its own, as a stolen cookie would be
+        copy.cookies["sessionid"] = browser.cookies["sessionid"].value
+        assert copy.get("/annotate/").status_code == 200
+        user.groups.remove(Group.objects.get(name="Annotators"))
+        assert copy.get("/annotate/").status_code == 403  # the permission is read on every request
+        browser.post("/accounts/logout/")
+        assert copy.cookies["sessionid"].value  # still sent
+        assert copy.get("/annotate/").status_code == 302  # signed out: the cached session is gone too
+    finally:
+        cache.clear()
