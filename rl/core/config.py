@@ -24,6 +24,9 @@ __all__ = ["ConfigError", "OneRewardConfig", "RolloutSettings", "ALGORITHMS", "D
 
 ALGORITHMS = ("fixed", "dynamic")
 JUDGE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# transformers' attention implementations the judge may load with: "sdpa" is torch's
+# scaled_dot_product_attention (fused kernels on a GPU), "eager" the matmul-softmax reference.
+JUDGE_ATTENTION = ("sdpa", "eager")
 # The linear layers of FLUX's blocks, as diffusers' FLUX LoRA trainers target them: attention of
 # both streams (double blocks) and of the single blocks, the feed-forwards of both streams, the
 # single blocks' MLP in and out projections (and, by name, the final output projection).
@@ -132,6 +135,15 @@ class OneRewardConfig:
         "help": "Algorithm 1: K reference images kept per condition (their final latents, in the run "
                 "directory) and drawn from at each step instead of a fresh full rollout; 0: a fresh rollout "
                 "per sample"})
+    micro_batch: int = field(default=1, metadata={
+        "help": "samples of a process's share of the step run together (batched rollouts, one transformer call "
+                "with gradient, one judge call); more samples than that accumulate gradients over several "
+                "micro-batches. Samples batch together when their canvases have the same size. 1: one at a "
+                "time, the least memory"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the policy transformer (the first steps pay the compilation)"})
+    judge_attention: str = field(default="sdpa", metadata={
+        "help": "the judge's attention: sdpa (torch's scaled_dot_product_attention) or eager"})
     seed: int = field(default=0, metadata={"help": "seed of conditions, noises and stop steps"})
     log_every: int = field(default=10, metadata={"help": "steps between metric lines"})
     save_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
@@ -182,7 +194,7 @@ class OneRewardConfig:
             problems.add("learning_rate", f"in (0, 1), got {self.learning_rate!r}")
         if not is_number(self.weight_decay) or self.weight_decay < 0:
             problems.add("weight_decay", f"a non-negative number, got {self.weight_decay!r}")
-        for name in ("batch_size", "max_steps", "log_every", "save_every", "eval_samples_per_input"):
+        for name in ("batch_size", "max_steps", "log_every", "save_every", "eval_samples_per_input", "micro_batch"):
             if getattr(self, name) < 1:
                 problems.add(name, f"a positive integer, got {getattr(self, name)!r}")
         for name in ("lora_rank", "keep_checkpoints", "stop_at_step"):
@@ -213,6 +225,8 @@ class OneRewardConfig:
             problems.add("mixed_precision", f"one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         if self.judge_dtype not in JUDGE_DTYPES:
             problems.add("judge_dtype", f"{', '.join(JUDGE_DTYPES)}, got {self.judge_dtype!r}")
+        if self.judge_attention not in JUDGE_ATTENTION:
+            problems.add("judge_attention", f"{' or '.join(JUDGE_ATTENTION)}, got {self.judge_attention!r}")
         problems.raise_any()
 
     @classmethod
