@@ -290,6 +290,8 @@ class OneRewardTrainer:
         self._text_cache: OrderedDict = OrderedDict()
         self.text_encoders_offloaded = self._encode_pool_prompts()
         self.step_count = 0
+        if config.compile:
+            self._compile_policy()
 
     # -- building ------------------------------------------------------------------------------------
 
@@ -311,7 +313,8 @@ class OneRewardTrainer:
 
     def _load_judge(self):
         judge = Judge.from_pretrained(self.config.judge, dtype=self.config.judge_dtype, device=self.device,
-                                      gradient_checkpointing=self.config.gradient_checkpointing)
+                                      gradient_checkpointing=self.config.gradient_checkpointing,
+                                      attn_implementation=self.config.judge_attention)
         judge.eval()
         if self.config.gradient_checkpointing:
             _activate_judge_checkpointing(judge)
@@ -376,6 +379,14 @@ class OneRewardTrainer:
         copied.disable_gradient_checkpointing()
         return copied
 
+    def _compile_policy(self) -> None:
+        """torch.compile the policy transformer in place (nn.Module.compile): the pipeline, the
+        adapter switches, the optimizer and the checkpoints keep the same module and parameter
+        names. Batch sizes change within a step (samples stop at their own step, the CFG rows), so
+        the batch dimension becomes dynamic after the first recompilation instead of one graph per
+        size; the adapter switched off for Algorithm 1's reference is one more graph."""
+        self.transformer.compile()
+
     # -- one step ------------------------------------------------------------------------------------
 
     def plan(self, step: int) -> list[Sample]:
@@ -397,16 +408,7 @@ class OneRewardTrainer:
         every sample's {"index", "task", "dimensions", "rewards", "loss"} over all processes."""
         config, accelerator = self.config, self.accelerator
         step = self.step_count + 1
-        samples = self.plan(step)
-        mine = samples[accelerator.process_index::accelerator.num_processes]
-        records = []
-        for sample in mine:
-            loss, record = self.sample_loss(sample)
-            # The step's loss is the mean over the global batch: without FSDP the gradients are
-            # summed over the processes below; FSDP averages them, hence the factor.
-            scale = (accelerator.num_processes if self.sharded else 1) / config.batch_size
-            accelerator.backward(loss * scale)
-            records.append(record)
+        records = self.accumulate(self.plan(step))
         if not self.sharded and accelerator.num_processes > 1:
             self._sum_gradients()
         parameters = [p for _, p in self.trainable]
@@ -421,39 +423,117 @@ class OneRewardTrainer:
         return {"loss": sum(r["loss"] for r in records) / len(records), "grad_norm": float(grad_norm), "lr": lr,
                 "records": records}
 
+    def accumulate(self, samples: list[Sample]) -> list[dict]:
+        """Forward and backward passes of this process's share of the global batch `samples`, one
+        micro-batch at a time, the gradients adding up in .grad; returns this process's records."""
+        accelerator = self.accelerator
+        # The step's loss is the mean over the global batch: without FSDP the gradients are summed
+        # over the processes afterwards; FSDP averages them, hence the factor.
+        scale = (accelerator.num_processes if self.sharded else 1) / self.config.batch_size
+        records = []
+        for micro in self.micro_batches(samples):
+            losses, micro_records = self.micro_batch_loss(micro)
+            accelerator.backward(losses.sum() * scale)
+            records.extend(micro_records)
+        return records
+
+    def micro_batches(self, samples: list[Sample]) -> list[list[Sample]]:
+        """This process's samples of the global batch, in micro-batches of at most micro_batch.
+
+        Samples run together when their canvases have the same padded size: then they share the
+        token layout, the schedule (its shift depends on the sequence length) and the latent
+        positions, and their rollouts stack into one batch with no padding of tokens; their stop
+        indices may differ (denoise_to runs each to its own). Canvases of other sizes go to other
+        micro-batches rather than being padded to a common size, which would need attention masks
+        in the transformer and change what a sample's pixels depend on.
+
+        The grouping is of slots (the i // P of a sample, which fixes its stop), decided from the
+        global batch that every process draws alike: a slot's key is the canvas sizes of all its P
+        samples, so every process cuts the same slots into the same micro-batches and makes the
+        same transformer calls with the same batch sizes (needed under FSDP)."""
+        processes, index = self.accelerator.num_processes, self.accelerator.process_index
+        groups: dict[tuple, list[Sample]] = {}
+        for start in range(0, len(samples), processes):
+            slot = samples[start:start + processes]
+            key = tuple(self._canvas_size(sample.condition) for sample in slot)
+            groups.setdefault(key, []).append(slot[index])
+        size = self.config.micro_batch
+        return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+    def _canvas_size(self, condition: Condition) -> tuple[int, int]:
+        """(width, height) of a condition's canvas once padded for FLUX (from the file's header)."""
+        from PIL import Image
+
+        multiple = self.pipeline.vae_scale_factor * 2
+        with Image.open(condition.source) as image:
+            width, height = image.size
+        return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+
     def sample_loss(self, sample: Sample) -> tuple["torch.Tensor", dict]:
         """The loss of one condition (with its graph to the policy's weights) and its record."""
-        condition = sample.condition
-        image, mask = condition.load()
+        losses, [record] = self.micro_batch_loss([sample])
+        return losses[0], record
+
+    def micro_batch_loss(self, samples: list[Sample]) -> tuple["torch.Tensor", list[dict]]:
+        """The losses (m,) of m samples whose canvases have the same padded size, with their graph to
+        the policy's weights, and their records: the reference images, the policy's rollouts (each to
+        its stop) and its one call with gradient batched, decoded one by one, judged in one call."""
         backend = self.backend
-        canvas = backend.prepare_canvas(image, mask)
-        text = self.text(self.pool.prompt(condition))
+        conditions = [sample.condition for sample in samples]
+        canvases = self._canvases(conditions)
+        text = self.texts([self.pool.prompt(condition) for condition in conditions])
+        stops = [sample.stop for sample in samples]
+        # The canvases have one padded size, so one schedule and one set of latent positions serve all.
+        canvas = canvases[0]
         with torch.no_grad():
-            reference_image = self.reference_image(condition, canvas, text, sample.reference_seed)
-            scheduler, timesteps, latents, conditioning = self.start(canvas, sample.policy_seed)
+            reference_images = self.reference_images(samples, canvases, text)
+            scheduler, timesteps, latents, conditioning = self.start_batch(canvases, [s.policy_seed for s in samples])
             with self.accelerator.autocast():
-                latents = backend.denoise(scheduler, timesteps[:sample.stop], latents, conditioning, text, canvas)
+                latents = backend.denoise_to(scheduler, timesteps, latents, conditioning, text, canvas, stops)
+        rows = torch.tensor(stops, dtype=torch.long)
         with self.accelerator.autocast():
-            v = backend.predict_velocity(latents, conditioning, timesteps[sample.stop], text, canvas)
-        clean = predict_clean(latents, v, scheduler.sigmas[sample.stop])
+            v = backend.predict_velocity(latents, conditioning, timesteps[rows.to(timesteps.device)], text, canvas)
+        clean = predict_clean(latents, v, scheduler.sigmas[rows.to(scheduler.sigmas.device)].view(-1, 1, 1))
         with self.accelerator.autocast():
-            policy_image = self.decode(canvas, clean)
-            rewards = self.rewards(policy_image, reference_image, condition)
-        hinge = torch.relu(self.config.reward_cap - rewards)
-        loss = hinge.mean()
-        record = {"index": sample.index, "task": condition.task, "input": condition.id, "stop": sample.stop,
-                  "dimensions": self.pool.dimensions(condition), "rewards": rewards.detach().float().cpu().tolist(),
-                  "loss": float(loss.detach())}
-        return loss, record
+            policy_images = [self.decode(canvases[i], clean[i:i + 1]) for i in range(len(samples))]
+            rewards = self.batch_rewards(policy_images, reference_images, conditions)
+        losses, records = [], []
+        for sample, reward in zip(samples, rewards):
+            loss = torch.relu(self.config.reward_cap - reward).mean()
+            losses.append(loss)
+            records.append({"index": sample.index, "task": sample.condition.task, "input": sample.condition.id,
+                            "stop": sample.stop, "dimensions": self.pool.dimensions(sample.condition),
+                            "rewards": reward.detach().float().cpu().tolist(), "loss": float(loss.detach())})
+        return torch.stack(losses), records
+
+    def _canvases(self, conditions: list[Condition]) -> list[Canvas]:
+        """The prepared canvas of each condition; a condition drawn twice shares one (the VAE
+        encodes it once: preparing a canvas is deterministic)."""
+        prepared: dict[tuple, Canvas] = {}
+        canvases = []
+        for condition in conditions:
+            key = (condition.task, condition.id)
+            if key not in prepared:
+                image, mask = condition.load()
+                prepared[key] = self.backend.prepare_canvas(image, mask)
+            canvases.append(prepared[key])
+        return canvases
 
     def start(self, canvas: Canvas, seed: int) -> tuple:
         """(scheduler, timesteps, packed noise (1, S, 4C), Fill conditioning (1, S, 4C + 4s^2)) of
         one rollout: the base generator's draws for a candidate of this seed at strength 1."""
-        scheduler, timesteps = self.backend.prepare_timesteps(canvas, self.rollout.steps)
-        generators = [torch.Generator("cpu").manual_seed(int(seed))]
-        latents = self.backend.prepare_latents(canvas, generators, scheduler, timesteps[:1])
-        conditioning = self.backend.prepare_mask_latents(canvas, generators)
-        return scheduler, timesteps, latents, conditioning
+        return self.start_batch([canvas], [seed])
+
+    def start_batch(self, canvases: list[Canvas], seeds: list[int]) -> tuple:
+        """start() for m rollouts on canvases of one padded size: one scheduler, latents and
+        conditioning (m, ...) stacked, each row drawn from its own seed as a batch of one draws it."""
+        scheduler, timesteps = self.backend.prepare_timesteps(canvases[0], self.rollout.steps)
+        latents, conditioning = [], []
+        for canvas, seed in zip(canvases, seeds):
+            generators = [torch.Generator("cpu").manual_seed(int(seed))]
+            latents.append(self.backend.prepare_latents(canvas, generators, scheduler, timesteps[:1]))
+            conditioning.append(self.backend.prepare_mask_latents(canvas, generators))
+        return scheduler, timesteps, torch.cat(latents), torch.cat(conditioning)
 
     def decode(self, canvas: Canvas, latents: "torch.Tensor") -> "torch.Tensor":
         """Packed latents (1, S, 4C) -> the image the judge sees, float32 (3, H, W) in [0, 1],
@@ -468,27 +548,37 @@ class OneRewardTrainer:
 
     def prepare_reference_pool(self) -> int:
         """Make every member of the reference pool ahead (each process its share of the conditions;
-        members already in the run directory are kept); returns how many this process made."""
+        members already in the run directory are kept), micro_batch members per batched rollout;
+        returns how many this process made."""
         made = 0
         processes, index = self.accelerator.num_processes, self.accelerator.process_index
+        size = self.config.micro_batch
         for number, condition in enumerate(self.pool.inputs):
             if number % processes != index:
                 continue
-            image, mask = condition.load()
-            canvas = self.backend.prepare_canvas(image, mask)
-            text = self.text(self.pool.prompt(condition))
-            for member in range(self.config.reference_pool):
-                if not self._pool_path(condition, member).is_file():
-                    self._pooled_latents(condition, canvas, text, member)
-                    made += 1
+            missing = [m for m in range(self.config.reference_pool) if not self._pool_path(condition, m).is_file()]
+            if not missing:
+                continue
+            [canvas] = self._canvases([condition])
+            for start in range(0, len(missing), size):
+                members = missing[start:start + size]
+                text = self.texts([self.pool.prompt(condition)] * len(members))
+                self._make_pool_members([condition] * len(members), [canvas] * len(members), text, members)
+                made += len(members)
         self.accelerator.wait_for_everyone()
         return made
 
     def reference_latents(self, canvas: Canvas, text: TextConditioning, seed: int) -> "torch.Tensor":
         """The reference's full sampling from the noise of `seed`: packed latents (1, S, 4C)."""
+        return self.reference_latents_batch([canvas], text, [seed])
+
+    def reference_latents_batch(self, canvases: list[Canvas], text: TextConditioning,
+                                seeds: list[int]) -> "torch.Tensor":
+        """The reference's full samplings of m rollouts on canvases of one padded size, batched
+        (text: their m samples' text inputs): packed latents (m, S, 4C)."""
         with torch.no_grad(), self.reference() as backend, self.accelerator.autocast():
-            scheduler, timesteps, latents, conditioning = self.start(canvas, seed)
-            return backend.denoise(scheduler, timesteps, latents, conditioning, text, canvas)
+            scheduler, timesteps, latents, conditioning = self.start_batch(canvases, seeds)
+            return backend.denoise(scheduler, timesteps, latents, conditioning, text, canvases[0])
 
     def reference_image(self, condition: Condition, canvas: Canvas, text: TextConditioning,
                         seed: int) -> "torch.Tensor":
@@ -499,27 +589,51 @@ class OneRewardTrainer:
         resumed run finds them). Each member is a draw from the same reference distribution as a
         fresh rollout, so the expected loss is the same; only its variance differs (K draws per
         condition instead of new ones)."""
+        sample = Sample(index=0, condition=condition, reference_seed=seed, policy_seed=seed, stop=0)
+        return self.reference_images([sample], [canvas], text)[0]
+
+    def reference_images(self, samples: list[Sample], canvases: list[Canvas],
+                         text: TextConditioning) -> list["torch.Tensor"]:
+        """reference_image of m samples on canvases of one padded size (text: their text inputs):
+        the fresh rollouts, or the pool members still missing, sampled in one batch; (3, H, W) each."""
         size = self.config.reference_pool
         if not size:
-            return self.reference_rollout(canvas, text, seed)
-        latents = self._pooled_latents(condition, canvas, text, seed % size)
+            latents = self.reference_latents_batch(canvases, text, [s.reference_seed for s in samples])
+            latents = list(latents.split(1))
+        else:
+            members = [s.reference_seed % size for s in samples]
+            first: dict[tuple, int] = {}  # (condition, member) -> the first sample drawing it
+            for row, (sample, member) in enumerate(zip(samples, members)):
+                first.setdefault((sample.condition, member), row)
+            missing = [row for (condition, member), row in first.items()
+                       if not self._pool_path(condition, member).is_file()]
+            if missing:
+                self._make_pool_members([samples[row].condition for row in missing],
+                                        [canvases[row] for row in missing], text.select(missing),
+                                        [members[row] for row in missing])
+            latents = [self._pooled_latents(s.condition, member).to(self.device)
+                       for s, member in zip(samples, members)]
         with torch.no_grad(), self.accelerator.autocast():
-            return self.decode(canvas, latents.to(self.device))
+            return [self.decode(canvas, row) for canvas, row in zip(canvases, latents)]
 
     def _pool_path(self, condition: Condition, member: int) -> Path:
         return self.output / "reference_pool" / f"{condition.task}-{condition.id}-{member}.pt"
 
-    def _pooled_latents(self, condition: Condition, canvas: Canvas, text: TextConditioning,
-                        member: int) -> "torch.Tensor":
-        path = self._pool_path(condition, member)
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        latents = self.reference_latents(canvas, text, pool_seed(self.config.seed, condition, member)).cpu()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        torch.save(latents, partial)
-        partial.replace(path)  # atomic: two processes making the same member leave one file
-        return latents
+    def _pooled_latents(self, condition: Condition, member: int) -> "torch.Tensor":
+        return torch.load(self._pool_path(condition, member), map_location="cpu", weights_only=True)
+
+    def _make_pool_members(self, conditions: list[Condition], canvases: list[Canvas], text: TextConditioning,
+                           members: list[int]) -> None:
+        """Sample pool members (condition i, member i) in one batched reference rollout and keep
+        each one's latents (1, S, 4C) in the run directory."""
+        seeds = [pool_seed(self.config.seed, condition, member) for condition, member in zip(conditions, members)]
+        latents = self.reference_latents_batch(canvases, text, seeds).cpu()
+        for condition, member, row in zip(conditions, members, latents.split(1)):
+            path = self._pool_path(condition, member)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            torch.save(row.clone(), partial)
+            partial.replace(path)  # atomic: two processes making the same member leave one file
 
     @contextlib.contextmanager
     def reference(self):
@@ -540,17 +654,34 @@ class OneRewardTrainer:
     def rewards(self, first: "torch.Tensor", second: "torch.Tensor", condition: Condition) -> "torch.Tensor":
         """P(Yes | first, second, q_e) for each dimension e of the condition: float32 (D,), with the
         graph to `first` (and `second` when it has one)."""
-        dimensions = self.pool.dimensions(condition)
-        queries = [self.judge.query(self.pool.taxonomy, condition.task, d, condition.prompt) for d in dimensions]
-        log_yes, _ = self.judge.answer_logprobs([first] * len(queries), [second] * len(queries), queries)
-        return log_yes.float().exp()
+        return self.batch_rewards([first], [second], [condition])[0]
+
+    def batch_rewards(self, firsts: list["torch.Tensor"], seconds: list["torch.Tensor"],
+                      conditions: list[Condition]) -> list["torch.Tensor"]:
+        """rewards() of m samples in one judge call: row (i, e) shows sample i's two images (the
+        same tensor objects for all its dimensions, so the judge may encode each image once) with
+        the query of its dimension e. Returns m float32 tensors (D_i,)."""
+        first, second, queries, counts = [], [], [], []
+        for image, reference, condition in zip(firsts, seconds, conditions):
+            dimensions = self.pool.dimensions(condition)
+            queries += [self.judge.query(self.pool.taxonomy, condition.task, d, condition.prompt) for d in dimensions]
+            first += [image] * len(dimensions)
+            second += [reference] * len(dimensions)
+            counts.append(len(dimensions))
+        log_yes, _ = self.judge.answer_logprobs(first, second, queries)
+        return list(log_yes.float().exp().split(counts))
 
     def text(self, prompt: str) -> TextConditioning:
         """The transformer's text inputs for `prompt` and the rollout's negative prompt (a batch of
         one); each text is encoded once (an LRU cache of TEXT_CACHE_SIZE on the host)."""
+        return self.texts([prompt])
+
+    def texts(self, prompts: list[str]) -> TextConditioning:
+        """text() for a batch of samples, one prompt each."""
         rollout = self.rollout
         negative = self._encoded(rollout.negative_prompt) if uses_true_cfg(rollout.true_cfg) else None
-        return self.backend.prepare_text([self._encoded(prompt)], [negative], [rollout.guidance], [rollout.true_cfg])
+        return self.backend.prepare_text([self._encoded(prompt) for prompt in prompts], [negative] * len(prompts),
+                                         [rollout.guidance] * len(prompts), [rollout.true_cfg] * len(prompts))
 
     def _encode_pool_prompts(self) -> bool:
         """Encode every prompt of the pool (and the negative prompt) once, up front; on a GPU the

@@ -267,6 +267,24 @@ class TextConditioning:
     cfg_rows: list[int]
     true_cfg: "torch.Tensor"
 
+    def select(self, rows: Sequence[int]) -> "TextConditioning":
+        """The text inputs of the samples `rows` (indices into the B samples), in that order: their
+        positive rows, then the negative rows of those among them that use true CFG."""
+        import torch
+
+        batch = self.guidance.shape[0]
+        negative_of = {row: k for k, row in enumerate(self.cfg_rows)}
+        cfg_rows = [new for new, row in enumerate(rows) if row in negative_of]
+        negatives = [negative_of[rows[new]] for new in cfg_rows]
+        device = self.prompt_embeds.device
+        order = torch.tensor(list(rows) + [batch + k for k in negatives], dtype=torch.long, device=device)
+        return TextConditioning(
+            prompt_embeds=self.prompt_embeds[order], pooled=self.pooled[order], text_ids=self.text_ids,
+            guidance=self.guidance[torch.tensor(list(rows), dtype=torch.long, device=self.guidance.device)],
+            cfg_rows=cfg_rows,
+            true_cfg=self.true_cfg[torch.tensor(negatives, dtype=torch.long, device=self.true_cfg.device)],
+        )
+
 
 @dataclass
 class Canvas:
@@ -612,6 +630,30 @@ class FluxFillBackend:
             latents = self.denoise_step(scheduler, t, latents, conditioning, text, canvas)
         return latents
 
+    def denoise_to(self, scheduler, timesteps, latents, conditioning, text: TextConditioning, canvas: Canvas,
+                   stops: Sequence[int]) -> "torch.Tensor":
+        """Each sample i of the batch run through timesteps[:stops[i]]: Euler step k is taken by the
+        samples whose stop lies beyond it, in one transformer call on those rows alone, so a sample
+        gets the steps (and the numbers) of its own `denoise(timesteps[:stop])`, up to the float
+        rounding of a larger batch, and no transformer row is spent on a sample that has stopped.
+        All samples share the schedule: same canvas size (hence token layout and shift), same steps."""
+        import torch
+
+        stops = [int(stop) for stop in stops]
+        if len(stops) != latents.shape[0] or any(not 0 <= stop <= len(timesteps) for stop in stops):
+            raise ValueError(f"stops {stops}: one per sample, each in 0..{len(timesteps)}")
+        everyone = list(range(len(stops)))
+        for k, t in enumerate(timesteps[:max(stops, default=0)]):
+            active = [i for i in everyone if stops[i] > k]
+            if active == everyone:
+                latents = self.denoise_step(scheduler, t, latents, conditioning, text, canvas)
+                continue
+            rows = torch.tensor(active, dtype=torch.long, device=latents.device)
+            stepped = self.denoise_step(scheduler, t, latents[rows], conditioning[rows], text.select(active), canvas)
+            latents = latents.to(stepped.dtype).clone()
+            latents[rows] = stepped
+        return latents
+
     def denoise_step(self, scheduler, t, latents, conditioning, text: TextConditioning,
                      canvas: Canvas) -> "torch.Tensor":
         """One Euler step at timestep t (the schedule's, 0..1000) with true CFG: the next latents."""
@@ -619,8 +661,8 @@ class FluxFillBackend:
         return scheduler.step(velocity, t, latents, return_dict=False)[0]
 
     def predict_velocity(self, latents, conditioning, t, text: TextConditioning, canvas: Canvas) -> "torch.Tensor":
-        """The flow velocity of a batch at timestep t (the schedule's, 0..1000), with true CFG on
-        text.cfg_rows, in one transformer call.
+        """The flow velocity of a batch at timestep t (the schedule's, 0..1000; a scalar, or one per
+        sample, shape (B,)), with true CFG on text.cfg_rows, in one transformer call.
 
         latents: (B, S, 4C) packed noisy latents; conditioning: (B, S, 4C + 4s^2) from
         prepare_mask_latents. Returns (B, S, 4C): v_pos, or v_neg + true_cfg * (v_pos - v_neg) on
