@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/rl_step.py                          # tiny models, CPU
     .venv/bin/python bench/rl_step.py --size 128 --rollout-steps 12 --batch 4 --steps 8
+    .venv/bin/python bench/rl_step.py --speed --size 128 --batch 4   # micro-batches, compile, judge attention
     .venv/bin/python bench/rl_step.py --full-size              # FLUX.1 Fill + Qwen2.5-VL-7B layouts, CUDA, bf16
     .venv/bin/python bench/rl_step.py --full-size --dry-run    # the same code path with tiny models on CPU
 
@@ -50,6 +51,18 @@ VARIANTS = {
     "alg2-lora-ckpt": ("Algorithm 2, LoRA, checkpointing", dict(algorithm="dynamic", gradient_checkpointing=True)),
     "alg1-full-ckpt": ("Algorithm 1, full fine-tune, checkpointing",
                        dict(algorithm="fixed", gradient_checkpointing=True, lora_rank=None)),
+}
+# --speed: micro-batches, torch.compile and the judge's attention, Algorithm 1 with LoRA, no checkpointing;
+# the first is the baseline (today's one sample at a time).
+SPEED_VARIANTS = {
+    "mb1": ("micro_batch 1 (one at a time)", dict(algorithm="fixed", gradient_checkpointing=False)),
+    "mb2": ("micro_batch 2", dict(algorithm="fixed", gradient_checkpointing=False, micro_batch=2)),
+    "mb4": ("micro_batch 4", dict(algorithm="fixed", gradient_checkpointing=False, micro_batch=4)),
+    "mb1-compile": ("micro_batch 1, compile", dict(algorithm="fixed", gradient_checkpointing=False, compile=True)),
+    "mb4-compile": ("micro_batch 4, compile",
+                    dict(algorithm="fixed", gradient_checkpointing=False, micro_batch=4, compile=True)),
+    "mb1-eager-judge": ("micro_batch 1, judge attention eager",
+                        dict(algorithm="fixed", gradient_checkpointing=False, judge_attention="eager")),
 }
 
 
@@ -101,7 +114,7 @@ def child(args) -> None:
 
     quiet()
     work = Path(args.work)
-    label, options = VARIANTS[args.child]
+    label, options = {**VARIANTS, **SPEED_VARIANTS}[args.child]
     config = OneRewardConfig.from_dict({
         "conditions_dir": str(work / "conditions"), "output_dir": str(work / f"out-{args.child}"),
         "base_generator": {"base": str(work / "flux"), "device": "cpu", "dtype": "float32", "max_sequence_length": 32},
@@ -116,6 +129,50 @@ def child(args) -> None:
     trainable = sum(p.numel() for _, p in trainer.trainable)
     print(json.dumps({"variant": args.child, "seconds": seconds, "peak_rss": peak, "rss_before": before,
                       "trainable": trainable}))
+
+
+def bench_speed(args) -> None:
+    """Seconds per step of micro_batch 1, 2 and 4, compile off and on, the judge's attention: each
+    variant in its own process on the same models and input, ratios against micro_batch 1. The
+    first step (warm-up; with compile, the compilation) is reported apart from the median of the
+    others; with compile the second step is left out too (a recompilation once the batch
+    dimension turns dynamic)."""
+    from generation.core.demo_flux import save_tiny_flux_fill
+    from rewardmodel.core.demo_judge import save_tiny_qwen
+
+    with tempfile.TemporaryDirectory(prefix="bench-rl-speed-") as work:
+        work = Path(work)
+        save_tiny_flux_fill(work / "flux")
+        save_tiny_qwen(work / "judge", seed=0)
+        single_input_conditions(work / "conditions", args.size)
+        print(f"tiny FLUX Fill + tiny Qwen2.5-VL judge, CPU, {torch.get_num_threads()} threads; "
+              f"one {args.size}x{args.size} image-fill input (4 dimensions), batch {args.batch}, "
+              f"{args.rollout_steps} rollout steps with true CFG, Algorithm 1, LoRA, {args.steps} steps; "
+              f"load average {os.getloadavg()[0]:.2f}")
+        # Variants take turns, round after round, so that what else the machine runs weighs on all alike.
+        runs = {name: [] for name in SPEED_VARIANTS}
+        for _ in range(args.rounds):
+            for name in SPEED_VARIANTS:
+                command = [sys.executable, __file__, "--child", name, "--work", str(work), "--batch",
+                           str(args.batch), "--rollout-steps", str(args.rollout_steps), "--steps", str(args.steps)]
+                done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+                if done.returncode != 0:
+                    print(f"  {SPEED_VARIANTS[name][0]}: failed\n{done.stderr[-3000:]}")
+                    continue
+                runs[name].append((json.loads(done.stdout.strip().splitlines()[-1])["seconds"], os.getloadavg()[0]))
+        baseline = None
+        for name, (label, options) in SPEED_VARIANTS.items():
+            if not runs[name]:
+                continue
+            skip = 2 if options.get("compile") else 1
+            medians = [statistics.median(seconds[skip:] or seconds) for seconds, _ in runs[name]]
+            median = statistics.median(medians)
+            baseline = baseline or median
+            first = statistics.median(seconds[0] for seconds, _ in runs[name])
+            loads = ", ".join(f"{load:.1f}" for _, load in runs[name])
+            print(f"  {label:<38} {median:7.3f} s/step  x{median / baseline:.2f} of micro_batch 1   "
+                  f"first step {first:7.2f} s   per round: {', '.join(f'{m:.3f}' for m in medians)}   "
+                  f"load after each: {loads}")
 
 
 def bench_tiny(args) -> None:
@@ -263,7 +320,10 @@ def main() -> None:
                         help="with --full-size: the same path with tiny models on CPU")
     parser.add_argument("--judge-max-pixels", type=int, default=28 * 28 * 1280,
                         help="full size: the judge's resize bound per image (Qwen2.5-VL's default)")
-    parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--speed", action="store_true",
+                        help="tiny: micro_batch 1/2/4, compile off/on, judge attention eager (batch 4, 128x128)")
+    parser.add_argument("--rounds", type=int, default=3, help="--speed: rounds of all the variants in turn")
+    parser.add_argument("--child", choices=sorted({**VARIANTS, **SPEED_VARIANTS}), help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -278,6 +338,10 @@ def main() -> None:
         bench_full_size(args)
         return
     args.rollout_steps = args.rollout_steps or 8
+    if args.speed:
+        args.steps = args.steps or 6
+        bench_speed(args)
+        return
     args.steps = args.steps or 5
     bench_tiny(args)
 
