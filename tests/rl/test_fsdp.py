@@ -107,7 +107,10 @@ def test_sharded_steps_and_policy_match_one_process(runs, world, algorithm):
     for a, b in zip(metrics(one), metrics(two), strict=True):
         assert a["step"] == b["step"]
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        # The norm of near-zero gradients (about 1e-4 here) sums its squares in another order when
+        # sharded: it differed by 3e-4 of itself in one run. Gradients left unreduced across the two
+        # processes, or summed instead of averaged, change it by tens of percent.
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-2)
     weights = [load_file(output / POLICY) for output in (one, two)]
     base = load_file(world[1] / "transformer" / "diffusion_pytorch_model.safetensors")
     assert weights[0].keys() == weights[1].keys() == base.keys()
