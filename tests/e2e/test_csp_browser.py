@@ -150,8 +150,14 @@ def test_no_page_breaks_the_content_security_policy(live_server, browser, make_u
         watch.visit(f"{live_server.url}/inputs/", ".card")
         page.check("#show-masks")
         assert "masks-on" in page.eval_on_selector("body", "b => b.className")
-        mask = page.eval_on_selector(".card .mask", "m => getComputedStyle(m).getPropertyValue('--mask')")
-        assert mask.startswith("url(")
+        # pages.js sets each veil's --mask; cards swapped in get theirs on htmx:load, so the value
+        # is read when it is there (within 10 s) rather than at one instant.
+        mask = page.wait_for_function(
+            "() => { const m = document.querySelector('.card .mask');"
+            " const v = m && getComputedStyle(m).getPropertyValue('--mask');"
+            " return v && v.startsWith('url(') ? v : false; }",
+            timeout=10000).json_value()
+        assert mask.startswith("url(") and "/mask.img" in mask
         watch.assert_clean("the gallery, masks on")
     finally:
         context.close()

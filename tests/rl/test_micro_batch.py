@@ -50,7 +50,9 @@ def assert_same_step(records, grads, expected_records, expected_grads):
     largest = max(float(g.abs().max()) for g in expected_grads.values())
     assert largest > 0
     for name, grad in expected_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * largest)
+        # Batched matmuls sum in another order: near-zero entries differ by up to ~2e-5 of the
+        # largest gradient (seen 7e-11 against 4e-6). A wrong noise level or row mix moves them all.
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-4 * largest)
 
 
 @pytest.mark.parametrize("algorithm, lora_rank", [("fixed", 4), ("dynamic", 4), ("fixed", None)])
