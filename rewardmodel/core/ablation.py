@@ -183,10 +183,14 @@ def score_variant(judge, pairs: PreferencePairs, variant: Variant, *, batch_size
     done = 0
     for indices in pairs.pair_batches(batch_size):  # a pair's rows together: the judge encodes it once
         batch = collate_pairs([pairs[i] for i in indices])
-        context = [sources[i] for i in indices] if sources is not None else None
-        if context is not None:
-            by_input: dict = {}  # one marked source per input in the batch, shared like the candidates
-            context = [by_input.setdefault(pairs.row(i)["input_id"], image) for i, image in zip(indices, context)]
+        context = None
+        if sources is not None:
+            # One marked source per input in the batch, read once and shared like the candidates.
+            by_input: dict = {}
+            for i, input_id in zip(indices, batch["input_id"]):
+                if input_id not in by_input:
+                    by_input[input_id] = sources[i]
+            context = [by_input[input_id] for input_id in batch["input_id"]]
         result = judge.score(batch["winner"], batch["loser"], [query(pairs.row(i)) for i in indices],
                              both_orders=True, batch_size=batch_size, context=context)
         forward = result["p_yes_renormalised"].tolist()
