@@ -651,14 +651,10 @@ class OneRewardTrainer:
             with self.ema.applied_to(self.trainable):
                 yield self.backend
 
-    def rewards(self, first: "torch.Tensor", second: "torch.Tensor", condition: Condition) -> "torch.Tensor":
-        """P(Yes | first, second, q_e) for each dimension e of the condition: float32 (D,), with the
-        graph to `first` (and `second` when it has one)."""
-        return self.batch_rewards([first], [second], [condition])[0]
-
     def batch_rewards(self, firsts: list["torch.Tensor"], seconds: list["torch.Tensor"],
                       conditions: list[Condition]) -> list["torch.Tensor"]:
-        """rewards() of m samples in one judge call: row (i, e) shows sample i's two images (the
+        """P(Yes | first_i, second_i, q_e) for each dimension e of each of m samples, in one judge
+        call, with the graph to the first images: row (i, e) shows sample i's two images (the
         same tensor objects for all its dimensions, so the judge may encode each image once) with
         the query of its dimension e. Returns m float32 tensors (D_i,)."""
         first, second, queries, counts = [], [], [], []
