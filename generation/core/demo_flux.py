@@ -18,7 +18,8 @@ a GPU. Needs diffusers, transformers and tokenizers.
 """
 from __future__ import annotations
 
-import json
+import math
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -107,44 +108,80 @@ def build_transformer(seed: int = 0, full_size: bool = False, device="cpu", dtyp
 
 
 def build_clip_tokenizer():
-    """A byte-level BPE with CLIP's normalisation and word-end suffix, trained on SENTENCES."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """A byte-level BPE with CLIP's normalisation and word-end suffix, trained on SENTENCES.
+
+    The merges are learnt here rather than by the tokenizers library's trainer, whose ties between
+    equally frequent pairs fall as its hash maps iterate, differently in every process: the demo
+    model's token ids, hence its text embeddings and every candidate, changed from one build to
+    the next. Here a tie goes to the smallest pair."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
     from transformers import CLIPTokenizer
 
-    bos, eos = "<|startoftext|>", "<|endoftext|>"
-    trainer_tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=eos))
-    trainer_tok.normalizer = normalizers.Sequence(
+    bos, eos, suffix = "<|startoftext|>", "<|endoftext|>", "</w>"
+    normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence([
+    splitter = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
                              behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False),
     ])
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=[bos, eos], end_of_word_suffix="</w>",
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    trainer_tok.train_from_iterator(SENTENCES, trainer=trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=77)
+    words = Counter(piece for sentence in SENTENCES
+                    for piece, _ in splitter.pre_tokenize_str(normalizer.normalize_str(sentence)))
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = [bos, eos, *alphabet, *(character + suffix for character in alphabet)]
+    merges = bpe_merges({(*word[:-1], word[-1] + suffix): count for word, count in words.items()}, 64)
+    vocab += ["".join(pair) for pair in merges]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges, model_max_length=77)
+
+
+def bpe_merges(words: dict[tuple[str, ...], int], count: int) -> list[tuple[str, str]]:
+    """Up to `count` BPE merges learnt from words (tuples of symbols) and their frequencies: each
+    time the most frequent adjacent pair, the smallest pair among equals, merged everywhere."""
+    words = dict(words)
+    merges = []
+    while len(merges) < count:
+        pairs = Counter()
+        for word, frequency in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += frequency
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        words = {_merged(word, best): frequency for word, frequency in words.items()}
+    return merges
+
+
+def _merged(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    symbols, i = [], 0
+    while i < len(word):
+        if word[i:i + 2] == pair:
+            symbols.append(pair[0] + pair[1])
+            i += 2
+        else:
+            symbols.append(word[i])
+            i += 1
+    return tuple(symbols)
 
 
 def build_t5_tokenizer():
-    """A Unigram tokenizer with T5's special-token layout (<pad>=0, </s>=1, <unk>=2)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A Unigram tokenizer with T5's special-token layout (<pad>=0, </s>=1, <unk>=2).
+
+    Its pieces are SENTENCES' words (after "▁", the word start) and their characters, scored by
+    log frequency, ties by piece: made here, not by the tokenizers library's Unigram trainer, which
+    gives another vocabulary in every process (see build_clip_tokenizer)."""
     from transformers import T5TokenizerFast
 
-    trainer_tok = Tokenizer(models.Unigram())
-    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
-    )
-    trainer = trainers.UnigramTrainer(
-        vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
-    )
-    trainer_tok.train_from_iterator(SENTENCES, trainer=trainer)
-    vocab = [tuple(entry) for entry in json.loads(trainer_tok.to_str())["model"]["vocab"]]
+    counts = Counter()
+    for sentence in SENTENCES:
+        for word in sentence.split():
+            counts["▁" + word] += 1
+            counts.update(word)
+            counts["▁"] += 1
+    total = sum(counts.values())
+    pieces = sorted(((piece, math.log(n / total)) for piece, n in counts.items()), key=lambda e: (-e[1], e[0]))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces]
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
