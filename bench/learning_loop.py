@@ -3,6 +3,7 @@
 data order from one seed each), measured against the brightness oracle.
 
     .venv/bin/python bench/learning_loop.py [--seeds 5] [--first-seed 0]
+    .venv/bin/python bench/learning_loop.py --judge-only --judge-orders 3 [--judge-setting learning_rate=1e-3]
 
 Per world: the demo FLUX Fill (VAE fitted, candidates composited on the source, as the demo
 generator delivers them) makes N candidates per input; the oracle's best/worst ranking gives every
@@ -82,7 +83,8 @@ def oracle_dataset(folder: Path, backend, inputs, test: set, seed: int, taxonomy
     return write_dataset(folder, rows), test_pairs
 
 
-def one_world(seed: int, flux: Path, judge_base: Path, work: Path) -> dict:
+def one_world(seed: int, flux: Path, judge_base: Path, work: Path, judge: dict, orders: int = 1,
+              rl_too: bool = True) -> dict:
     # The demo generator's settings (generation/demo.py), on the CPU.
     settings = {"base": str(flux), "device": "cpu", "dtype": "float32", "composite_source": True}
     backend = FluxFillBackend.from_config(settings)
@@ -96,11 +98,20 @@ def one_world(seed: int, flux: Path, judge_base: Path, work: Path) -> dict:
     base_judge = Judge.from_pretrained(str(judge_base))
     data, test_pairs = oracle_dataset(work / "data", backend, learn, test, seed, taxonomy,
                                       lambda *query: base_judge.query(taxonomy, *query))
-    config = TrainingConfig(dataset_dir=str(data), output_dir=str(work / "judge"), base_model=str(judge_base),
-                            seed=seed, zero_shot_eval=False, log_every=50, save_every=10_000, **LOOP["judge"])
-    train_judge(config)
-    agreement = oracle_agreement(Judge.from_pretrained(str(work / "judge" / "model")), test_pairs)
-    figures = {"seed": seed, "judge_seconds": time.perf_counter() - started, "agreement": agreement}
+    # The judge's data order (its training seed) is the one source of chance left once the world is
+    # fixed; `orders` > 1 retrains it with the next seeds and keeps every agreement (the first is the
+    # one RL trains against).
+    agreements = []
+    for order in range(orders):
+        config = TrainingConfig(dataset_dir=str(data), output_dir=str(work / f"judge-{order}"),
+                                base_model=str(judge_base), seed=seed + 100 * order, zero_shot_eval=False,
+                                log_every=50, save_every=10_000, **judge)
+        train_judge(config)
+        agreements.append(oracle_agreement(Judge.from_pretrained(str(work / f"judge-{order}" / "model")), test_pairs))
+    figures = {"seed": seed, "judge_seconds": (time.perf_counter() - started) / orders,
+               "agreement": agreements[0], "agreements": agreements}
+    if not rl_too:
+        return figures
 
     conditions = write_conditions(work / "conditions", taxonomy,
                                   [{"id": f"in-{i}", **{k: item[k] for k in ("task", "prompt", "source", "mask")}}
@@ -111,7 +122,7 @@ def one_world(seed: int, flux: Path, judge_base: Path, work: Path) -> dict:
     for algorithm in ("fixed", "dynamic"):
         started = time.perf_counter()
         rl = {**LOOP["rl"], "rollout": LOOP["rollout"]}
-        config = rl_config(flux, work / "judge" / "model", conditions, work / algorithm, algorithm=algorithm,
+        config = rl_config(flux, work / "judge-0" / "model", conditions, work / algorithm, algorithm=algorithm,
                            base_generator=settings, seed=seed, log_every=10, save_every=10_000, **rl)
         trainer = OneRewardTrainer(config)
         result = trainer.train()
@@ -135,33 +146,59 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="how many worlds")
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--judge-orders", type=int, default=1,
+                        help="train the judge this many times per world, each with its own data order")
+    parser.add_argument("--judge-only", action="store_true", help="stop after the judge (no RL)")
+    parser.add_argument("--judge-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of LOOP['judge'] (learning_rate, max_steps, ...); repeatable")
     parser.add_argument("--json", help="also write every figure here")
     args = parser.parse_args()
+    judge = dict(LOOP["judge"])
+    for setting in args.judge_setting:
+        key, _, value = setting.partition("=")
+        if key not in TrainingConfig.__dataclass_fields__:
+            parser.error(f"--judge-setting {setting}: {key!r} is not a judge training setting")
+        judge[key] = type(judge.get(key, 0.0))(value) if key in judge else float(value)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root = Path(tempfile.mkdtemp(prefix="learning-loop-"))
     flux = save_tiny_flux_fill(root / "flux", seed=0, fit_vae_steps=LOOP["vae_steps"])  # the demo model
     judge_base = save_tiny_qwen(root / "judge-base", seed=0)  # the demo judge
+    print("judge settings:", judge)
     worlds = []
-    print("seed  judge fwd %  rev %  pairs | fixed: delivered gain (sd, won)  raw | dynamic: delivered gain (sd, won)"
-          "  raw | base brightness")
+    if args.judge_only:
+        print("seed  pairs | judge forward % / reversed % / averaged %, one per data order")
+    else:
+        print("seed  judge fwd %  rev %  pairs | fixed: delivered gain (sd, won)  raw | "
+              "dynamic: delivered gain (sd, won)  raw | base brightness")
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        figures = one_world(seed, flux, judge_base, root / f"world-{seed}")
+        figures = one_world(seed, flux, judge_base, root / f"world-{seed}", judge, args.judge_orders,
+                            rl_too=not args.judge_only)
         worlds.append(figures)
-        a, f, d = figures["agreement"], figures["fixed"], figures["dynamic"]
+        a = figures["agreement"]
+        if args.judge_only:
+            print(f"{seed:4d}  {a['pairs']:5d} | " + "  ".join(
+                f"{x['forward']:.1f}/{x['reversed']:.1f}/{x['averaged']:.1f}" for x in figures["agreements"]),
+                flush=True)
+            continue
+        f, d = figures["fixed"], figures["dynamic"]
         print(f"{seed:4d}  {a['forward']:10.1f}  {a['reversed']:5.1f}  {a['pairs']:5d} | "
               + " | ".join(f"{x['delivered']['mean_gain']:+.3f} ({x['delivered']['sd_gain']:.3f}, "
                            f"{x['delivered']['policy_wins']:.0%})  {x['raw']:+.3f}" for x in (f, d))
               + f" | {f['delivered']['base_mean']:.3f} +- {f['delivered']['base_sd']:.3f}", flush=True)
     print()
-    print("judge agreement, forward:", summary([w["agreement"]["forward"] for w in worlds]).replace("+", ""))
-    print("judge agreement, reversed:", summary([w["agreement"]["reversed"] for w in worlds]).replace("+", ""))
-    for algorithm in ("fixed", "dynamic"):
-        print(f"{algorithm}: delivered gain {summary([w[algorithm]['delivered']['mean_gain'] for w in worlds])}; "
-              f"pairs won min {min(w[algorithm]['delivered']['policy_wins'] for w in worlds):.0%}; "
-              f"raw gain {summary([w[algorithm]['raw'] for w in worlds])}; "
-              f"seconds per run {np.mean([w[algorithm]['seconds'] for w in worlds]):.0f}")
-    print(f"base candidates' brightness spread (sd over held-out inputs): "
-          f"{np.mean([w['fixed']['delivered']['base_sd'] for w in worlds]):.3f}")
+    every = [x for w in worlds for x in w["agreements"]]
+    for order in ("forward", "reversed", "averaged"):
+        print(f"judge agreement, {order} (every world and data order):",
+              summary([x[order] for x in every]).replace("+", ""))
+    print(f"judge seconds per training: {np.mean([w['judge_seconds'] for w in worlds]):.0f}")
+    if not args.judge_only:
+        for algorithm in ("fixed", "dynamic"):
+            print(f"{algorithm}: delivered gain {summary([w[algorithm]['delivered']['mean_gain'] for w in worlds])}; "
+                  f"pairs won min {min(w[algorithm]['delivered']['policy_wins'] for w in worlds):.0%}; "
+                  f"raw gain {summary([w[algorithm]['raw'] for w in worlds])}; "
+                  f"seconds per run {np.mean([w[algorithm]['seconds'] for w in worlds]):.0f}")
+        print(f"base candidates' brightness spread (sd over held-out inputs): "
+              f"{np.mean([w['fixed']['delivered']['base_sd'] for w in worlds]):.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(worlds, indent=2))
 
