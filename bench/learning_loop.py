@@ -158,7 +158,7 @@ def main() -> None:
         key, _, value = setting.partition("=")
         if key not in TrainingConfig.__dataclass_fields__:
             parser.error(f"--judge-setting {setting}: {key!r} is not a judge training setting")
-        judge[key] = type(judge.get(key, 0.0))(value) if key in judge else float(value)
+        judge[key] = type(judge[key])(value) if key in judge else float(value)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root = Path(tempfile.mkdtemp(prefix="learning-loop-"))
     flux = save_tiny_flux_fill(root / "flux", seed=0, fit_vae_steps=LOOP["vae_steps"])  # the demo model
